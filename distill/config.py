@@ -1,0 +1,164 @@
+"""The resolved Hydra config, validated once (pydantic) before any I/O, into the parts the runner builds.
+
+Every problem is reported with its dotted override key, all of them at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+from distill.errors import ConfigError, DistillError
+from distill.grouping import GROUP_KINDS, KeyFunction, key_function
+from distill.sources import SOURCES, Source
+from distill.split import SplitParams
+from distill.steps import STEPS, Step, StepContext
+from distill.tasks import TASKS, Task
+
+
+class CurationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: dict[str, dict[str, Any] | None] = {}
+    order: list[str] | None = None
+
+
+class GroupConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: Literal[GROUP_KINDS]  # type: ignore[valid-type]
+    delimiter: str = Field(default="#", min_length=1)
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["jsonl"] = "jsonl"
+
+
+class TopLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: dict[str, Any]
+    curation: CurationConfig
+    group: GroupConfig
+    split: dict[str, Any]
+    task: dict[str, Any]
+    output: OutputConfig = OutputConfig()
+    batch_size: PositiveInt = 4096
+    dry_run: bool = False
+
+
+@dataclass
+class Settings:
+    """Everything a run needs, built only from registered distill classes."""
+
+    source: Source
+    steps: list[Step]
+    group_kind: str
+    group_key: KeyFunction
+    split: SplitParams
+    split_key: KeyFunction | None
+    task: Task
+    batch_size: int
+    dry_run: bool
+    output_format: str
+
+    @property
+    def step_order(self) -> list[str]:
+        return [step.name for step in self.steps]
+
+
+def _problems(error: ValidationError, prefix: str) -> list[str]:
+    problems = []
+    for item in error.errors():
+        key = ".".join([prefix, *(str(part) for part in item["loc"])]).strip(".")
+        problems.append(f"{key}: {item['msg']}")
+    return problems
+
+
+def _validate(model: type[BaseModel], data: Any, prefix: str, problems: list[str]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems.extend(_problems(error, prefix))
+        return None
+
+
+def _kind_class(registry: Any, kind: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(kind, str):
+        problems.append(f"{key}: missing or not a name")
+        return None
+    try:
+        return registry.get(kind)
+    except KeyError as error:
+        problems.append(f"{key}: {error.args[0]}")
+        return None
+
+
+def _step_order(curation: CurationConfig, problems: list[str]) -> list[str]:
+    names = list(curation.steps)
+    if curation.order is None:
+        return names
+    unknown = [name for name in curation.order if name not in curation.steps]
+    repeated = sorted({name for name in curation.order if curation.order.count(name) > 1})
+    if unknown:
+        problems.append(f"curation.order: {unknown} not in curation.steps (steps: {names})")
+    if repeated:
+        problems.append(f"curation.order: {repeated} named more than once")
+    listed = [name for name in dict.fromkeys(curation.order) if name in curation.steps]
+    return listed + [name for name in names if name not in listed]
+
+
+def build_settings(config: dict[str, Any]) -> Settings:
+    """Validates the resolved config and builds the run's parts. Raises ConfigError listing every problem."""
+    problems: list[str] = []
+    top = _validate(TopLevel, config, "", problems)
+    if top is None:
+        raise ConfigError(problems)
+
+    source_cls = _kind_class(SOURCES, top.source.get("kind"), "source.kind", problems)
+    source_params = source_cls and _validate(source_cls.Params, top.source, "source", problems)
+
+    group_key = key_function(top.group.key, top.group.delimiter)
+    split = _validate(SplitParams, top.split, "split", problems)
+    split_key = None
+    if split is not None and split.by is not None and split.by != top.group.key:
+        split_key = key_function(split.by, top.group.delimiter)
+
+    context = StepContext(group_key=group_key)
+    steps: list[Step] = []
+    for name in _step_order(top.curation, problems):
+        raw = top.curation.steps[name] or {}
+        key = f"curation.steps.{name}"
+        step_cls = _kind_class(STEPS, raw.get("type", name), f"{key}.type" if "type" in raw else key, problems)
+        params = step_cls and _validate(step_cls.Params, raw, key, problems)
+        if params is not None:
+            steps.append(step_cls(name, params, context))
+
+    task_cls = _kind_class(TASKS, top.task.get("kind"), "task.kind", problems)
+    task_params = task_cls and _validate(task_cls.Params, top.task, "task", problems)
+
+    source = None
+    if source_params is not None:
+        try:
+            source = source_cls(source_params)
+            source.check()
+        except (DistillError, ValueError) as error:
+            problems.append(str(error) if isinstance(error, DistillError) else f"source.fields: {error}")
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        source=source,
+        steps=steps,
+        group_kind=top.group.key,
+        group_key=group_key,
+        split=split,
+        split_key=split_key,
+        task=task_cls(task_params),
+        batch_size=top.batch_size,
+        dry_run=top.dry_run,
+        output_format=top.output.format,
+    )

@@ -1,0 +1,47 @@
+"""distill's own stable hashes: the same bytes give the same value on every machine and run.
+
+Python's built-in `hash()` is salted per process and engines hash differently, so neither may decide what is
+kept, split or named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from typing import Any
+
+import orjson
+
+
+def sha256_hex(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash64(data: bytes | str) -> int:
+    """A 64-bit unsigned integer digest (blake2b), for compact keys held in sets and numpy arrays."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no spaces: the one serialisation every content hash is taken over."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def content_id(prefix: str, value: Any) -> str:
+    """An example id: the task's prefix and 16 hex digits of sha256 over the canonical JSON of its content."""
+    return f"{prefix}-{sha256_hex(canonical_json(value))[:16]}"
+
+
+def unit_interval(*parts: str) -> float:
+    """A platform-independent number in [0, 1) from the given parts (used by the split)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFKC, case-folded, whitespace collapsed: the form exact duplicates are compared in."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())

@@ -1,0 +1,111 @@
+"""Quarantine rows and the ledger that proves every input row ended in exactly one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from distill.reasons import Reason
+from distill.record import Origin, Record
+
+MAX_QUARANTINED_RECORD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A step's verdict on one record: it leaves the data, for this reason."""
+
+    reason: Reason
+    errors: tuple[str, ...] = ()
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    step: str
+    reason: Reason
+    errors: tuple[str, ...]
+    record_id: str | None
+    origin: Origin | None
+    record: Record | dict[str, Any] | str | None
+    detail: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, step: str, record: Record, drop: Drop) -> QuarantineRow:
+        return cls(step, drop.reason, drop.errors, record.id, record.origin, record, drop.detail)
+
+    def sort_key(self) -> tuple[str, int, str]:
+        origin_key = self.origin.sort_key() if self.origin is not None else ("", 0)
+        return (*origin_key, self.record_id or "")
+
+    def to_json(self) -> dict[str, Any]:
+        record: Any = self.record.to_json() if isinstance(self.record, Record) else self.record
+        row: dict[str, Any] = {
+            "step": self.step,
+            "reason": self.reason.value,
+            "errors": list(self.errors),
+            "record_id": self.record_id,
+            "origin": self.origin.model_dump(exclude_none=True) if self.origin is not None else None,
+            "record": _truncated(record),
+        }
+        if self.detail:
+            row["detail"] = self.detail
+        return row
+
+
+def _truncated(record: Any) -> Any:
+    if record is None:
+        return None
+    text = record if isinstance(record, str) else None
+    if text is None:
+        encoded = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        if len(encoded) <= MAX_QUARANTINED_RECORD_BYTES:
+            return record
+        text = encoded.decode("utf-8")
+    encoded_text = text.encode("utf-8")
+    if len(encoded_text) <= MAX_QUARANTINED_RECORD_BYTES:
+        return text
+    return encoded_text[:MAX_QUARANTINED_RECORD_BYTES].decode("utf-8", errors="ignore")
+
+
+class AccountingError(RuntimeError):
+    """The ledger does not close: a record was lost, or both exported and quarantined. Always a distill bug."""
+
+
+@dataclass
+class Ledger:
+    """Counts input rows and collects quarantine rows; `close` checks the contract's accounting rule."""
+
+    input_rows: int = 0
+    rows: list[QuarantineRow] = field(default_factory=list)
+
+    def quarantine(self, row: QuarantineRow) -> None:
+        self.rows.append(row)
+
+    def drop(self, step: str, record: Record, drop: Drop) -> None:
+        self.rows.append(QuarantineRow.of(step, record, drop))
+
+    def close(self, exported_ids: set[str]) -> dict[str, int]:
+        quarantined_ids = [row.record_id for row in self.rows]
+        seen: set[str] = set()
+        for record_id in quarantined_ids:
+            if record_id in seen:
+                raise AccountingError(f"record {record_id!r} has more than one quarantine row")
+            seen.add(record_id)
+        both = exported_ids & seen
+        if both:
+            raise AccountingError(f"records both exported and quarantined: {sorted(both)[:5]}")
+        if len(exported_ids) + len(self.rows) != self.input_rows:
+            raise AccountingError(
+                f"{self.input_rows} input rows, but {len(exported_ids)} exported + {len(self.rows)} quarantined"
+            )
+        return {
+            "input_rows": self.input_rows,
+            "exported_records": len(exported_ids),
+            "quarantined_rows": len(self.rows),
+        }
+
+    def sorted_rows(self) -> list[QuarantineRow]:
+        return sorted(self.rows, key=QuarantineRow.sort_key)

@@ -1,0 +1,79 @@
+"""Sources read raw rows, map them onto the record model, and yield a `Record` or a quarantine row per row."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from distill.quarantine import QuarantineRow
+from distill.reasons import Reason
+from distill.record import Origin, Record
+from distill.registry import Registry
+from distill.sources.fieldmap import FieldMap, FieldSpec
+
+
+class SourceParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    fields: dict[str, FieldSpec] = {}
+
+
+Parsed = Record | QuarantineRow
+
+
+class Source(ABC):
+    kind: ClassVar[str]
+    Params: ClassVar[type[SourceParams]] = SourceParams
+
+    def __init__(self, params: SourceParams) -> None:
+        self.params = params
+        self.field_map = FieldMap(params.fields)
+
+    @abstractmethod
+    def check(self) -> None:
+        """Fails fast (DistillError naming the config key) when the source cannot be read at all."""
+
+    @abstractmethod
+    def read(self) -> Iterator[Parsed]:
+        """Every input row, in a deterministic order, as a Record or a quarantine row."""
+
+    @abstractmethod
+    def inputs(self) -> list[dict[str, Any]]:
+        """For the manifest, after `read`: what was read ([{path, sha256, rows}] or [{uri, version, rows}])."""
+
+    def to_record(self, row: Any, origin: Origin, fallback_id: str) -> Parsed:
+        """Maps one decoded row onto a Record, or a `schema_violation` quarantine row saying what is wrong."""
+        if not isinstance(row, dict):
+            return QuarantineRow(
+                "parse", Reason.schema_violation, (f"row is a JSON {type(row).__name__}, not an object",),
+                fallback_id, origin, row,
+            )
+        try:
+            fields = self.field_map.apply(row)
+        except ValueError as error:
+            return QuarantineRow("parse", Reason.schema_violation, (str(error),), fallback_id, origin, row)
+        if fields.get("id") in (None, ""):
+            fields["id"] = fallback_id
+        fields["origin"] = origin
+        try:
+            return Record.model_validate(fields)
+        except ValidationError as error:
+            record_id = fields["id"] if isinstance(fields["id"], str) else fallback_id
+            return QuarantineRow(
+                "parse", Reason.schema_violation, validation_messages(error), record_id, origin, row
+            )
+
+
+def validation_messages(error: ValidationError) -> tuple[str, ...]:
+    return tuple(
+        f"{'.'.join(str(part) for part in item['loc']) or '(row)'}: {item['msg']}"
+        + (f" (got {item['input']!r:.80})" if "input" in item and not isinstance(item["input"], dict) else "")
+        for item in error.errors()
+    )
+
+
+SOURCES: Registry[type[Source]] = Registry("source")

@@ -1,0 +1,74 @@
+"""The declarative field map: how a source's own column names become record fields, without code."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from distill.record import RECORD_FIELDS
+
+
+class FieldRule(BaseModel):
+    """`path` is a dotted key into the input row; `decode: json` parses a JSON-encoded text column first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    decode: Literal["json"] | None = None
+
+
+FieldSpec = str | FieldRule
+
+# The source sets `origin`; an input column of that name is the user's data and lands in metadata.
+_MAPPABLE = tuple(name for name in RECORD_FIELDS if name != "origin")
+
+
+def _lookup(row: dict[str, Any], path: str) -> tuple[bool, Any]:
+    value: Any = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+class FieldMap:
+    """record field -> rule. Fields not named map from the input key of the same name. Top-level input keys that
+    feed no field are kept under `metadata` (without overwriting it), so nothing a log carries is silently lost."""
+
+    def __init__(self, fields: dict[str, FieldSpec]) -> None:
+        unknown = sorted(set(fields) - set(_MAPPABLE))
+        if unknown:
+            raise ValueError(f"unknown record field(s) {unknown} (known: {', '.join(_MAPPABLE)})")
+        self.rules: dict[str, FieldRule] = {
+            name: FieldRule(path=spec) if isinstance(spec, str) else spec for name, spec in fields.items()
+        }
+        for name in _MAPPABLE:
+            self.rules.setdefault(name, FieldRule(path=name))
+        self.identity = all(rule.path == name and rule.decode is None for name, rule in self.rules.items())
+        self._consumed_roots = {rule.path.split(".")[0] for rule in self.rules.values()}
+
+    def apply(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.identity and all(key in self._consumed_roots for key in row):
+            return dict(row)
+        fields: dict[str, Any] = {}
+        for name, rule in self.rules.items():
+            found, value = _lookup(row, rule.path)
+            if not found:
+                continue
+            if rule.decode == "json" and isinstance(value, (str, bytes)):
+                try:
+                    value = orjson.loads(value) if value else None
+                except orjson.JSONDecodeError as error:
+                    raise ValueError(f"{name}: column {rule.path!r} is not valid JSON ({error})") from None
+            fields[name] = value
+        leftovers = {key: value for key, value in row.items() if key not in self._consumed_roots}
+        if leftovers:
+            metadata = fields.get("metadata")
+            if metadata is None:
+                fields["metadata"] = leftovers
+            elif isinstance(metadata, dict):
+                fields["metadata"] = {**leftovers, **metadata}
+        return fields

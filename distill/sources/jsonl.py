@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from distill.errors import DistillError
+from distill.quarantine import QuarantineRow
+from distill.reasons import Reason
+from distill.record import Origin
+from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+
+
+class JsonlParams(SourceParams):
+    path: str
+
+
+def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
+    """(root, files in sorted order) for a file, a directory (searched recursively) or a glob."""
+    path = Path(pattern).expanduser()
+    if path.is_file():
+        return path.parent, [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+        if not files:
+            raise DistillError(f"{key}: no {'/'.join(suffixes)} files under {pattern}")
+        return path, files
+    if glob.has_magic(pattern):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
+        if not files:
+            raise DistillError(f"{key}: the glob {pattern} matches no file")
+        root = Path(os.path.commonpath([str(p.parent) for p in files]))
+        return root, files
+    raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
+
+
+@SOURCES.register("jsonl")
+class JsonlSource(Source):
+    """JSON Lines files: one logged record per line, read in sorted file order, line by line.
+
+    A line that is not UTF-8 (`invalid_utf8`) or not JSON (`invalid_json`) becomes a quarantine row and the rest of
+    the file is still read; blank lines are not rows.
+    """
+
+    kind = "jsonl"
+    Params = JsonlParams
+    params: JsonlParams
+
+    def __init__(self, params: JsonlParams) -> None:
+        super().__init__(params)
+        self._inputs: list[dict[str, Any]] = []
+
+    def check(self) -> None:
+        self.root, self.files = resolve_files(self.params.path, "source.path", (".jsonl", ".json", ".ndjson"))
+
+    def read(self) -> Iterator[Parsed]:
+        self.check()
+        self._inputs = []
+        for path in self.files:
+            relative = path.relative_to(self.root).as_posix()
+            digest = hashlib.sha256()
+            rows = 0
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    digest.update(line)
+                    if not line.strip():
+                        continue
+                    rows += 1
+                    yield self._parse_line(line, Origin(path=relative, line=number))
+            self._inputs.append({"path": str(path.resolve()), "sha256": digest.hexdigest(), "rows": rows})
+
+    def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
+        fallback_id = f"{origin.path}:{origin.line}"
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as bad_bytes:
+                text = line.decode("utf-8", errors="replace")
+                return QuarantineRow(
+                    "parse", Reason.invalid_utf8, (f"byte {bad_bytes.start}: {bad_bytes.reason}",),
+                    fallback_id, origin, text.rstrip("\r\n"),
+                )
+            return QuarantineRow("parse", Reason.invalid_json, (str(error),), fallback_id, origin, text.rstrip("\r\n"))
+        return self.to_record(row, origin, fallback_id)
+
+    def inputs(self) -> list[dict[str, Any]]:
+        return list(self._inputs)

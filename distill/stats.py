@@ -1,0 +1,81 @@
+"""`stats.json`: an auditable summary of each dataset file (what went in, how it is shaped)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from distill.record import Record
+from distill.tasks.base import Example
+
+NONE_KEY = "__none__"
+CHARS_PER_TOKEN = 4  # the usual rough ratio for English text with BPE tokenizers
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """count, min, median, p95, max, mean (None when empty), as plain JSON numbers."""
+    if not values:
+        return {"count": 0, "min": None, "median": None, "p95": None, "max": None, "mean": None}
+    array = np.asarray(values, dtype=np.float64)
+
+    def number(value: float) -> float | int:
+        value = float(value)
+        return int(value) if value.is_integer() else round(value, 6)
+
+    return {
+        "count": int(array.size),
+        "min": number(array.min()),
+        "median": number(np.median(array)),
+        "p95": number(np.percentile(array, 95)),
+        "max": number(array.max()),
+        "mean": number(array.mean()),
+    }
+
+
+def _counts(values: Sequence[str | None]) -> dict[str, int]:
+    return dict(sorted(Counter(NONE_KEY if v is None else v for v in values).items()))
+
+
+def token_length(record: Record) -> tuple[int, bool]:
+    """(tokens, measured): `tokens_used` when the log has it, else the character-length proxy."""
+    if record.tokens_used is not None:
+        return record.tokens_used, True
+    return math.ceil(len(record.text or "") / CHARS_PER_TOKEN), False
+
+
+def file_stats(task: str, examples: Sequence[Example], excluded: dict[str, dict[str, int]]) -> dict[str, Any]:
+    records = {r.id: r for example in examples for r in example.records}.values()
+    per_group: Counter[str] = Counter()
+    for example in examples:
+        per_group[example.group_key] += len(example.records)
+    lengths, measured = [], []
+    for example in examples:
+        total = 0
+        for record in example.records:
+            tokens, from_log = token_length(record)
+            total += tokens
+            measured.append(from_log)
+        lengths.append(total)
+    method = "tokens_used" if measured and all(measured) else "length_proxy" if not any(measured) else "mixed"
+    rewards = [r.reward for r in records if r.reward is not None]
+    return {
+        "task": task,
+        "examples": len(examples),
+        "records": len(records),
+        "groups": len(per_group),
+        "by_role": _counts([r.role.value if r.role else None for r in records]),
+        "by_source": _counts([r.source for r in records]),
+        "by_tenant": _counts([r.tenant for r in records]),
+        "by_category": _counts([r.category.value if r.category else None for r in records]),
+        "records_per_group": summary(list(per_group.values())),
+        "tokens_per_example": {"method": method, **summary(lengths)},
+        "rewards": {
+            **summary(rewards),
+            "by_source": _counts([r.reward_source for r in records if r.reward is not None]),
+        },
+        "excluded_by_step": excluded,
+    }

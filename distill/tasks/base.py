@@ -1,0 +1,89 @@
+"""Export tasks: turn groups of curated records into training examples, behind the task's own firewall."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from distill.grouping import Group
+from distill.hashing import content_id
+from distill.quarantine import Drop
+from distill.record import Record, format_timestamp
+from distill.registry import Registry
+
+FIREWALL_STEP = "firewall"
+TASK_STEP = "task"
+
+
+class TaskParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    require_category: bool = False
+
+
+@dataclass(frozen=True)
+class Example:
+    """One output line (with its content-hash `id`) and the records it was built from, in order."""
+
+    line: dict[str, Any]
+    records: tuple[Record, ...]
+    group_key: str
+
+    @property
+    def id(self) -> str:
+        return self.line["id"]
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (self.records[0].order_key() if self.records else (), self.id)
+
+
+@dataclass
+class TaskOutput:
+    examples: list[Example] = field(default_factory=list)
+    drops: list[tuple[str, Record, Drop]] = field(default_factory=list)
+
+    def drop(self, step: str, records: Sequence[Record], drop: Drop) -> None:
+        self.drops.extend((step, record, drop) for record in records)
+
+
+class Task(ABC):
+    kind: ClassVar[str]
+    Params: ClassVar[type[TaskParams]] = TaskParams
+    schema: ClassVar[str]
+    """Name of the JSON Schema in `schemas/` every output line is validated against at write time."""
+
+    def __init__(self, params: TaskParams) -> None:
+        self.params = params
+
+    @property
+    def output_name(self) -> str:
+        return self.kind
+
+    @abstractmethod
+    def build(self, groups: Sequence[Group]) -> TaskOutput:
+        """Examples from the groups of one split side; every record of those groups ends in an example or a drop."""
+
+
+def make_example(prefix: str, body: dict[str, Any], records: Sequence[Record], group_key: str) -> Example:
+    """Adds the contract's provenance and a content-hash id to a task's line."""
+    provenance = dict(body.pop("provenance", {}))
+    provenance.setdefault("record_ids", [r.id for r in records])
+    provenance.setdefault("categories", [r.category.value if r.category else None for r in records])
+    for name in ("session_id", "run_id"):
+        value = next((getattr(r, name) for r in records if getattr(r, name) is not None), None)
+        if value is not None:
+            provenance.setdefault(name, value)
+    dated = [r.created_at for r in records if r.created_at is not None]
+    if dated:
+        provenance.setdefault("created_at_start", format_timestamp(min(dated)))
+        provenance.setdefault("created_at_end", format_timestamp(max(dated)))
+    line = {**body, "provenance": provenance}
+    return Example({"id": content_id(prefix, line), **line}, tuple(records), group_key)
+
+
+TASKS: Registry[type[Task]] = Registry("task")
