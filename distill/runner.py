@@ -137,8 +137,10 @@ def run(
     task_drops: dict[str, Counter[str]] = {}
     examples_by_side: dict[str, list[Example]] = {}
     invalid: list[tuple[Example, list[str]]] = []
+    task_counts: Counter[str] = Counter()
     for side, side_groups in sides.items():
         output = task.build(side_groups)
+        task_counts.update(output.counts)
         for step, record, drop in output.drops:
             ledger.drop(step, record, drop)
             task_drops.setdefault(step, Counter())[drop.reason.value] += 1
@@ -193,6 +195,7 @@ def run(
         "inputs": settings.source.inputs(),
         "outputs": [{k: v for k, v in entry.items() if v is not None} for entry in outputs],
         "counts": counts,
+        "task_counts": dict(sorted(task_counts.items())),
         "quarantine": dict(sorted(Counter(row.reason.value for row in quarantine_rows).items())),
         "stages": stages,
         "split": {

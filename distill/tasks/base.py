@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -46,6 +47,8 @@ class Example:
 class TaskOutput:
     examples: list[Example] = field(default_factory=list)
     drops: list[tuple[str, Record, Drop]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    """Task-level figures for the manifest's `task_counts` (e.g. insufficient_pair_groups)."""
 
     def drop(self, step: str, records: Sequence[Record], drop: Drop) -> None:
         self.drops.extend((step, record, drop) for record in records)
