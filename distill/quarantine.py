@@ -88,12 +88,15 @@ class Ledger:
         self.rows.append(QuarantineRow.of(step, record, drop))
 
     def close(self, exported_ids: set[str]) -> dict[str, int]:
-        quarantined_ids = [row.record_id for row in self.rows]
+        """Rows rejected before they became a record (parse errors, repeated ids) count as rows; every row about a
+        parsed Record is accounted by its id, which must be unique here and absent from the exported examples."""
         seen: set[str] = set()
-        for record_id in quarantined_ids:
-            if record_id in seen:
-                raise AccountingError(f"record {record_id!r} has more than one quarantine row")
-            seen.add(record_id)
+        for row in self.rows:
+            if not isinstance(row.record, Record):
+                continue
+            if row.record_id in seen:
+                raise AccountingError(f"record {row.record_id!r} has more than one quarantine row")
+            seen.add(row.record_id)
         both = exported_ids & seen
         if both:
             raise AccountingError(f"records both exported and quarantined: {sorted(both)[:5]}")

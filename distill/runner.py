@@ -23,7 +23,7 @@ from distill.reasons import Reason
 from distill.record import Record, format_timestamp
 from distill.split import ALL, assign_sides
 from distill.stats import file_stats
-from distill.tasks.base import Example
+from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example
 from distill.validation import schema_errors
 from distill.writer import write_json, write_jsonl
 
@@ -74,7 +74,11 @@ def read_records(settings: Settings, ledger: Ledger) -> tuple[list[Record], Stag
         earlier = first_seen.setdefault(parsed.id, parsed)
         if earlier is not parsed:
             where = earlier.origin.label() if earlier.origin else "an earlier row"
-            ledger.drop(PARSE_STEP, parsed, Drop(Reason.duplicate, (f"id {parsed.id!r} already read at {where}",)))
+            # Quarantined as a row, not as the record: the id stays with the first row that carried it.
+            ledger.quarantine(QuarantineRow(
+                PARSE_STEP, Reason.duplicate, (f"id {parsed.id!r} already read at {where}",),
+                parsed.id, parsed.origin, parsed.to_json(),
+            ))
             report.dropped[Reason.duplicate.value] += 1
             continue
         records.append(parsed)
@@ -163,7 +167,8 @@ def run(
 
     stages = [parse_report.to_json(), *(report.to_json() for report in stage_reports)]
     remaining = len(kept)
-    for step, reasons in [*task_drops.items(), (WRITE_STEP, write_drops)]:
+    task_steps = [FIREWALL_STEP, TASK_STEP, *sorted(set(task_drops) - {FIREWALL_STEP, TASK_STEP})]
+    for step, reasons in [*((s, task_drops.get(s, Counter())) for s in task_steps), (WRITE_STEP, write_drops)]:
         remaining -= sum(reasons.values())
         stages.append({"step": step, "kind": f"task:{task.kind}", "kept": remaining, "dropped": dict(sorted(reasons.items()))})
 

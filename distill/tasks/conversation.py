@@ -29,15 +29,19 @@ def is_assistant(record: Record) -> bool:
 
 @dataclass(frozen=True)
 class Firewall:
-    """Which categories may feed a task's trained side. Records without a category pass unless required."""
+    """Which categories may feed a task's trained side.
+
+    A forbidden category blocks any record it is on; a missing category blocks only a completion (the turn that is
+    trained on), and only when the task requires categories.
+    """
 
     allowed: frozenset[Category]
     reason: Reason
     require_category: bool = False
 
-    def check(self, record: Record) -> Drop | None:
+    def check(self, record: Record, *, completion: bool = True) -> Drop | None:
         if record.category is None:
-            if self.require_category:
+            if self.require_category and completion:
                 return Drop(self.reason, ("no category, and task.require_category=true",))
             return None
         if record.category in self.allowed:

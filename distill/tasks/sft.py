@@ -54,7 +54,7 @@ class SftTask(Task):
     def _build_conversation(self, group: Group, output: TaskOutput) -> None:
         passed, blocked = [], []
         for record in group.records:
-            drop = self.firewall.check(record)
+            drop = self.firewall.check(record, completion=is_assistant(record))
             if drop is None:
                 passed.append(record)
             else:

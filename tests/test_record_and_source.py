@@ -1,0 +1,173 @@
+"""The record model and the JSONL source: timestamps, ids, field maps, and every kind of bad line."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from helpers import compose_config, run_pipeline, write_jsonl
+
+from distill.config import build_settings
+from distill.errors import ConfigError
+from distill.record import Record, parse_timestamp
+from distill.runner import read_records
+from distill.quarantine import Ledger
+
+
+def read(tmp_path, rows, *overrides):
+    path = write_jsonl(tmp_path / "logs" / "a.jsonl", rows)
+    settings = build_settings(compose_config([f"source.path={path}", *overrides]))
+    ledger = Ledger()
+    records, report = read_records(settings, ledger)
+    return records, ledger.rows, report
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-03-01T10:00:00Z", datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
+        ("2026-03-01T12:00:00+02:00", datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
+        ("2026-03-01T10:00:00", datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
+        (1772359200, datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
+        (1772359200.5, datetime(2026, 3, 1, 10, 0, 0, 500000, tzinfo=timezone.utc)),
+    ],
+)
+def test_timestamps_are_iso_or_epoch_and_stored_as_utc(value, expected):
+    assert parse_timestamp(value) == expected
+    assert Record(id="r", created_at=value).created_at.tzinfo == timezone.utc
+
+
+@pytest.mark.parametrize("value", ["yesterday", True, [2026]])
+def test_bad_timestamps_are_rejected(value):
+    with pytest.raises(ValueError):
+        Record.model_validate({"id": "r", "created_at": value})
+
+
+def test_order_key_is_created_at_then_id_with_undated_first():
+    records = [
+        Record(id="b", created_at="2026-01-01T00:00:01Z"),
+        Record(id="a", created_at="2026-01-01T00:00:01Z"),
+        Record(id="z"),
+        Record(id="c", created_at="2026-01-01T00:00:00Z"),
+    ]
+    assert [r.id for r in sorted(records, key=Record.order_key)] == ["z", "c", "a", "b"]
+
+
+def test_bad_lines_are_quarantined_and_the_rest_of_the_file_is_read(tmp_path):
+    rows = [
+        {"id": "ok-1", "text": "first"},
+        b'{"id": "broken", "text": ',
+        b'{"id": "bad-bytes", "text": "caf\xff\xfe"}',
+        b"[1, 2, 3]",
+        {"id": "wrong-type", "reward": "high"},
+        {"id": "bad-enum", "category": "great"},
+        {"id": "bad-time", "created_at": "yesterday"},
+        {"id": "bad-role", "role": "robot"},
+        b"   ",
+        {"id": "ok-2", "text": "last"},
+    ]
+    records, quarantined, report = read(tmp_path, rows)
+    assert [r.id for r in records] == ["ok-1", "ok-2"]
+    reasons = {row.record_id: (row.reason.value, row.step) for row in quarantined}
+    assert reasons == {
+        "a.jsonl:2": ("invalid_json", "parse"),
+        "a.jsonl:3": ("invalid_utf8", "parse"),
+        "a.jsonl:4": ("schema_violation", "parse"),
+        "wrong-type": ("schema_violation", "parse"),
+        "bad-enum": ("schema_violation", "parse"),
+        "bad-time": ("schema_violation", "parse"),
+        "bad-role": ("schema_violation", "parse"),
+    }
+    wrong_type = next(row for row in quarantined if row.record_id == "wrong-type")
+    assert wrong_type.errors[0].startswith("reward:")
+    assert wrong_type.record == {"id": "wrong-type", "reward": "high"}
+    assert report.kept == 2 and sum(report.dropped.values()) == 7
+
+
+def test_invalid_json_keeps_the_raw_line_as_text(tmp_path):
+    _, quarantined, _ = read(tmp_path, [b'{"id": "broken", "text": '])
+    assert quarantined[0].record == '{"id": "broken", "text": '
+    assert quarantined[0].origin.path == "a.jsonl" and quarantined[0].origin.line == 1
+
+
+def test_rows_without_id_get_one_from_their_relative_origin(tmp_path):
+    records, _, _ = read(tmp_path, [{"text": "no id"}, {"id": 42, "text": "numeric id"}])
+    assert sorted(r.id for r in records) == ["42", "a.jsonl:1"]
+    assert {r.origin.path for r in records} == {"a.jsonl"}
+
+
+def test_a_repeated_id_is_a_duplicate_row(tmp_path):
+    records, quarantined, _ = read(tmp_path, [{"id": "x", "text": "one"}, {"id": "x", "text": "two"}])
+    assert [r.text for r in records] == ["one"]
+    assert [(q.reason.value, q.origin.line) for q in quarantined] == [("duplicate", 2)]
+
+
+def test_field_map_dotted_paths_json_columns_and_leftovers(tmp_path):
+    rows = [{"uid": "r1", "text_payload": "hello", "metadata": {"reward": 0.7}, "state": '{"tokens": 3}', "extra": 1}]
+    records, quarantined, _ = read(
+        tmp_path,
+        rows,
+        "+source.fields.id=uid",
+        "+source.fields.text=text_payload",
+        "+source.fields.reward=metadata.reward",
+        "+source.fields.tokens_used={path: state.tokens}",
+    )
+    assert not quarantined
+    (record,) = records
+    assert (record.id, record.text, record.reward) == ("r1", "hello", 0.7)
+    assert record.metadata["extra"] == 1 and record.metadata["reward"] == 0.7
+
+
+def test_field_map_decodes_json_encoded_columns(tmp_path):
+    rows = [{"id": "r1", "meta_json": '{"team": "search"}'}, {"id": "r2", "meta_json": "{not json"}]
+    records, quarantined, _ = read(tmp_path, rows, "+source.fields.metadata={path: meta_json, decode: json}")
+    assert records[0].metadata == {"team": "search"}
+    assert quarantined[0].reason.value == "schema_violation" and "not valid JSON" in quarantined[0].errors[0]
+
+
+def test_field_map_rejects_unknown_record_fields(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"id": "x"}])
+    with pytest.raises(ConfigError, match="source.fields"):
+        build_settings(compose_config([f"source.path={path}", "+source.fields.nonsense=x"]))
+
+
+def test_directory_and_glob_sources_read_files_in_sorted_order(tmp_path):
+    write_jsonl(tmp_path / "logs" / "b" / "2.jsonl", [{"id": "b2", "text": "x"}])
+    write_jsonl(tmp_path / "logs" / "a.jsonl", [{"id": "a1", "text": "x"}])
+    write_jsonl(tmp_path / "logs" / "b" / "1.jsonl", [{"id": "b1", "text": "x"}])
+    for path in (tmp_path / "logs", f"{tmp_path}/logs/**/*.jsonl"):
+        settings = build_settings(compose_config([f"source.path={path}", "split=none"]))
+        records, _ = read_records(settings, Ledger())
+        assert [r.origin.path for r in records] == ["a.jsonl", "b/1.jsonl", "b/2.jsonl"]
+        assert [entry["rows"] for entry in settings.source.inputs()] == [1, 1, 1]
+
+
+def test_input_files_are_hashed_in_the_manifest(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"id": "x", "role": "user", "text": "hi"}])
+    result = run_pipeline(tmp_path / "out", [f"source.path={path}"])
+    (entry,) = result.manifest["inputs"]
+    import hashlib
+
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and entry["rows"] == 1
+
+
+def test_input_record_schema_agrees_with_the_record_model(tmp_path):
+    from jsonschema import Draft202012Validator
+    from pydantic import ValidationError
+
+    from distill.validation import load_schema
+
+    validator = Draft202012Validator(load_schema("input_record"))
+    good = [
+        {"id": "a", "role": "assistant", "category": "accepted", "reward": 1, "created_at": "2026-01-01T00:00:00Z"},
+        {"id": 7, "label": "chosen", "rank": 1, "lifecycle_status": "superseded", "metadata": None},
+    ]
+    bad = [{"id": "a", "reward": "high"}, {"id": "a", "category": "great"}, {"id": "a", "rank": 0}, {"text": "x"}]
+    for row in good:
+        assert validator.is_valid(row)
+        Record.model_validate(row)
+    for row in bad:
+        assert not validator.is_valid(row), json.dumps(row)
+        with pytest.raises(ValidationError):
+            Record.model_validate(row)

@@ -1,0 +1,171 @@
+"""Chat SFT: conversation order, alternatives, gaps, the firewall and tool use."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import read_jsonl, run_pipeline, write_jsonl
+
+
+def turn(id, role, text, t, **fields):
+    return {"id": id, "session_id": fields.pop("session_id", "s1"), "role": role, "text": text, "created_at": t, **fields}
+
+
+def export(tmp_path, rows, *overrides):
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = run_pipeline(tmp_path / "out", [f"source.path={path}", "split=none", *overrides])
+    lines = read_jsonl(tmp_path / "out" / "sft.jsonl")
+    quarantine = {row["record_id"]: row for row in read_jsonl(tmp_path / "out" / "quarantine.jsonl")}
+    return lines, quarantine, result
+
+
+def contents(line):
+    return [m["content"] for m in line["messages"]]
+
+
+def test_a_session_written_out_of_order_becomes_one_line_in_time_order(tmp_path):
+    rows = [turn("c", "user", "thanks!", 30), turn("a", "user", "how do I sort a list?", 10), turn("b", "assistant", "use sorted()", 20)]
+    (line,), quarantine, _ = export(tmp_path, rows)
+    assert contents(line) == ["how do I sort a list?", "use sorted()", "thanks!"]
+    assert [m["role"] for m in line["messages"]] == ["user", "assistant", "user"]
+    assert line["provenance"]["record_ids"] == ["a", "b", "c"]
+    assert line["provenance"]["session_id"] == "s1"
+    assert line["provenance"]["created_at_start"] < line["provenance"]["created_at_end"]
+    assert line["id"].startswith("sft-") and not quarantine
+
+
+def test_best_of_n_keeps_only_the_best_alternative(tmp_path):
+    rows = [turn("q", "user", "prompt", 1)] + [
+        turn(f"alt{i}", "assistant", f"answer {i}", 2 + i, group_id="g1", reward=r, category="accepted")
+        for i, r in enumerate([0.3, 0.9, 0.5, 0.1])
+    ]
+    (line,), quarantine, _ = export(tmp_path, rows)
+    assert contents(line) == ["prompt", "answer 1"]
+    assert line["reward"] == 0.9
+    assert {k: v["reason"] for k, v in quarantine.items()} == dict.fromkeys(["alt0", "alt2", "alt3"], "not_selected")
+
+
+def test_label_chosen_beats_reward_and_ties_go_to_the_earliest(tmp_path):
+    rows = [
+        turn("q", "user", "prompt", 1),
+        turn("x", "assistant", "high reward", 2, group_id="g", reward=0.99),
+        turn("y", "assistant", "chosen", 3, group_id="g", label="chosen"),
+        turn("q2", "user", "again", 4),
+        turn("z1", "assistant", "tie early", 5, group_id="h", reward=0.5),
+        turn("z2", "assistant", "tie late", 6, group_id="h", reward=0.5),
+    ]
+    (line,), _, _ = export(tmp_path, rows)
+    assert contents(line) == ["prompt", "chosen", "again", "tie early"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected", "reasons"),
+    [
+        ("cut", ["q1", "good"], {"q2": "after_gap", "q3": "after_gap", "good2": "after_gap"}),
+        ("keep", ["q1", "good", "q2", "q3", "good2"], {}),
+        ("drop_group", None, {"q1": "after_gap", "good": "after_gap", "q2": "after_gap", "q3": "after_gap", "good2": "after_gap"}),
+    ],
+)
+def test_a_dropped_turn_leaves_a_gap_handled_by_on_gap(tmp_path, policy, expected, reasons):
+    rows = [
+        turn("u1", "user", "q1", 1),
+        turn("a1", "assistant", "good", 2, category="accepted"),
+        turn("u2", "user", "q2", 3),
+        turn("a2", "assistant", "bad", 4, category="rejected"),
+        turn("u3", "user", "q3", 5),
+        turn("a3", "assistant", "good2", 6, category="accepted"),
+    ]
+    lines, quarantine, _ = export(tmp_path, rows, f"task.on_gap={policy}")
+    assert quarantine.pop("a2")["reason"] == "unsafe_sft_category"
+    by_text = {row["record"]["text"]: row["reason"] for row in quarantine.values()}
+    assert by_text == reasons
+    if expected is None:
+        assert lines == []
+    else:
+        assert contents(lines[0]) == expected
+
+
+def test_a_turn_dropped_by_curation_also_leaves_a_gap(tmp_path):
+    rows = [
+        turn("u1", "user", "q1", 1),
+        turn("a1", "assistant", "a1", 2),
+        turn("u2", "user", "q2", 3),
+        turn("a2", "assistant", "old answer", 4, lifecycle_status="superseded"),
+        turn("u3", "user", "q3", 5),
+    ]
+    (line,), quarantine, _ = export(tmp_path, rows)
+    assert contents(line) == ["q1", "a1"]
+    assert quarantine["a2"]["reason"] == "lifecycle" and quarantine["a2"]["step"] == "lifecycle"
+    assert quarantine["u2"]["reason"] == quarantine["u3"]["reason"] == "after_gap"
+
+
+def test_a_losing_alternative_is_no_gap(tmp_path):
+    rows = [
+        turn("u1", "user", "q1", 1),
+        turn("a1", "assistant", "bad", 2, group_id="g", category="rejected"),
+        turn("a2", "assistant", "good", 3, group_id="g", category="accepted"),
+        turn("u2", "user", "q2", 4),
+        turn("a3", "assistant", "good2", 5),
+    ]
+    (line,), quarantine, _ = export(tmp_path, rows)
+    assert contents(line) == ["q1", "good", "q2", "good2"]
+    assert list(quarantine) == ["a1"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "allowed"),
+    [
+        ([], {"accepted", None}),
+        (["task.include_partial=true"], {"accepted", "partially_accepted", None}),
+        (["task.require_category=true"], {"accepted"}),
+        (["task.include_partial=true", "task.require_category=true"], {"accepted", "partially_accepted"}),
+    ],
+)
+def test_the_firewall_never_lets_rejected_or_review_records_through(tmp_path, overrides, allowed):
+    categories = ["accepted", "partially_accepted", "rejected", "needs_human_review", None]
+    rows = []
+    for i, category in enumerate(categories):
+        rows.append(turn(f"u{i}", "user", f"question {i}", 1, session_id=f"s{i}"))
+        extra = {"category": category} if category else {}
+        rows.append(turn(f"a{i}", "assistant", f"answer {i}", 2, session_id=f"s{i}", **extra))
+    lines, quarantine, _ = export(tmp_path, rows, *overrides)
+    exported = {c for line in lines for c in line["provenance"]["categories"][1:]}
+    assert exported == allowed
+    for i, category in enumerate(categories):
+        if category not in allowed:
+            assert quarantine[f"a{i}"]["reason"] == "unsafe_sft_category"
+            assert quarantine[f"a{i}"]["step"] == "firewall"
+            assert quarantine[f"u{i}"]["reason"] == "no_assistant_turn"
+
+
+def test_removing_every_curation_step_does_not_remove_the_firewall(tmp_path):
+    rows = [turn("u", "user", "q", 1), turn("a", "assistant", "a", 2, category="rejected")]
+    lines, quarantine, _ = export(tmp_path, rows, "curation=none")
+    assert lines == [] and quarantine["a"]["reason"] == "unsafe_sft_category"
+
+
+def test_tool_calls_and_tool_results_keep_trl_shape(tmp_path):
+    call = [{"type": "function", "function": {"name": "search", "arguments": {"q": "x"}}}]
+    rows = [
+        turn("u", "user", "find x", 1),
+        turn("a1", "assistant", "", 2, tool_calls=call),
+        turn("t", "tool", "x is 42", 3, name="search"),
+        turn("a2", "assistant", "x is 42", 4),
+    ]
+    (line,), quarantine, _ = export(tmp_path, rows)
+    assert line["messages"][1] == {"role": "assistant", "content": "", "tool_calls": call}
+    assert line["messages"][2] == {"role": "tool", "content": "x is 42", "name": "search"}
+    assert not quarantine
+
+
+def test_a_conversation_without_assistant_turn_is_no_example(tmp_path):
+    rows = [turn("s", "system", "be brief", 1), turn("u", "user", "hello?", 2)]
+    lines, quarantine, _ = export(tmp_path, rows)
+    assert lines == [] and {v["reason"] for v in quarantine.values()} == {"no_assistant_turn"}
+
+
+def test_example_ids_are_content_hashes(tmp_path):
+    rows = [turn("u", "user", "q", 1), turn("a", "assistant", "a", 2)]
+    (first,), _, _ = export(tmp_path / "1", rows)
+    (second,), _, _ = export(tmp_path / "2", rows)
+    (changed,), _, _ = export(tmp_path / "3", [rows[0], {**rows[1], "text": "b"}])
+    assert first["id"] == second["id"] != changed["id"]
