@@ -142,7 +142,7 @@ def readme_commands() -> list[str]:
 def test_every_override_example_in_the_readme_runs(tmp_path, command):
     import shlex
 
-    args = shlex.split(command)[3:]
+    args = shlex.split(command, comments=True)[3:]
     out = "hydra.sweep.dir=sweep" if "-m" in args else "hydra.run.dir=run"
     done = run_cli([*args, out], cwd=tmp_path)
     assert done.returncode == 0, f"{command}\n{done.stderr}"
