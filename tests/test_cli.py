@@ -149,3 +149,13 @@ def test_every_override_example_in_the_readme_runs(tmp_path, command):
     assert "Traceback" not in done.stderr
     manifests = list(Path(tmp_path).rglob("manifest.json"))
     assert manifests or "--cfg" in args
+
+
+def test_long_inputs_show_progress_on_stderr_and_keep_stdout_for_the_summary(tmp_path):
+    rows = [{"id": f"r{i}", "session_id": f"s{i // 2}", "role": "user" if i % 2 == 0 else "assistant", "text": f"t{i}"}
+            for i in range(12_000)]
+    path = write_jsonl(tmp_path / "many.jsonl", rows)
+    done = run_cli([f"source.path={path}", "hydra.run.dir=run"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "read 10000 rows" in done.stderr
+    assert "read 10000 rows" not in done.stdout and done.stdout.startswith("distill: 12000 rows in")
