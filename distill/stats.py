@@ -47,11 +47,15 @@ def token_length(record: Record) -> tuple[int, bool]:
     return math.ceil(len(record.text or "") / CHARS_PER_TOKEN), False
 
 
-def file_stats(task: str, examples: Sequence[Example], excluded: dict[str, dict[str, int]]) -> dict[str, Any]:
+def file_stats(
+    task: str, examples: Sequence[Example], excluded: dict[str, dict[str, int]], *, form: str | None = None
+) -> dict[str, Any]:
+    """One file's section. `form` is the task's output form (preference: paired, unpaired or ranked)."""
     records = {r.id: r for example in examples for r in example.records}.values()
-    per_group: Counter[str] = Counter()
+    # Distinct records: one record may feed several lines of its group (a shared prompt, several pairs).
+    per_group: dict[str, set[str]] = {}
     for example in examples:
-        per_group[example.group_key] += len(example.records)
+        per_group.setdefault(example.group_key, set()).update(r.id for r in example.records)
     lengths, measured = [], []
     for example in examples:
         total = 0
@@ -64,6 +68,7 @@ def file_stats(task: str, examples: Sequence[Example], excluded: dict[str, dict[
     rewards = [r.reward for r in records if r.reward is not None]
     return {
         "task": task,
+        "form": form,
         "examples": len(examples),
         "records": len(records),
         "groups": len(per_group),
@@ -71,7 +76,7 @@ def file_stats(task: str, examples: Sequence[Example], excluded: dict[str, dict[
         "by_source": _counts([r.source for r in records]),
         "by_tenant": _counts([r.tenant for r in records]),
         "by_category": _counts([r.category.value if r.category else None for r in records]),
-        "records_per_group": summary(list(per_group.values())),
+        "records_per_group": summary([len(ids) for ids in per_group.values()]),
         "tokens_per_example": {"method": method, **summary(lengths)},
         "rewards": {
             **summary(rewards),
