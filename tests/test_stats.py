@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import read_jsonl, run_pipeline, write_jsonl
+from helpers import read_jsonl, run_cli, run_pipeline, write_jsonl
 from task_fixtures import assert_schema_valid, run_task, turn
 
 
@@ -79,3 +79,34 @@ def test_train_and_eval_files_have_their_own_sections(tmp_path):
         assert section["examples"] == len(lines) > 0
         assert section["records"] == sum(len(line["provenance"]["record_ids"]) for line in lines)
     assert sum(section["examples"] for section in stats["files"].values()) == 12
+
+
+def _word_tokenizer(path):
+    """A tiny whitespace WordLevel tokenizer saved as tokenizer.json: one token per word."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(path))
+    return path
+
+
+def test_a_configured_tokenizer_counts_every_record(tmp_path):
+    tokenizer = _word_tokenizer(tmp_path / "tokenizer.json")
+    rows = [
+        turn("u1", "user", "one two three", 0, tokens_used=100),
+        turn("a1", "assistant", "four five", 1),
+    ]
+    stats = run_task(tmp_path, rows, f"stats.tokenizer={tokenizer}").stats
+    _stats_schema_valid(stats)
+    tokens = stats["files"]["sft.jsonl"]["tokens_per_example"]
+    assert (tokens["method"], tokens["max"]) == ("tokenizer", 5)
+
+
+def test_an_unloadable_tokenizer_is_a_one_line_error(tmp_path):
+    source = write_jsonl(tmp_path / "in.jsonl", [turn("u1", "user", "q", 0)])
+    done = run_cli([f"source.path={source}", f"stats.tokenizer={tmp_path / 'missing.json'}"], tmp_path)
+
+    assert done.returncode == 2
+    assert done.stderr.startswith("distill: error: stats.tokenizer: cannot load")
+    assert "Traceback" not in done.stderr
