@@ -52,8 +52,8 @@ def test_external_id_prefix_groups_chunks_of_one_document(tmp_path):
     ]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
-    args = ["group=external_id_prefix", "group.delimiter='#'", f"source.path={source}", "split=none", f"hydra.run.dir={out}"]
-    done = run_cli(args, tmp_path)
+    grouping = ["group=external_id_prefix", "group.delimiter='#'"]
+    done = run_cli([*grouping, f"source.path={source}", "split=none", f"hydra.run.dir={out}"], tmp_path)
 
     assert done.returncode == 0, done.stderr
     lines = read_jsonl(out / "sft.jsonl")

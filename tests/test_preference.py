@@ -214,13 +214,14 @@ def test_ranked_by_score_writes_positions_as_ranks(tmp_path):
 
 
 def test_paired_through_the_cli(tmp_path):
-    rows = [QUESTION, turn("a1", "assistant", "great answer", 1, reward=0.9), turn("a2", "assistant", "poor", 2, reward=0.2)]
+    rows = [QUESTION, turn("a1", "assistant", "great", 1, reward=0.9), turn("a2", "assistant", "poor", 2, reward=0.2)]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    done = run_cli(["task=preference", f"source.path={source}", "split=none", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+    out = tmp_path / "out"
+    done = run_cli(["task=preference", f"source.path={source}", "split=none", f"hydra.run.dir={out}"], tmp_path)
 
     assert done.returncode == 0, done.stderr
     assert "preference.jsonl" in done.stdout
-    assert (tmp_path / "out" / "preference.jsonl").read_text("utf-8").count("\n") == 1
+    assert (out / "preference.jsonl").read_text("utf-8").count("\n") == 1
 
 
 def test_category_pairing_needs_the_paired_form_named_by_key(tmp_path, source):
@@ -264,10 +265,11 @@ def test_category_pairing_missing_from_the_build_is_a_config_error(monkeypatch, 
 
 
 def test_schema_follows_the_form(source):
-    schemas = {
-        form: build_settings(compose_config(["task=preference", f"task.form={form}", f"source.path={source}"])).task.schema
-        for form in ("paired", "unpaired", "ranked")
-    }
+    def schema_of(form):
+        overrides = ["task=preference", f"task.form={form}", f"source.path={source}"]
+        return build_settings(compose_config(overrides)).task.schema
+
+    schemas = {form: schema_of(form) for form in ("paired", "unpaired", "ranked")}
     assert schemas == {
         "paired": "preference_paired_line",
         "unpaired": "preference_unpaired_line",

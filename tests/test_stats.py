@@ -15,7 +15,7 @@ def _stats_schema_valid(stats):
 def test_sft_counts_tokens_used_rewards_and_exclusions(tmp_path):
     rows = [
         turn("u1", "user", "q1", 0, session_id="s1", tenant="t1", tokens_used=10),
-        turn("a1", "assistant", "a1", 1, session_id="s1", tenant="t1", tokens_used=30, reward=0.9, reward_source="verifier"),
+        turn("a1", "assistant", "a1", 1, session_id="s1", tenant="t1", tokens_used=30, reward=0.9, reward_source="vrf"),
         turn("u2", "user", "q2", 0, session_id="s2", tokens_used=5, category="accepted"),
         turn("a2", "assistant", "a2", 1, session_id="s2", tokens_used=5, reward=0.4, reward_source="judge"),
         turn("u3", "user", "q3", 0, session_id="s3", tokens_used=7),
@@ -38,7 +38,7 @@ def test_sft_counts_tokens_used_rewards_and_exclusions(tmp_path):
     assert (tokens["method"], tokens["min"], tokens["max"], tokens["mean"]) == ("tokens_used", 10, 40, 25)
     rewards = section["rewards"]
     assert (rewards["count"], rewards["min"], rewards["max"]) == (2, 0.4, 0.9)
-    assert rewards["by_source"] == {"judge": 1, "verifier": 1}
+    assert rewards["by_source"] == {"judge": 1, "vrf": 1}
     assert section["excluded_by_step"]["min_reward"] == {"below_min_reward": 1}
     assert section["excluded_by_step"]["task"] == {"no_assistant_turn": 1}
 
@@ -66,7 +66,11 @@ def test_preference_lengths_fall_back_to_the_proxy_and_say_so(tmp_path):
 def test_train_and_eval_files_have_their_own_sections(tmp_path):
     rows = []
     for n in range(12):
-        rows += [turn(f"u{n}", "user", f"q{n}", 0, session_id=f"s{n}"), turn(f"a{n}", "assistant", f"a{n}", 1, session_id=f"s{n}")]
+        session = f"s{n}"  # distinct texts: the default chain drops repeated conversations
+        rows += [
+            turn(f"u{n}", "user", session, 0, session_id=session),
+            turn(f"a{n}", "assistant", session, 1, session_id=session),
+        ]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
     run_pipeline(out, [f"source.path={source}", "task=rollout", "split.eval_fraction=0.5"])

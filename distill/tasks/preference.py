@@ -114,22 +114,25 @@ class PreferenceTask(Task):
             return []
         if self.params.pairs == "best_worst":
             return [(ranked[0], ranked[-1])] if self._separated(ranked[0], ranked[-1]) else []
-        pairs = [(chosen, rejected) for chosen in ranked for rejected in reversed(ranked) if self._separated(chosen, rejected)]
+        pairs = [
+            (chosen, rejected)
+            for chosen in ranked
+            for rejected in reversed(ranked)
+            if self._separated(chosen, rejected)
+        ]
         return pairs[: self.params.max_pairs_per_group]
 
     def _paired(self, conversation: PromptAndCandidates, group_key: str, output: TaskOutput) -> None:
         pairs = self._pairs(best_first(conversation.candidates))
-        if not pairs:
-            why = f"fewer than two scored candidates, or no score gap above task.min_margin={self.params.min_margin}"
-            drop_without_signal(conversation, why, output)
-            return
-        prompt = conversation.prompt_messages()
-        for chosen, rejected in pairs:
-            body = {"prompt": prompt, "chosen": [message(chosen)], "rejected": [message(rejected)]}
-            output.examples.append(make_example("paired", body, [*conversation.prompt, chosen, rejected], group_key))
-        used = [record for pair in pairs for record in pair]
-        why = f"unscored, or in no pair of this group (task.pairs={self.params.pairs})"
-        drop_unused(conversation.candidates, used, why, output)
+        lines = [
+            ({"chosen": [message(chosen)], "rejected": [message(rejected)]}, [chosen, rejected])
+            for chosen, rejected in pairs
+        ]
+        _write_lines(
+            "paired", conversation, lines, group_key, output,
+            no_signal=f"fewer than two scored candidates, or no gap above task.min_margin={self.params.min_margin}",
+            unused=f"unscored, or in no pair of this group (task.pairs={self.params.pairs})",
+        )
 
     def _desirable(self, candidate: Record) -> bool | None:
         """KTO's label: the record's own label, else its reward against `min_reward`; None when neither says."""
@@ -140,18 +143,18 @@ class PreferenceTask(Task):
         return candidate.reward >= self.params.min_reward
 
     def _unpaired(self, conversation: PromptAndCandidates, group_key: str, output: TaskOutput) -> None:
-        labelled = [(c, self._desirable(c)) for c in conversation.candidates]
-        labelled = [(c, label) for c, label in labelled if label is not None]
-        if not labelled:
-            why = f"no candidate has a label, or a reward to compare with task.min_reward={self.params.min_reward}"
-            drop_without_signal(conversation, why, output)
-            return
-        prompt = conversation.prompt_messages()
-        for candidate, label in labelled:
-            body = {"prompt": prompt, "completion": [message(candidate)], "label": label}
-            output.examples.append(make_example("unpaired", body, [*conversation.prompt, candidate], group_key))
-        why = f"neither a label nor a reward comparable with task.min_reward={self.params.min_reward}"
-        drop_unused(conversation.candidates, [c for c, _ in labelled], why, output)
+        labelled = [(candidate, self._desirable(candidate)) for candidate in conversation.candidates]
+        lines = [
+            ({"completion": [message(candidate)], "label": label}, [candidate])
+            for candidate, label in labelled
+            if label is not None
+        ]
+        min_reward = self.params.min_reward
+        _write_lines(
+            "unpaired", conversation, lines, group_key, output,
+            no_signal=f"no candidate has a label, or a reward to compare with task.min_reward={min_reward}",
+            unused=f"neither a label nor a reward comparable with task.min_reward={min_reward}",
+        )
 
     def _ranked(self, conversation: PromptAndCandidates, group_key: str, output: TaskOutput) -> None:
         ordered = sorted(
@@ -159,20 +162,43 @@ class PreferenceTask(Task):
             key=_rank_order,
         )
         explicit = any(c.rank is not None for c in ordered)
-        if len(ordered) < 2 or not (explicit or self._separated(ordered[0], ordered[-1])):
-            why = "fewer than two ranked or scored candidates, or all scores tied"
-            drop_without_signal(conversation, why, output)
-            return
-        candidates = [_ranked_candidate(c, position) for position, c in enumerate(ordered, start=1)]
-        body = {"prompt": conversation.prompt_messages(), "candidates": candidates}
-        output.examples.append(make_example("ranked", body, [*conversation.prompt, *ordered], group_key))
-        drop_unused(conversation.candidates, ordered, "neither a rank, a label nor a reward", output)
+        lines = []
+        if len(ordered) >= 2 and (explicit or self._separated(ordered[0], ordered[-1])):
+            candidates = [_ranked_candidate(c, position) for position, c in enumerate(ordered, start=1)]
+            lines.append(({"candidates": candidates}, ordered))
+        _write_lines(
+            "ranked", conversation, lines, group_key, output,
+            no_signal="fewer than two ranked or scored candidates, or all scores tied",
+            unused="neither a rank, a label nor a reward",
+        )
+
+
+def _write_lines(
+    prefix: str,
+    conversation: PromptAndCandidates,
+    lines: Sequence[tuple[dict[str, Any], Sequence[Record]]],
+    group_key: str,
+    output: TaskOutput,
+    *,
+    no_signal: str,
+    unused: str,
+) -> None:
+    """One example per (fields, completion records) after the shared prompt; with none, the group has no signal."""
+    if not lines:
+        drop_without_signal(conversation, no_signal, output)
+        return
+    prompt = conversation.prompt_messages()
+    for fields, completions in lines:
+        body = {"prompt": prompt, **fields}
+        output.examples.append(make_example(prefix, body, [*conversation.prompt, *completions], group_key))
+    drop_unused(conversation.candidates, [r for _, completions in lines for r in completions], unused, output)
 
 
 def _rank_order(candidate: Record) -> tuple[Any, ...]:
     """Explicit ranks first (1 = best), then by score, best first; ties by (created_at, id)."""
     score = preference_score(candidate)
-    return (candidate.rank is None, candidate.rank or 0, -score if score is not None else math.inf, candidate.order_key())
+    by_score = -score if score is not None else math.inf
+    return (candidate.rank is None, candidate.rank or 0, by_score, candidate.order_key())
 
 
 def _ranked_candidate(candidate: Record, position: int) -> dict[str, Any]:
