@@ -74,16 +74,17 @@ def test_labels_beat_rewards_and_unscored_candidates_are_unused(tmp_path):
     rows = [
         QUESTION,
         turn("a1", "assistant", "labelled chosen", 1, reward=0.1, label="chosen"),
-        turn("a2", "assistant", "high reward", 2, reward=0.99),
+        turn("a2", "assistant", "high reward", 2, reward=5.0),
         turn("a3", "assistant", "labelled rejected", 3, reward=0.95, label="rejected"),
         turn("a4", "assistant", "unscored", 4),
+        turn("a5", "assistant", "low reward", 5, reward=-10.0),
     ]
     run = run_task(tmp_path, rows, "task=preference")
 
     assert [(contents(line["chosen"]), contents(line["rejected"])) for line in run.lines] == [
         (["labelled chosen"], ["labelled rejected"])
     ]
-    assert run.reasons() == {"a2": "unused_candidate", "a4": "unused_candidate"}
+    assert run.reasons() == {"a2": "unused_candidate", "a4": "unused_candidate", "a5": "unused_candidate"}
 
 
 def test_all_pairs_above_the_margin_best_chosen_first_capped(tmp_path):
