@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from helpers import read_jsonl, run_cli, write_jsonl
-from task_fixtures import assert_schema_valid, run_task, turn
+from task_fixtures import assert_schema_valid, load_with_datasets, run_task, turn
 
 
 def test_a_session_written_out_of_order_is_one_sft_line_in_time_order(tmp_path):
@@ -17,6 +17,8 @@ def test_a_session_written_out_of_order_is_one_sft_line_in_time_order(tmp_path):
     assert [[m["content"] for m in line["messages"]] for line in run.lines] == [["hello", "hi there", "thanks"]]
     assert run.lines[0]["provenance"]["record_ids"] == ["r1", "r2", "r3"]
     assert_schema_valid(run.lines, "sft_chat_line")
+    loaded = load_with_datasets(run.output, tmp_path / "hf")
+    assert [m["content"] for m in loaded[0]["messages"]] == ["hello", "hi there", "thanks"]
 
 
 def test_min_reward_threshold_keeps_the_high_reward_record_and_drops_the_low_one(tmp_path):
