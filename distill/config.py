@@ -14,6 +14,7 @@ from distill.errors import ConfigError, DistillError
 from distill.grouping import GROUP_KINDS, KeyFunction, key_function
 from distill.sources import SOURCES, Source
 from distill.split import SplitParams
+from distill.stats import TokenCounter, load_tokenizer
 from distill.steps import STEPS, Step, StepContext
 from distill.tasks import TASKS, Task
 
@@ -38,6 +39,12 @@ class OutputConfig(BaseModel):
     format: Literal["jsonl"] = "jsonl"
 
 
+class StatsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: str | None = None
+
+
 class TopLevel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +54,7 @@ class TopLevel(BaseModel):
     split: dict[str, Any]
     task: dict[str, Any]
     output: OutputConfig = OutputConfig()
+    stats: StatsConfig = StatsConfig()
     batch_size: PositiveInt = 4096
     dry_run: bool = False
 
@@ -65,6 +73,7 @@ class Settings:
     batch_size: int
     dry_run: bool
     output_format: str
+    token_counter: TokenCounter | None = None
 
     @property
     def step_order(self) -> list[str]:
@@ -141,6 +150,13 @@ def build_settings(config: dict[str, Any]) -> Settings:
     task_cls = _kind_class(TASKS, top.task.get("kind"), "task.kind", problems)
     task_params = task_cls and _validate(task_cls.Params, top.task, "task", problems)
 
+    token_counter = None
+    if top.stats.tokenizer is not None:
+        try:
+            token_counter = load_tokenizer(top.stats.tokenizer)
+        except ConfigError as error:
+            problems.extend(error.problems)
+
     source = None
     if source_params is not None:
         try:
@@ -161,4 +177,5 @@ def build_settings(config: dict[str, Any]) -> Settings:
         batch_size=top.batch_size,
         dry_run=top.dry_run,
         output_format=top.output.format,
+        token_counter=token_counter,
     )

@@ -178,7 +178,9 @@ def run(
     stats: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "task": task.kind, "files": {}}
     for side, examples in examples_by_side.items():
         name = output_file_name(task.output_name, side)
-        stats["files"][name] = file_stats(task.kind, examples, excluded)
+        stats["files"][name] = file_stats(
+            task.kind, examples, excluded, form=task.form, tokenizer=settings.token_counter
+        )
         if not settings.dry_run:
             outputs.append(write_jsonl(output_dir / name, (e.line for e in examples)))
             files.append(name)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from distill.errors import ConfigError
 from distill.record import Record
 from distill.tasks.base import Example
 
@@ -40,30 +41,54 @@ def _counts(values: Sequence[str | None]) -> dict[str, int]:
     return dict(sorted(Counter(NONE_KEY if v is None else v for v in values).items()))
 
 
-def token_length(record: Record) -> tuple[int, bool]:
-    """(tokens, measured): `tokens_used` when the log has it, else the character-length proxy."""
+TokenCounter = Callable[[str], int]
+
+
+def load_tokenizer(path: str) -> TokenCounter:
+    """A token counter from a HuggingFace `tokenizer.json` (the `tokenizers` package, extra `tokenizer`)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ConfigError(["stats.tokenizer: needs the tokenizers package: pip install 'distill[tokenizer]'"]) from None
+    try:
+        tokenizer = Tokenizer.from_file(path)
+    except Exception as error:  # tokenizers raises a bare Exception for a missing or malformed file
+        raise ConfigError([f"stats.tokenizer: cannot load {path}: {error}"]) from None
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def token_length(record: Record, tokenizer: TokenCounter | None = None) -> tuple[int, str]:
+    """(tokens, method): a configured tokenizer counts every record (the lengths the trained model will see);
+    else `tokens_used` when the log has it, else the character-length proxy."""
+    if tokenizer is not None:
+        return tokenizer(record.text or ""), "tokenizer"
     if record.tokens_used is not None:
-        return record.tokens_used, True
-    return math.ceil(len(record.text or "") / CHARS_PER_TOKEN), False
+        return record.tokens_used, "tokens_used"
+    return math.ceil(len(record.text or "") / CHARS_PER_TOKEN), "length_proxy"
 
 
-def file_stats(task: str, examples: Sequence[Example], excluded: dict[str, dict[str, int]]) -> dict[str, Any]:
+def file_stats(
+    task: str,
+    examples: Sequence[Example],
+    excluded: dict[str, dict[str, int]],
+    *,
+    form: str | None = None,
+    tokenizer: TokenCounter | None = None,
+) -> dict[str, Any]:
+    """One file's section. `form` is the task's output form (preference: paired, unpaired or ranked)."""
     records = {r.id: r for example in examples for r in example.records}.values()
-    per_group: Counter[str] = Counter()
+    # Distinct records: one record may feed several lines of its group (a shared prompt, several pairs).
+    per_group: dict[str, set[str]] = {}
     for example in examples:
-        per_group[example.group_key] += len(example.records)
-    lengths, measured = [], []
-    for example in examples:
-        total = 0
-        for record in example.records:
-            tokens, from_log = token_length(record)
-            total += tokens
-            measured.append(from_log)
-        lengths.append(total)
-    method = "tokens_used" if measured and all(measured) else "length_proxy" if not any(measured) else "mixed"
+        per_group.setdefault(example.group_key, set()).update(r.id for r in example.records)
+    measured = {r.id: token_length(r, tokenizer) for r in records}
+    lengths = [sum(measured[r.id][0] for r in example.records) for example in examples]
+    methods = {method for _, method in measured.values()}
+    method = methods.pop() if len(methods) == 1 else "mixed" if methods else "length_proxy"
     rewards = [r.reward for r in records if r.reward is not None]
     return {
         "task": task,
+        "form": form,
         "examples": len(examples),
         "records": len(records),
         "groups": len(per_group),
@@ -71,7 +96,7 @@ def file_stats(task: str, examples: Sequence[Example], excluded: dict[str, dict[
         "by_source": _counts([r.source for r in records]),
         "by_tenant": _counts([r.tenant for r in records]),
         "by_category": _counts([r.category.value if r.category else None for r in records]),
-        "records_per_group": summary(list(per_group.values())),
+        "records_per_group": summary([len(ids) for ids in per_group.values()]),
         "tokens_per_example": {"method": method, **summary(lengths)},
         "rewards": {
             **summary(rewards),

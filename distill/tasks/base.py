@@ -64,6 +64,11 @@ class Task(ABC):
         self.params = params
 
     @property
+    def form(self) -> str | None:
+        """The task's output form when it has several (preference: paired, unpaired, ranked), for stats.json."""
+        return None
+
+    @property
     def output_name(self) -> str:
         return self.kind
 
