@@ -3,11 +3,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from pydantic import field_validator
+
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Category, Record
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
+from distill.tasks.instruction import ALWAYS_KNOWN_FIELDS, TEMPLATE_FIELDS, InstructionBuilder, template_problem
 from distill.tasks.conversation import (
     Firewall,
     GapPolicy,
@@ -20,14 +23,42 @@ from distill.tasks.conversation import (
 
 
 class SftParams(TaskParams):
-    format: Literal["chat"] = "chat"
+    format: Literal["chat", "instruction"] = "chat"
     include_partial: bool = False
     on_gap: GapPolicy = "cut"
+    # format=instruction only: source stem -> template (or templates, first fully known wins), and the rest.
+    templates: dict[str, str | list[str]] = {}
+    fallback_template: str = "Source '{stem}' run; produce the appropriate output for this task type."
+    instructable_roles: tuple[str, ...] = ("executor", "reviewer", "applier")
+    quality_scores: dict[str, float] = {}
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_use_known_fields(cls, templates: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        problems = []
+        for stem, options in templates.items():
+            for template in [options] if isinstance(options, str) else options:
+                problem = template_problem(template, TEMPLATE_FIELDS)
+                if problem:
+                    problems.append(f"{stem}: {problem}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return templates
+
+    @field_validator("fallback_template")
+    @classmethod
+    def _fallback_always_renders(cls, template: str) -> str:
+        problem = template_problem(template, ALWAYS_KNOWN_FIELDS)
+        if problem:
+            raise ValueError(problem)
+        return template
 
 
 @TASKS.register("sft")
 class SftTask(Task):
-    """Chat SFT: one `{"messages": [...]}` line per conversation (a group's records in (created_at, id) order).
+    """Chat SFT (`format: chat`): one `{"messages": [...]}` line per conversation (a group's records in
+    (created_at, id) order). Instruction SFT (`format: instruction`): one `{instruction, context, response}` line per
+    record, see `distill.tasks.instruction`.
 
     Firewall (`unsafe_sft_category`): a rejected or needs_human_review record never reaches a line;
     partially_accepted only with `include_partial`. Of alternatives sharing a group_id only the best stays
@@ -37,19 +68,28 @@ class SftTask(Task):
 
     kind = "sft"
     Params = SftParams
-    schema = "sft_chat_line"
     params: SftParams
 
     def __init__(self, params: SftParams) -> None:
         super().__init__(params)
         allowed = {Category.accepted} | ({Category.partially_accepted} if params.include_partial else set())
         self.firewall = Firewall(frozenset(allowed), Reason.unsafe_sft_category, params.require_category)
+        self.schema = "sft_instruction_line" if params.format == "instruction" else "sft_chat_line"
 
     def build(self, groups: Sequence[Group]) -> TaskOutput:
         output = TaskOutput()
+        if self.params.format == "instruction":
+            self._instruction_builder().build(groups, output)
+            return output
         for group in groups:
             self._build_conversation(group, output)
         return output
+
+    def _instruction_builder(self) -> InstructionBuilder:
+        params = self.params
+        return InstructionBuilder(
+            self.firewall, params.templates, params.fallback_template, params.instructable_roles, params.quality_scores
+        )
 
     def _build_conversation(self, group: Group, output: TaskOutput) -> None:
         passed, blocked = [], []
