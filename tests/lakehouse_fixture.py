@@ -8,8 +8,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from helpers import read_jsonl, run_pipeline
-from distill.runner import RunResult
+from distill.config import build_settings
+from distill.runner import RunResult, run
+from helpers import compose_config, read_jsonl, run_pipeline
 from distill.validation import load_schema
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lakehouse"
@@ -26,8 +27,23 @@ NEVER_SFT = REJECTED | REVIEW
 INPUT_ROWS = 28  # 20 joined runs, 1 with an invalid category, 6 rows the source quarantines, 1 orphan partition
 
 
+def lakehouse_overrides(overrides: Sequence[str] = ()) -> list[str]:
+    return ["source=lakehouse", f"source.root={FIXTURE}", "split=none", *overrides]
+
+
 def run_lakehouse(output_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
-    return run_pipeline(output_dir, ["source=lakehouse", f"source.root={FIXTURE}", "split=none", *overrides])
+    return run_pipeline(output_dir, lakehouse_overrides(overrides))
+
+
+def run_with_task_values(output_dir: Path, config: dict[str, Any], **task_values: Any) -> RunResult:
+    """Runs a composed config with some `task.*` values set, as `task.NAME=VALUE` overrides would set them
+    (composing once and varying plain values keeps combination tests fast)."""
+    varied = {**config, "task": {**config["task"], **task_values}}
+    return run(build_settings(varied), output_dir, config=varied)
+
+
+def compose_lakehouse(overrides: Sequence[str] = ()) -> dict[str, Any]:
+    return compose_config(lakehouse_overrides(overrides))
 
 
 def dataset_lines(result: RunResult, name: str) -> list[dict[str, Any]]:
