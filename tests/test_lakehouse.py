@@ -15,8 +15,12 @@ from distill.errors import ConfigError
 from distill.quarantine import QuarantineRow
 from distill.record import Record
 from distill.sources.lakehouse import LakehouseParams, LakehouseSource
+from distill.steps.base import StepContext
+from distill.steps.file_paths_exist import FilePathsExist, FilePathsExistParams
 from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
-from lakehouse_fixture import FIXTURE, INPUT_ROWS, REPO_ROOT, SCORED, quarantine_by_record, run_lakehouse
+from lakehouse_fixture import (
+    FIXTURE, INPUT_ROWS, REPO_ROOT, SCORED, quarantine_by_record, run_lakehouse, schema_violations,
+)
 
 pytest.importorskip("jsonschema")
 
@@ -101,6 +105,8 @@ def test_source_quarantine_reasons(tmp_path):
     }
     assert {where: row["reason"] for where, row in at.items()} == expected
     assert at[(day2, 13)]["detail"] == {"run_id": "run-905"}
+    assert schema_violations("quarantine_row", rows) == []
+    assert schema_violations("manifest", [result.manifest]) == []
     assert result.manifest["counts"]["input_rows"] == INPUT_ROWS
     counts = result.manifest["counts"]
     assert counts["exported_records"] + counts["quarantined_rows"] == INPUT_ROWS
@@ -154,6 +160,17 @@ def test_file_paths_exist_drops_records_citing_missing_files(tmp_path):
     assert sorted(dropped) == ["run-018", "run-019"]  # src/ghost.py does not exist; ../outside.py leaves the root
     assert dropped["run-019"]["errors"] == ["no such file under root: ../outside.py"]
     assert dropped["run-018"]["step"] == "file_paths_exist"
+
+
+def test_file_paths_exist_accepts_absolute_paths_inside_the_root(tmp_path):
+    step = FilePathsExist("file_paths_exist", FilePathsExistParams(root=str(REPO_ROOT)), StepContext(str))
+    inside = Record(id="a", source_files=[str(REPO_ROOT / "src/app.py"), "src/api/routes.py"])
+    outside = Record(id="b", source_files=[str(FIXTURE / "data/scored-runs/2026/03/01/runs.jsonl")])
+    directory = Record(id="c", source_files=["src"])
+    verdicts = step.map_batch([inside, outside, directory, Record(id="d")])
+    assert [getattr(v, "reason", "kept") for v in verdicts] == [
+        "kept", "hallucinated_file_path", "hallucinated_file_path", "kept",
+    ]
 
 
 def test_bad_roots_are_one_line_config_errors(tmp_path):
