@@ -40,6 +40,13 @@ def categories(lines):
     return {category for line in lines for category in line["provenance"]["categories"]}
 
 
+def runs_over_flags(tmp_path, config, opt_in: str):
+    """One run per combination of the task's opt-in flag and require_category: (opt-in value, what was set, result)."""
+    for opted_in, require_category in itertools.product(FLAGS, FLAGS):
+        values = {opt_in: opted_in, "require_category": require_category}
+        yield opted_in, values, run_with_task_values(tmp_path / f"{opted_in}-{require_category}", config, **values)
+
+
 def sft_schema(format_name: str) -> str:
     return "sft_instruction_line" if format_name == "instruction" else "sft_chat_line"
 
@@ -48,12 +55,7 @@ def sft_schema(format_name: str) -> str:
 @pytest.mark.parametrize("curation", CURATIONS)
 def test_sft_never_exports_rejected_or_review_records(tmp_path, format_name, curation):
     config = compose_lakehouse([*SFT_FORMATS[format_name], *CURATIONS[curation]])
-    for include_partial, require_category in itertools.product(FLAGS, FLAGS):
-        overrides = (format_name, curation, f"include_partial={include_partial}", f"require_category={require_category}")
-        result = run_with_task_values(
-            tmp_path / f"{include_partial}-{require_category}", config,
-            include_partial=include_partial, require_category=require_category,
-        )
+    for include_partial, overrides, result in runs_over_flags(tmp_path, config, "include_partial"):
         lines = dataset_lines(result, "sft")
         exported = exported_ids(lines)
         assert exported & NEVER_SFT == set(), overrides
@@ -69,12 +71,7 @@ def test_sft_never_exports_rejected_or_review_records(tmp_path, format_name, cur
 @pytest.mark.parametrize("curation", CURATIONS)
 def test_rag_never_exports_rejected_and_review_only_on_request(tmp_path, curation):
     config = compose_lakehouse(["task=rag", *CURATIONS[curation]])
-    for include_review, require_category in itertools.product(FLAGS, FLAGS):
-        overrides = (curation, f"include_review={include_review}", f"require_category={require_category}")
-        result = run_with_task_values(
-            tmp_path / f"{include_review}-{require_category}", config,
-            include_review=include_review, require_category=require_category,
-        )
+    for include_review, overrides, result in runs_over_flags(tmp_path, config, "include_review"):
         lines = dataset_lines(result, "rag")
         exported = exported_ids(lines)
         assert exported & REJECTED == set(), overrides

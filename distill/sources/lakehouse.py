@@ -21,6 +21,7 @@ from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+from distill.sources.jsonl import numbered_lines
 
 SCORED_DIR = Path("data/scored-runs")
 EVIDENCE_DIR = Path("data/evidence")
@@ -158,16 +159,8 @@ class LakehouseSource(Source):
 
     def _read_scored_file(self, path: Path, evidence: EvidenceIndex) -> Iterator[Parsed]:
         relative = path.relative_to(self.root).as_posix()
-        digest = hashlib.sha256()
-        rows = 0
-        with path.open("rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                digest.update(line)
-                if not line.strip():
-                    continue
-                rows += 1
-                yield self._parse_scored(line, Origin(path=relative, line=number), evidence)
-        self._inputs.append({"path": str(path.resolve()), "sha256": digest.hexdigest(), "rows": rows, "role": "scored"})
+        for line, origin in numbered_lines(path, relative, self._inputs, role="scored"):
+            yield self._parse_scored(line, origin, evidence)
 
     def _parse_scored(self, line: bytes, origin: Origin, evidence: EvidenceIndex) -> Parsed:
         # Quarantine rows are keyed by the line (origin), not the run id: a run id may repeat across scored rows,
