@@ -130,7 +130,8 @@ def test_invalid_utf8_and_repeated_run_ids_keep_the_ledger_closed(tmp_path):
     provenance = {"source_file": "data/_kb/audits.jsonl", "line_offset": 1, "sig_hash": "abc"}
     day = "data/{}/2026/01/01/a.jsonl"
     write_jsonl(tmp_path / day.format("scored-runs"), [
-        {"evidence_run_id": "r1", "category": "accepted", "provenance": provenance},
+        {"evidence_run_id": "r1", "evidence_task_id": "t-old", "category": "accepted",
+         "provenance": {**provenance, "scorer": "judge-v2"}},
         {"evidence_run_id": "r1", "category": "accepted"},  # same run, no provenance
         b"\xff\xfe not utf-8",
         "[1, 2]",
@@ -140,6 +141,9 @@ def test_invalid_utf8_and_repeated_run_ids_keep_the_ledger_closed(tmp_path):
     reasons = sorted(row["reason"] for row in read_jsonl(tmp_path / "out" / "quarantine.jsonl"))
     assert reasons == ["invalid_utf8", "missing_provenance", "schema_violation"]
     assert result.manifest["counts"] == {"input_rows": 4, "exported_records": 1, "quarantined_rows": 3, "examples": 1}
+    joined = next(p for p in read_source(tmp_path) if isinstance(p, Record))
+    assert (joined.task_id, joined.metadata["evidence_task_id"]) == ("t", "t-old")  # a disagreement stays visible
+    assert joined.provenance.model_dump(exclude_none=True)["scorer"] == "judge-v2"
 
 
 def test_field_map_can_take_created_at_from_recorded_at(tmp_path):

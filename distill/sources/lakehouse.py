@@ -96,16 +96,19 @@ def joined_row(scored: dict[str, Any], evidence: dict[str, Any], provenance: dic
         metadata["evidence_source_file"] = evidence_provenance["source_file"]
     if provenance.get("recorded_at") is not None:
         metadata["recorded_at"] = provenance["recorded_at"]
+    task_id = evidence.get("task_id", scored.get("evidence_task_id"))
+    if scored.get("evidence_task_id") not in (None, task_id):
+        metadata["evidence_task_id"] = scored["evidence_task_id"]  # the scorer saw another task id: keep it visible
     run_id = scored["evidence_run_id"]
     row = {
         "id": run_id,
         "run_id": run_id,
-        "task_id": evidence.get("task_id", scored.get("evidence_task_id")),
+        "task_id": task_id,
         "role": "assistant",
         "text": evidence.get("text"),
         "category": scored.get("category"),
         "source_files": evidence.get("source_files"),
-        "provenance": {key: provenance.get(key) for key in ("source_file", "line_offset", "sig_hash")},
+        "provenance": {key: value for key, value in provenance.items() if key != "recorded_at"},
         "metadata": metadata,
     }
     return {key: value for key, value in row.items() if value is not None}
