@@ -44,7 +44,7 @@ class EvidenceIndex:
         self.rows: dict[str, dict[str, Any]] = {}
         self.unreadable = 0
         self.lines = 0
-        self.sha256 = None
+        self.sha256: str | None = None
         if not path.is_file():
             return
         data = path.read_bytes()

@@ -42,6 +42,27 @@ def template_problem(template: str, known: frozenset[str]) -> str | None:
     return f"unknown field(s) {unknown} (known: {', '.join(sorted(known))})" if unknown else None
 
 
+def checked_templates(templates: Templates) -> Templates:
+    """The templates, when each uses only known fields; else ValueError naming every bad one by its stem."""
+    problems = []
+    for stem, options in templates.items():
+        for template in [options] if isinstance(options, str) else options:
+            problem = template_problem(template, TEMPLATE_FIELDS)
+            if problem:
+                problems.append(f"{stem}: {problem}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return templates
+
+
+def checked_fallback_template(template: str) -> str:
+    """The fallback must render for any record, so it may use only the always-known fields."""
+    problem = template_problem(template, ALWAYS_KNOWN_FIELDS)
+    if problem:
+        raise ValueError(problem)
+    return template
+
+
 def source_stem(record: Record) -> str:
     """The evidence's source file without `data/_kb/` and `.jsonl` (the lineage file when the log has no other)."""
     source_file = record.metadata.get("evidence_source_file")

@@ -10,7 +10,6 @@ from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Category, Record
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
-from distill.tasks.instruction import ALWAYS_KNOWN_FIELDS, TEMPLATE_FIELDS, InstructionBuilder, template_problem
 from distill.tasks.conversation import (
     Firewall,
     GapPolicy,
@@ -20,6 +19,7 @@ from distill.tasks.conversation import (
     message,
     select_alternatives,
 )
+from distill.tasks.instruction import InstructionBuilder, checked_fallback_template, checked_templates
 
 
 class SftParams(TaskParams):
@@ -32,26 +32,8 @@ class SftParams(TaskParams):
     instructable_roles: tuple[str, ...] = ("executor", "reviewer", "applier")
     quality_scores: dict[str, float] = {}
 
-    @field_validator("templates")
-    @classmethod
-    def _templates_use_known_fields(cls, templates: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
-        problems = []
-        for stem, options in templates.items():
-            for template in [options] if isinstance(options, str) else options:
-                problem = template_problem(template, TEMPLATE_FIELDS)
-                if problem:
-                    problems.append(f"{stem}: {problem}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return templates
-
-    @field_validator("fallback_template")
-    @classmethod
-    def _fallback_always_renders(cls, template: str) -> str:
-        problem = template_problem(template, ALWAYS_KNOWN_FIELDS)
-        if problem:
-            raise ValueError(problem)
-        return template
+    _templates_use_known_fields = field_validator("templates")(checked_templates)
+    _fallback_always_renders = field_validator("fallback_template")(checked_fallback_template)
 
 
 @TASKS.register("sft")
