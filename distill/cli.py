@@ -34,7 +34,9 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or "config"
-        fail([f"{key}: {getattr(error, 'msg', None) or error}"])
+        # OmegaConf appends full_key/object_type lines to its message; the first line says it all.
+        message = str(getattr(error, "msg", None) or error).splitlines()[0]
+        fail([f"{key}: {message}"])
 
 
 @hydra.main(version_base="1.3", config_path="pkg://distill.conf", config_name="config")

@@ -39,6 +39,22 @@ def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Pa
     raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
 
 
+def numbered_lines(
+    path: Path, origin_path: str, inputs: list[dict[str, Any]], **entry: Any
+) -> Iterator[tuple[bytes, Origin]]:
+    """The file's non-blank lines with their origin; once read, appends {path, sha256, rows, **entry} to `inputs`."""
+    digest = hashlib.sha256()
+    rows = 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            digest.update(line)
+            if not line.strip():
+                continue
+            rows += 1
+            yield line, Origin(path=origin_path, line=number)
+    inputs.append({"path": str(path.resolve()), "sha256": digest.hexdigest(), "rows": rows, **entry})
+
+
 @SOURCES.register("jsonl")
 class JsonlSource(Source):
     """JSON Lines files: one logged record per line, read in sorted file order, line by line.
@@ -62,17 +78,8 @@ class JsonlSource(Source):
         self.check()
         self._inputs = []
         for path in self.files:
-            relative = path.relative_to(self.root).as_posix()
-            digest = hashlib.sha256()
-            rows = 0
-            with path.open("rb") as handle:
-                for number, line in enumerate(handle, start=1):
-                    digest.update(line)
-                    if not line.strip():
-                        continue
-                    rows += 1
-                    yield self._parse_line(line, Origin(path=relative, line=number))
-            self._inputs.append({"path": str(path.resolve()), "sha256": digest.hexdigest(), "rows": rows})
+            for line, origin in numbered_lines(path, path.relative_to(self.root).as_posix(), self._inputs):
+                yield self._parse_line(line, origin)
 
     def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
         fallback_id = f"{origin.path}:{origin.line}"
