@@ -36,7 +36,9 @@ def _lookup(row: dict[str, Any], path: str) -> tuple[bool, Any]:
 
 class FieldMap:
     """record field -> rule. Fields not named map from the input key of the same name. Top-level input keys that
-    feed no field are kept under `metadata` (without overwriting it), so nothing a log carries is silently lost."""
+    feed no field whole are kept under `metadata` (without overwriting it), so nothing a log carries is silently
+    lost: a column only partly read through a dotted path (`tokens_used: state_metadata.tokens_used`) keeps its
+    other keys there too."""
 
     def __init__(self, fields: dict[str, FieldSpec]) -> None:
         unknown = sorted(set(fields) - set(_MAPPABLE))
@@ -48,7 +50,7 @@ class FieldMap:
         for name in _MAPPABLE:
             self.rules.setdefault(name, FieldRule(path=name))
         self.identity = all(rule.path == name and rule.decode is None for name, rule in self.rules.items())
-        self._consumed_roots = {rule.path.split(".")[0] for rule in self.rules.values()}
+        self._consumed_roots = {rule.path for rule in self.rules.values() if "." not in rule.path}
 
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.identity and all(key in self._consumed_roots for key in row):
