@@ -11,7 +11,9 @@ from distill.record import RECORD_FIELDS
 
 
 class FieldRule(BaseModel):
-    """`path` is a dotted key into the input row; `decode: json` parses a JSON-encoded text column first."""
+    """`path` is a dotted key into the input row; `decode: json` parses the first JSON-encoded text met along it:
+    the value itself (`{path: metadata, decode: json}`) or the column the path reads into
+    (`{path: metadata.category, decode: json}` takes `category` out of a JSON-text `metadata` column)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -25,13 +27,26 @@ FieldSpec = str | FieldRule
 _MAPPABLE = tuple(name for name in RECORD_FIELDS if name != "origin")
 
 
-def _lookup(row: dict[str, Any], path: str) -> tuple[bool, Any]:
+def _decoded(value: Any, name: str, path: str) -> Any:
+    if not isinstance(value, (str, bytes)):
+        return value
+    try:
+        return orjson.loads(value) if value else None
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"{name}: column {path!r} is not valid JSON ({error})") from None
+
+
+def _lookup(row: dict[str, Any], name: str, rule: FieldRule) -> tuple[bool, Any]:
     value: Any = row
-    for part in path.split("."):
+    parts = rule.path.split(".")
+    pending_decode = rule.decode == "json"
+    for depth, part in enumerate(parts):
+        if pending_decode and depth and isinstance(value, (str, bytes)):
+            value, pending_decode = _decoded(value, name, ".".join(parts[:depth])), False
         if not isinstance(value, dict) or part not in value:
             return False, None
         value = value[part]
-    return True, value
+    return True, _decoded(value, name, rule.path) if pending_decode else value
 
 
 class FieldMap:
@@ -57,15 +72,9 @@ class FieldMap:
             return dict(row)
         fields: dict[str, Any] = {}
         for name, rule in self.rules.items():
-            found, value = _lookup(row, rule.path)
-            if not found:
-                continue
-            if rule.decode == "json" and isinstance(value, (str, bytes)):
-                try:
-                    value = orjson.loads(value) if value else None
-                except orjson.JSONDecodeError as error:
-                    raise ValueError(f"{name}: column {rule.path!r} is not valid JSON ({error})") from None
-            fields[name] = value
+            found, value = _lookup(row, name, rule)
+            if found:
+                fields[name] = value
         leftovers = {key: value for key, value in row.items() if key not in self._consumed_roots}
         if leftovers:
             metadata = fields.get("metadata")
