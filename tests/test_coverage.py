@@ -161,7 +161,8 @@ def test_files_are_filled_and_sorted_as_the_contract_says(tmp_path: Path) -> Non
     )
 
     matrix = rows_of(billing, "coverage_matrix.jsonl")
-    assert [(c["candidate_id"], c["unit_id"]) for c in matrix] == sorted((c["candidate_id"], c["unit_id"]) for c in matrix)
+    cells = [(c["candidate_id"], c["unit_id"]) for c in matrix]
+    assert cells == sorted(cells)
     assert all(c["coverage"] > 0 for c in matrix)  # sparse: cand-b04's zero for the abstention unit is left out
     decisions = rows_of(billing, "annotation_decisions.jsonl")
     assert [(d["candidate_id"], d["unit_id"]) for d in decisions] == [(c["candidate_id"], c["unit_id"]) for c in matrix]

@@ -187,7 +187,8 @@ def test_a_missing_dataset_is_a_config_error(tmp_path: Path) -> None:
 def test_cli_exports_version_1(store: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "cli"
     done = run_cli(
-        ["source=lance", f"source.uri={store}", "source.version=1", "task=sft", f"hydra.run.dir={run_dir}"], cwd=tmp_path
+        ["source=lance", f"source.uri={store}", "source.version=1", "task=sft", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
 
@@ -206,6 +207,7 @@ def test_cli_exports_version_1(store: Path, tmp_path: Path) -> None:
 
 
 def test_cli_reports_a_bad_version_in_one_line(store: Path, tmp_path: Path) -> None:
-    done = run_cli(["source=lance", f"source.uri={store}", "source.version=5", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    overrides = ["source=lance", f"source.uri={store}", "source.version=5", f"hydra.run.dir={tmp_path}"]
+    done = run_cli(overrides, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == f"distill: error: source.version: {store} has no version 5 (versions: 1..2)"

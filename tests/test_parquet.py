@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,8 @@ def test_parquet_schema_does_not_depend_on_the_rows(tmp_path: Path) -> None:
     with_rewards = write_parquet_rows(tmp_path / "a" / "log.parquet", sessions(3, rewards=True))
     without = write_parquet_rows(tmp_path / "b" / "log.parquet", sessions(3, rewards=False))
     for name, source in (("ra", with_rewards), ("rb", without)):
-        run_pipeline(tmp_path / name, ["source=parquet", f"source.path={source}", "output.format=parquet", "split=none"])
+        overrides = ["source=parquet", f"source.path={source}", "output.format=parquet", "split=none"]
+        run_pipeline(tmp_path / name, overrides)
 
     schema_a = pq.read_schema(tmp_path / "ra" / "sft.parquet")
     schema_b = pq.read_schema(tmp_path / "rb" / "sft.parquet")
@@ -162,3 +164,23 @@ def test_cli_reads_parquet_and_writes_parquet(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert len(parquet_lines(run_dir / "sft.parquet")) == 4
     assert not (run_dir / "sft.jsonl").exists()
+
+
+def test_binary_and_decimal_columns_survive_into_metadata_and_quarantine(tmp_path: Path) -> None:
+    table = pa.table({
+        "id": ["u1", "a1", "a2"],
+        "session_id": ["s1", "s1", "s1"],
+        "created_at": ["2026-02-01T08:00:00Z", "2026-02-01T08:01:00Z", "2026-02-01T08:02:00Z"],
+        "role": ["user", "assistant", "wizard"],
+        "text": ["q", "a", "bad role"],
+        "blob": pa.array([b"ok", b"\xff\x00", b"\xfe"], pa.binary()),
+        "price": pa.array([Decimal("1.50"), Decimal("2.25"), Decimal("0")], pa.decimal128(5, 2)),
+    })
+    pq.write_table(table, tmp_path / "log.parquet")
+    run_pipeline(tmp_path / "out", ["source=parquet", f"source.path={tmp_path / 'log.parquet'}", "split=none"])
+
+    (row,) = read_jsonl(tmp_path / "out" / "quarantine.jsonl")
+    assert (row["record_id"], row["reason"]) == ("a2", "schema_violation")
+    assert (row["record"]["blob"], row["record"]["price"]) == ("base64:/g==", 0.0)
+    (line,) = read_jsonl(tmp_path / "out" / "sft.jsonl")
+    assert line["provenance"]["record_ids"] == ["u1", "a1"]

@@ -15,6 +15,7 @@ from distill.record import Origin
 from distill.sources.base import Parsed, Source
 
 COLUMNAR_EXTRA = "pip install 'distill[columnar]'"
+_NOT_JSON_TYPES = ("is_binary", "is_large_binary", "is_fixed_size_binary", "is_decimal", "is_duration")
 
 
 def import_columnar(module: str, key: str) -> ModuleType:
@@ -22,7 +23,8 @@ def import_columnar(module: str, key: str) -> ModuleType:
     try:
         return import_module(module)
     except ImportError:
-        raise DistillError(f"{key}: reading this needs the `{module.split('.')[0]}` package ({COLUMNAR_EXTRA})") from None
+        package = module.split(".")[0]
+        raise DistillError(f"{key}: reading this needs the `{package}` package ({COLUMNAR_EXTRA})") from None
 
 
 def json_safe(value: Any) -> Any:
@@ -44,12 +46,22 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def _needs_json_safe(arrow_type: Any) -> bool:
+    """Whether values of this Arrow type (or nested inside it) come out as something orjson cannot write."""
+    import pyarrow as pa
+
+    if any(getattr(pa.types, check)(arrow_type) for check in _NOT_JSON_TYPES):
+        return True
+    return any(_needs_json_safe(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+
+
 def parse_batches(
     source: Source, batches: Iterable[Any], origin_of: Callable[[int], Origin], fallback_id_of: Callable[[int], str]
 ) -> Iterator[Parsed]:
     """Every row of the Arrow record batches, in order, as a Record or a quarantine row. Rows are numbered from 0."""
     row_number = 0
     for batch in batches:
+        clean = any(_needs_json_safe(field.type) for field in batch.schema)
         for row in batch.to_pylist():
-            yield source.to_record(json_safe(row), origin_of(row_number), fallback_id_of(row_number))
+            yield source.to_record(json_safe(row) if clean else row, origin_of(row_number), fallback_id_of(row_number))
             row_number += 1

@@ -66,12 +66,15 @@ class FieldMap:
             self.rules.setdefault(name, FieldRule(path=name))
         self.identity = all(rule.path == name and rule.decode is None for name, rule in self.rules.items())
         self._consumed_roots = {rule.path for rule in self.rules.values() if "." not in rule.path}
+        # Most rules read one column as it is: a dict lookup, without walking a path.
+        self._plain = [(n, r.path) for n, r in self.rules.items() if "." not in r.path and r.decode is None]
+        self._walked = [(n, r) for n, r in self.rules.items() if "." in r.path or r.decode is not None]
 
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.identity and all(key in self._consumed_roots for key in row):
             return dict(row)
-        fields: dict[str, Any] = {}
-        for name, rule in self.rules.items():
+        fields = {name: row[path] for name, path in self._plain if path in row}
+        for name, rule in self._walked:
             found, value = _lookup(row, name, rule)
             if found:
                 fields[name] = value

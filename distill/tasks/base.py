@@ -72,7 +72,9 @@ class Task(ABC):
     def build(self, groups: Sequence[Group]) -> TaskOutput:
         """Examples from the groups of one split side; every record of those groups ends in an example or a drop."""
 
-    def write_outputs(self, output_dir: Path, examples_by_side: dict[str, list[Example]]) -> list[dict[str, Any]] | None:
+    def write_outputs(
+        self, output_dir: Path, examples_by_side: dict[str, list[Example]]
+    ) -> list[dict[str, Any]] | None:
         """For a task whose output is not one line per example (coverage packages): write its own files under
         `output_dir` and return their manifest entries ({path relative to output_dir, sha256, rows}). None (the
         default) lets the runner write `<task>[.<side>].<format>` with one line per example."""

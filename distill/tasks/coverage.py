@@ -176,9 +176,8 @@ class CoverageTask(Task):
         hashes = {entry["path"]: entry["sha256"] for entry in entries}
         manifest = generation_manifest(files, builder.generation_config, hashes, self.instance_file_entry)
         entries.append(write_json(directory / GENERATION_MANIFEST, manifest))
-        readme = package_readme(
-            line["directory"], line["group"], files[INSTANCE_FILE], manifest["counts"], self.params.include_zero_coverage
-        )
+        dense = self.params.include_zero_coverage
+        readme = package_readme(line["directory"], line["group"], files[INSTANCE_FILE], manifest["counts"], dense)
         (directory / README).write_text(readme, encoding="utf-8")
         entries.append({"path": README, "sha256": sha256_hex(readme)})
         return [{**entry, "path": f"{line['directory']}/{entry['path']}"} for entry in entries]

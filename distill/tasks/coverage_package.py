@@ -193,7 +193,8 @@ class PackageBuilder:
     def queries(self) -> list[dict[str, Any]]:
         rows = []
         for number, unit in enumerate(self.unit_ids):
-            question = self.instance.unit_questions.get(unit, f"What does the memory hold about {proposition_id(unit)}?")
+            default_question = f"What does the memory hold about {proposition_id(unit)}?"
+            question = self.instance.unit_questions.get(unit, default_question)
             rows.append({
                 "query_id": self._ids("objective_unit", number, 4),
                 "question": question,
@@ -296,7 +297,10 @@ class PackageBuilder:
 
 
 def generation_manifest(
-    files: dict[str, Any], generation_config: dict[str, Any], hashes: dict[str, str], instance_file: dict[str, Any] | None
+    files: dict[str, Any],
+    generation_config: dict[str, Any],
+    hashes: dict[str, str],
+    instance_file: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The package's manifest: its generation config and hash, and the sha256 of exactly the seven files before it."""
     candidates = files["candidate_memories.jsonl"]
