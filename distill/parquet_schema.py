@@ -23,7 +23,7 @@ _SCALARS = {"string": "string", "integer": "int64", "number": "float64", "boolea
 class Column:
     """One (possibly nested) column: its Arrow type and how to turn a JSON value into that type's value."""
 
-    kind: str  # "scalar" | "list" | "struct" | "json"
+    kind: str  # "scalar" | "integer" | "list" | "struct" | "json"
     arrow_type: Any
     children: tuple[tuple[str, Column], ...] = ()
 
@@ -37,6 +37,8 @@ class Column:
             return [item.encode(v) for v in value]
         if self.kind == "struct":
             return {name: column.encode(value.get(name)) for name, column in self.children}
+        if isinstance(value, float) and self.kind == "integer":
+            return int(value)  # JSON Schema's integer admits 2.0; Arrow's int64 does not
         return value
 
 
@@ -75,7 +77,7 @@ def column_for(schema: Any, pa: Any) -> Column:
         return Column("json", pa.string())
     (json_type,) = types
     if json_type in _SCALARS:
-        return Column("scalar", getattr(pa, _SCALARS[json_type])())
+        return Column("integer" if json_type == "integer" else "scalar", getattr(pa, _SCALARS[json_type])())
     if json_type == "array" and isinstance(schema.get("items"), dict):
         item = column_for(schema["items"], pa)
         return Column("list", pa.list_(_field("item", item, pa)), (("item", item),))

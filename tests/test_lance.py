@@ -211,3 +211,11 @@ def test_cli_reports_a_bad_version_in_one_line(store: Path, tmp_path: Path) -> N
     done = run_cli(overrides, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == f"distill: error: source.version: {store} has no version 5 (versions: 1..2)"
+
+
+def test_a_directory_that_is_not_a_lance_dataset_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ConfigError) as caught:
+        build_settings(compose_config(["source=lance", f"source.uri={tmp_path / 'plain'}"]))
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"source.uri: cannot open a Lance dataset at {tmp_path / 'plain'}")

@@ -184,3 +184,27 @@ def test_binary_and_decimal_columns_survive_into_metadata_and_quarantine(tmp_pat
     assert (row["record"]["blob"], row["record"]["price"]) == ("base64:/g==", 0.0)
     (line,) = read_jsonl(tmp_path / "out" / "sft.jsonl")
     assert line["provenance"]["record_ids"] == ["u1", "a1"]
+
+
+def test_layout_keeps_undeclared_keys_of_an_open_schema_and_coerces_whole_floats() -> None:
+    from distill.parquet_schema import table_layout
+
+    open_schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "count": {"type": "integer"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", None]}},
+            "meta": {"type": "object"},
+        },
+    }
+    layout = table_layout(open_schema, "open_line", pa)
+    row = layout.row({"id": "x", "count": 2.0, "tags": ["a", None], "meta": {"z": 1, "a": [2]}, "more": True})
+    table = pa.Table.from_pylist([row], schema=layout.arrow_schema)
+
+    assert table.schema.names == ["count", "id", "meta", "tags", "_extra"]
+    assert table.to_pylist() == [
+        {"count": 2, "id": "x", "meta": '{"a":[2],"z":1}', "tags": ["a", None], "_extra": '{"more":true}'}
+    ]
+    assert table.schema.field("meta").metadata == {b"distill.encoding": b"json"}
+    assert table.schema.metadata == {b"distill.schema": b"open_line"}

@@ -98,8 +98,10 @@ class CoverageTask(Task):
         name = display_key(group_key)
         return name, self.instance_file.instances.get(name)
 
-    def _candidates(self, group_key: str, records: Sequence[Record]) -> tuple[PackageInputs, list[Record]]:
-        """(the package's inputs but its split, the records that are no candidate) for one group."""
+    def _candidates(
+        self, group_key: str, records: Sequence[Record]
+    ) -> tuple[PackageInputs, list[tuple[Record, tuple[str, ...]]]]:
+        """(the package's inputs but its split, the records that are no candidate with their problems)."""
         name, instance = self._instance(group_key)
         instance = instance or InstanceSpec()
         instance_id = instance.instance_id or name or "unnamed"
