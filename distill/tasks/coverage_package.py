@@ -23,14 +23,6 @@ SCHEMA_VERSION = 1
 RAW_SPAN = "raw_span"
 NOT_ADJUDICATED = "not_adjudicated"
 COVERAGE_CELL = "coverage_cell"
-JSONL_FILES = (
-    "experiences.jsonl",
-    "evidence_units.jsonl",
-    "queries.jsonl",
-    "candidate_memories.jsonl",
-    "coverage_matrix.jsonl",
-    "annotation_decisions.jsonl",
-)
 INSTANCE_FILE = "instance.json"
 GENERATION_MANIFEST = "candidate_generation_manifest.json"
 # A memory writer may read the experiences only; what the package scores it with is off limits.
