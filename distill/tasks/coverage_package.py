@@ -6,17 +6,17 @@ Pure functions of (instance, candidates, split): no clock, no randomness, every 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# A module import, read at call time: distill.stats imports the task package, which imports this module.
+from distill import stats
 from distill.hashing import canonical_json, sha256_hex
 from distill.record import Record
 from distill.sources.base import validation_messages
-from distill.stats import CHARS_PER_TOKEN
 from distill.tasks.coverage_instances import InstanceSpec, UnitId, proposition_id, state_of
 
 SCHEMA_VERSION = 1
@@ -67,9 +67,8 @@ class Candidate:
 
     @property
     def cost_tokens(self) -> int:
-        if self.record.tokens_used is not None:
-            return self.record.tokens_used
-        return math.ceil(len(self.text) / CHARS_PER_TOKEN)
+        """`tokens_used` when the log has it, else the same length proxy stats.json uses."""
+        return stats.token_length(self.record)[0]
 
     def time_key(self) -> tuple[int, str]:
         return (self.facts.time_index, self.id)
