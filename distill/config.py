@@ -6,9 +6,10 @@ Every problem is reported with its dotted override key, all of them at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.util import find_spec
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from distill.errors import ConfigError, DistillError
 from distill.grouping import GROUP_KINDS, KeyFunction, key_function
@@ -36,7 +37,14 @@ class GroupConfig(BaseModel):
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["jsonl"] = "jsonl"
+    format: Literal["jsonl", "parquet"] = "jsonl"
+
+    @field_validator("format")
+    @classmethod
+    def _parquet_needs_pyarrow(cls, value: str) -> str:
+        if value == "parquet" and find_spec("pyarrow") is None:
+            raise ValueError("parquet output needs the `pyarrow` package (pip install 'distill[columnar]')")
+        return value
 
 
 class StatsConfig(BaseModel):

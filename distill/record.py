@@ -63,7 +63,8 @@ class Origin(BaseModel):
 
     def label(self) -> str:
         if self.path is not None:
-            return f"{self.path}:{self.line}"
+            # A line for text files, a row for columnar ones (Parquet).
+            return f"{self.path}:{self.line}" if self.line is not None else f"{self.path}#{self.row}"
         return f"{self.uri}@{self.version}#{self.row}"
 
 

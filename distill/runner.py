@@ -25,7 +25,7 @@ from distill.split import ALL, assign_sides
 from distill.stats import file_stats
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example
 from distill.validation import schema_errors
-from distill.writer import write_json, write_jsonl
+from distill.writer import write_dataset, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ def _git_commit() -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def output_file_name(task_name: str, side: str) -> str:
-    return f"{task_name}.jsonl" if side == ALL else f"{task_name}.{side}.jsonl"
+def output_file_name(task_name: str, side: str, output_format: str = "jsonl") -> str:
+    return f"{task_name}.{output_format}" if side == ALL else f"{task_name}.{side}.{output_format}"
 
 
 def run(
@@ -176,14 +176,22 @@ def run(
     files: list[str] = []
     outputs: list[dict[str, Any]] = []
     stats: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "task": task.kind, "files": {}}
+    # A task that writes its own files (coverage packages) replaces the one-line-per-example dataset files.
+    own_outputs = None if settings.dry_run else task.write_outputs(output_dir, examples_by_side)
     for side, examples in examples_by_side.items():
-        name = output_file_name(task.output_name, side)
+        name = output_file_name(task.output_name, side, settings.output_format)
+        if own_outputs is not None:
+            name = f"{task.output_name}/{side}"
         stats["files"][name] = file_stats(
             task.kind, examples, excluded, form=task.form, tokenizer=settings.token_counter
         )
-        if not settings.dry_run:
-            outputs.append(write_jsonl(output_dir / name, (e.line for e in examples)))
+        if not settings.dry_run and own_outputs is None:
+            lines = [e.line for e in examples]
+            outputs.append(write_dataset(output_dir / name, lines, settings.output_format, task.schema))
             files.append(name)
+    if own_outputs is not None:
+        outputs.extend(own_outputs)
+        files.extend(sorted({entry["path"].split("/")[0] for entry in own_outputs}))
     quarantine_rows = ledger.sorted_rows()
     outputs.append(write_jsonl(output_dir / "quarantine.jsonl", (row.to_json() for row in quarantine_rows)))
     files.append("quarantine.jsonl")

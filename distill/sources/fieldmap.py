@@ -11,7 +11,9 @@ from distill.record import RECORD_FIELDS
 
 
 class FieldRule(BaseModel):
-    """`path` is a dotted key into the input row; `decode: json` parses a JSON-encoded text column first."""
+    """`path` is a dotted key into the input row; `decode: json` parses the first JSON-encoded text met along it:
+    the value itself (`{path: metadata, decode: json}`) or the column the path reads into
+    (`{path: metadata.category, decode: json}` takes `category` out of a JSON-text `metadata` column)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -25,18 +27,33 @@ FieldSpec = str | FieldRule
 _MAPPABLE = tuple(name for name in RECORD_FIELDS if name != "origin")
 
 
-def _lookup(row: dict[str, Any], path: str) -> tuple[bool, Any]:
+def _decoded(value: Any, name: str, path: str) -> Any:
+    if not isinstance(value, (str, bytes)):
+        return value
+    try:
+        return orjson.loads(value) if value else None
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"{name}: column {path!r} is not valid JSON ({error})") from None
+
+
+def _lookup(row: dict[str, Any], name: str, rule: FieldRule) -> tuple[bool, Any]:
     value: Any = row
-    for part in path.split("."):
+    parts = rule.path.split(".")
+    pending_decode = rule.decode == "json"
+    for depth, part in enumerate(parts):
+        if pending_decode and depth and isinstance(value, (str, bytes)):
+            value, pending_decode = _decoded(value, name, ".".join(parts[:depth])), False
         if not isinstance(value, dict) or part not in value:
             return False, None
         value = value[part]
-    return True, value
+    return True, _decoded(value, name, rule.path) if pending_decode else value
 
 
 class FieldMap:
     """record field -> rule. Fields not named map from the input key of the same name. Top-level input keys that
-    feed no field are kept under `metadata` (without overwriting it), so nothing a log carries is silently lost."""
+    feed no field whole are kept under `metadata` (without overwriting it), so nothing a log carries is silently
+    lost: a column only partly read through a dotted path (`tokens_used: state_metadata.tokens_used`) keeps its
+    other keys there too."""
 
     def __init__(self, fields: dict[str, FieldSpec]) -> None:
         unknown = sorted(set(fields) - set(_MAPPABLE))
@@ -48,22 +65,19 @@ class FieldMap:
         for name in _MAPPABLE:
             self.rules.setdefault(name, FieldRule(path=name))
         self.identity = all(rule.path == name and rule.decode is None for name, rule in self.rules.items())
-        self._consumed_roots = {rule.path.split(".")[0] for rule in self.rules.values()}
+        self._consumed_roots = {rule.path for rule in self.rules.values() if "." not in rule.path}
+        # Most rules read one column as it is: a dict lookup, without walking a path.
+        self._plain = [(n, r.path) for n, r in self.rules.items() if "." not in r.path and r.decode is None]
+        self._walked = [(n, r) for n, r in self.rules.items() if "." in r.path or r.decode is not None]
 
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.identity and all(key in self._consumed_roots for key in row):
             return dict(row)
-        fields: dict[str, Any] = {}
-        for name, rule in self.rules.items():
-            found, value = _lookup(row, rule.path)
-            if not found:
-                continue
-            if rule.decode == "json" and isinstance(value, (str, bytes)):
-                try:
-                    value = orjson.loads(value) if value else None
-                except orjson.JSONDecodeError as error:
-                    raise ValueError(f"{name}: column {rule.path!r} is not valid JSON ({error})") from None
-            fields[name] = value
+        fields = {name: row[path] for name, path in self._plain if path in row}
+        for name, rule in self._walked:
+            found, value = _lookup(row, name, rule)
+            if found:
+                fields[name] = value
         leftovers = {key: value for key, value in row.items() if key not in self._consumed_roots}
         if leftovers:
             metadata = fields.get("metadata")

@@ -1,0 +1,67 @@
+"""What the columnar sources (Lance, Parquet) share: the optional Arrow import and Arrow rows -> records."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from decimal import Decimal
+from importlib import import_module
+from types import ModuleType
+from typing import Any
+
+from distill.errors import DistillError
+from distill.record import Origin
+from distill.sources.base import Parsed, Source
+
+COLUMNAR_EXTRA = "pip install 'distill[columnar]'"
+_NOT_JSON_TYPES = ("is_binary", "is_large_binary", "is_fixed_size_binary", "is_decimal", "is_duration")
+
+
+def import_columnar(module: str, key: str) -> ModuleType:
+    """`pyarrow.parquet` or `lance`, or a one-line error naming the config key and the extra to install."""
+    try:
+        return import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise DistillError(f"{key}: reading this needs the `{package}` package ({COLUMNAR_EXTRA})") from None
+
+
+def json_safe(value: Any) -> Any:
+    """Arrow values orjson cannot write (binary, decimal, duration) as JSON-ready ones, so any row can be
+    quarantined or kept in metadata. Timestamps stay datetimes: the record model parses them."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(value).decode("ascii")
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _needs_json_safe(arrow_type: Any) -> bool:
+    """Whether values of this Arrow type (or nested inside it) come out as something orjson cannot write."""
+    import pyarrow as pa
+
+    if any(getattr(pa.types, check)(arrow_type) for check in _NOT_JSON_TYPES):
+        return True
+    return any(_needs_json_safe(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+
+
+def parse_batches(
+    source: Source, batches: Iterable[Any], origin_of: Callable[[int], Origin], fallback_id_of: Callable[[int], str]
+) -> Iterator[Parsed]:
+    """Every row of the Arrow record batches, in order, as a Record or a quarantine row. Rows are numbered from 0."""
+    row_number = 0
+    for batch in batches:
+        clean = any(_needs_json_safe(field.type) for field in batch.schema)
+        for row in batch.to_pylist():
+            yield source.to_record(json_safe(row) if clean else row, origin_of(row_number), fallback_id_of(row_number))
+            row_number += 1

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from distill.errors import DistillError
+from distill.grouping import Group, display_key
+from distill.hashing import sha256_hex
+from distill.quarantine import Drop
+from distill.reasons import Reason
+from distill.record import Record
+from distill.tasks.base import TASK_STEP, TASKS, Example, Task, TaskOutput, TaskParams, make_example
+from distill.tasks.coverage_instances import InstanceFile, InstanceSpec, load_instance_file
+from distill.tasks.coverage_package import (
+    GENERATION_MANIFEST,
+    INSTANCE_FILE,
+    PackageBuilder,
+    PackageInputs,
+    generation_manifest,
+    package_readme,
+    parse_candidate,
+)
+from distill.validation import schema_errors
+from distill.writer import write_json, write_jsonl
+
+COVERAGE_DIR = "coverage"
+EXPORT_MANIFEST = "coverage_export_manifest.json"
+README = "README.md"
+MAX_CLEAN_NAME = 64
+FILE_SCHEMAS = {
+    "experiences.jsonl": "coverage_experience",
+    "evidence_units.jsonl": "coverage_evidence_unit",
+    "queries.jsonl": "coverage_query",
+    "candidate_memories.jsonl": "coverage_candidate_memory",
+    "coverage_matrix.jsonl": "coverage_matrix_cell",
+    "annotation_decisions.jsonl": "coverage_annotation_decision",
+    INSTANCE_FILE: "coverage_instance",
+}
+
+
+class CoverageParams(TaskParams):
+    instances: str | None = None
+    """The instance file (JSON): unit weights, texts and kinds per group key. None: kinds from unit ids only."""
+    include_zero_coverage: bool = False
+    default_unit_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+
+    @field_validator("instances")
+    @classmethod
+    def _readable_instance_file(cls, path: str | None) -> str | None:
+        if path is not None:
+            load_instance_file(path)
+        return path
+
+
+def package_directory(group_key: str) -> str:
+    """`<clean group name>-<8 hex of sha256(group key)>`: letters, digits, `_` and `-` only, so no name climbs out
+    of `coverage/`, and the hash keeps groups whose clean names agree apart."""
+    clean = re.sub(r"[^A-Za-z0-9_-]+", "_", display_key(group_key)).strip("_-")[:MAX_CLEAN_NAME] or "group"
+    return f"{clean}-{sha256_hex(group_key)[:8]}"
+
+
+@TASKS.register("coverage")
+class CoverageTask(Task):
+    """Memory-coverage packages: one directory per group (the instance) under `coverage/`, each holding the
+    experiences, evidence units, queries, candidate memories, the sparse coverage matrix, annotation decisions,
+    `instance.json`, a generation manifest hashing them, and a README (contract: shared/specs/coverage-package.md).
+
+    Every record is one candidate memory and is used by its group's package, unless its metadata breaks the candidate
+    contract (a coverage value outside 0..1, a non-integer time_index, ...): then it is a `schema_violation`.
+    The group key chooses the instance in `task.instances`; a package's `split` is the side its group fell on.
+    """
+
+    kind = "coverage"
+    Params = CoverageParams
+    schema = "coverage_package"
+    params: CoverageParams
+
+    def __init__(self, params: CoverageParams) -> None:
+        super().__init__(params)
+        self.instance_file = load_instance_file(params.instances) if params.instances else InstanceFile()
+        self.instance_file_entry = None
+        if params.instances:
+            path = Path(params.instances).expanduser()
+            self.instance_file_entry = {"name": path.name, "sha256": sha256_hex(path.read_bytes())}
+
+    def build(self, groups: Sequence[Group]) -> TaskOutput:
+        output = TaskOutput()
+        for group in groups:
+            self._build_package(group, output)
+        return output
+
+    def _instance(self, group_key: str) -> tuple[str, InstanceSpec | None]:
+        name = display_key(group_key)
+        return name, self.instance_file.instances.get(name)
+
+    def _candidates(
+        self, group_key: str, records: Sequence[Record]
+    ) -> tuple[PackageInputs, list[tuple[Record, tuple[str, ...]]]]:
+        """(the package's inputs but its split, the records that are no candidate with their problems)."""
+        name, instance = self._instance(group_key)
+        instance = instance or InstanceSpec()
+        instance_id = instance.instance_id or name or "unnamed"
+        candidates, rejected = [], []
+        for record in records:
+            parsed = parse_candidate(record, instance_id)
+            (rejected if isinstance(parsed, tuple) else candidates).append((record, parsed))
+        inputs = PackageInputs(
+            instance_id, instance, [c for _, c in candidates], "",
+            self.params.include_zero_coverage, self.params.default_unit_weight,
+        )
+        return inputs, rejected
+
+    def _build_package(self, group: Group, output: TaskOutput) -> None:
+        name, instance = self._instance(group.key)
+        if instance is None:
+            output.counts["groups_without_instance"] += 1
+        inputs, rejected = self._candidates(group.key, group.records)
+        for record, problems in rejected:
+            output.drop(TASK_STEP, [record], Drop(Reason.schema_violation, problems))
+        if not inputs.candidates:
+            return
+        body = {
+            "group": name,
+            "instance_id": inputs.instance_id,
+            "directory": package_directory(group.key),
+            "candidate_count": len(inputs.candidates),
+        }
+        output.examples.append(make_example("coverage", body, [c.record for c in inputs.candidates], group.key))
+
+    def write_outputs(self, output_dir: Path, examples_by_side: dict[str, list[Example]]) -> list[dict[str, Any]]:
+        """Writes `coverage/<package>/...` for every example (a group's package, its split the side it is on) and
+        `coverage/coverage_export_manifest.json`; returns manifest entries with paths relative to `output_dir`."""
+        root = output_dir / COVERAGE_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        placed = sorted(
+            ((example, side) for side, examples in examples_by_side.items() for example in examples),
+            key=lambda pair: pair[0].line["directory"],
+        )
+        entries: list[dict[str, Any]] = []
+        packages = []
+        for example, side in placed:
+            line = example.line
+            entries.extend(self._write_package(root, example, side))
+            packages.append({
+                "group": line["group"],
+                "instance_id": line["instance_id"],
+                "directory": line["directory"],
+                "split": side,
+                "coverage_matrix": f"{line['directory']}/coverage_matrix.jsonl",
+                "candidate_memories": f"{line['directory']}/candidate_memories.jsonl",
+                "candidate_generation_manifest": f"{line['directory']}/{GENERATION_MANIFEST}",
+            })
+        export = {"schema_version": 1, "package_count": len(packages), "packages": packages}
+        entries.append(write_json(root / EXPORT_MANIFEST, export))
+        return [{**entry, "path": f"{COVERAGE_DIR}/{entry['path']}"} for entry in entries]
+
+    def _write_package(self, root: Path, example: Example, side: str) -> list[dict[str, Any]]:
+        line = example.line
+        inputs, _ = self._candidates(example.group_key, example.records)
+        builder = PackageBuilder(replace(inputs, split=side))
+        files = builder.files()
+        errors = package_errors(files)
+        if errors:
+            # Candidates and instances were validated before the ledger closed: rows that break their schema here
+            # mean the builder and schemas/ disagree.
+            raise DistillError(f"coverage package {line['directory']}: {errors[0]}")
+        directory = root / line["directory"]
+        directory.mkdir(exist_ok=True)
+        entries = [
+            write_json(directory / name, rows) if name == INSTANCE_FILE else write_jsonl(directory / name, rows)
+            for name, rows in files.items()
+        ]
+        hashes = {entry["path"]: entry["sha256"] for entry in entries}
+        manifest = generation_manifest(files, builder.generation_config, hashes, self.instance_file_entry)
+        entries.append(write_json(directory / GENERATION_MANIFEST, manifest))
+        dense = self.params.include_zero_coverage
+        readme = package_readme(line["directory"], line["group"], files[INSTANCE_FILE], manifest["counts"], dense)
+        (directory / README).write_text(readme, encoding="utf-8")
+        entries.append({"path": README, "sha256": sha256_hex(readme)})
+        return [{**entry, "path": f"{line['directory']}/{entry['path']}"} for entry in entries]
+
+
+def package_errors(files: dict[str, Any]) -> list[str]:
+    """Each file's rows against its JSON Schema in `schemas/`: `file row N: message` lines, [] when all pass."""
+    errors = []
+    for name, rows in files.items():
+        for number, row in enumerate(rows if isinstance(rows, list) else [rows]):
+            errors.extend(f"{name} row {number}: {message}" for message in schema_errors(FILE_SCHEMAS[name], row))
+    return errors
