@@ -54,6 +54,7 @@ def test_line_shape_and_schema(partial_run):
         "provenance": {
             "record_ids": ["run-001"], "categories": ["accepted"], "run_id": "run-001",
             "source_file": "data/_kb/scrum_reviews.jsonl", "line_offset": 1, "sig_hash": "58283de9327dbd6c",
+            "created_at_start": "2026-03-01T11:00:00Z", "created_at_end": "2026-03-01T11:00:00Z",
         },
     }
     assert line["id"].startswith("sft-")

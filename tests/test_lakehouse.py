@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import importlib.util
 import json
 import sys
@@ -64,7 +66,7 @@ def test_join_maps_scored_run_and_evidence_onto_the_record():
     }
     assert review.origin.path == "data/scored-runs/2026/03/01/runs.jsonl" and review.origin.line == 1
     assert records["run-013"].metadata["contractor"] == "Acme Builders"
-    assert records["run-013"].created_at is None  # recorded_at is lineage, kept in metadata
+    assert records["run-013"].created_at == datetime(2026, 3, 2, 11, 0, tzinfo=timezone.utc)  # the scorer's recorded_at
 
 
 def test_partitions_are_walked_in_sorted_order_and_every_row_is_yielded():
@@ -146,8 +148,8 @@ def test_invalid_utf8_and_repeated_run_ids_keep_the_ledger_closed(tmp_path):
     assert joined.provenance.model_dump(exclude_none=True)["scorer"] == "judge-v2"
 
 
-def test_field_map_can_take_created_at_from_recorded_at(tmp_path):
-    result = run_lakehouse(tmp_path, ["+source.fields.created_at=metadata.recorded_at", "task=rag"])
+def test_created_at_is_the_scorers_recorded_at(tmp_path):
+    result = run_lakehouse(tmp_path, ["task=rag"])
     assert result.manifest["created_at_range"] == {"start": "2026-03-01T11:00:00Z", "end": "2026-03-03T14:00:00Z"}
 
 

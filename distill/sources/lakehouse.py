@@ -83,7 +83,7 @@ def _upstream_provenance(value: Any) -> tuple[dict[str, Any] | None, str | None]
 def joined_row(scored: dict[str, Any], evidence: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
     """One ScoredRun + its EvidenceRecord as a row of record-field names (the field map applies to it next).
 
-    The run id is the record id; lineage is the scored row's provenance; what has no record field (model role and
+    The run id is the record id; the scorer's recorded_at is created_at; lineage is the scored row's provenance; what has no record field (model role and
     name, retrieved context, rationales, the evidence's own source file, recorded_at, ...) goes under `metadata`."""
     evidence_provenance = evidence.get("provenance")
     evidence_metadata = evidence.get("metadata")
@@ -104,6 +104,7 @@ def joined_row(scored: dict[str, Any], evidence: dict[str, Any], provenance: dic
         "id": run_id,
         "run_id": run_id,
         "task_id": task_id,
+        "created_at": provenance.get("recorded_at"),
         "role": "assistant",
         "text": evidence.get("text"),
         "category": scored.get("category"),
