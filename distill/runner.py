@@ -16,14 +16,14 @@ from typing import Any
 
 from distill.config import Settings
 from distill.executor import StageReport, run_chain
-from distill.grouping import group_records
+from distill.grouping import Group, group_records
 from distill.hashing import canonical_json, sha256_hex
 from distill.quarantine import Drop, Ledger, QuarantineRow
 from distill.reasons import Reason
 from distill.record import Record, format_timestamp
 from distill.split import ALL, assign_sides
 from distill.stats import file_stats
-from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example
+from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example, Task
 from distill.validation import schema_errors
 from distill.writer import write_dataset, write_json, write_jsonl
 
@@ -87,17 +87,6 @@ def read_records(settings: Settings, ledger: Ledger) -> tuple[list[Record], Stag
     return records, report
 
 
-def _validated(examples: Sequence[Example], schema: str, ledger_rows: list[tuple[Example, list[str]]]) -> list[Example]:
-    valid = []
-    for example in examples:
-        errors = schema_errors(schema, example.line)
-        if errors:
-            ledger_rows.append((example, errors))
-        else:
-            valid.append(example)
-    return valid
-
-
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for package in ("distill", "hydra-core", "omegaconf", "pydantic", "numpy", "orjson", "fastjsonschema"):
@@ -122,6 +111,100 @@ def output_file_name(task_name: str, side: str, output_format: str = "jsonl") ->
     return f"{task_name}.{output_format}" if side == ALL else f"{task_name}.{side}.{output_format}"
 
 
+@dataclass
+class TaskResult:
+    """What the task made of every split side, after the write-time schema check."""
+
+    examples_by_side: dict[str, list[Example]]
+    drops_by_step: dict[str, Counter[str]]
+    counts: Counter[str]
+
+    @property
+    def exported_ids(self) -> set[str]:
+        return {r.id for examples in self.examples_by_side.values() for e in examples for r in e.records}
+
+    @property
+    def examples(self) -> int:
+        return sum(len(examples) for examples in self.examples_by_side.values())
+
+
+def build_examples(task: Task, sides: dict[str, list[Group]], ledger: Ledger) -> TaskResult:
+    """Runs the task on each side and checks every line against the task's schema (the firewall's second layer).
+    A rejected line is never written: its records are quarantined as `schema_violation` unless a valid line uses
+    them too."""
+    result = TaskResult({}, {}, Counter())
+    invalid: list[tuple[Example, list[str]]] = []
+    for side, side_groups in sides.items():
+        output = task.build(side_groups)
+        result.counts.update(output.counts)
+        for step, record, drop in output.drops:
+            ledger.drop(step, record, drop)
+            result.drops_by_step.setdefault(step, Counter())[drop.reason.value] += 1
+        valid = []
+        for example in output.examples:
+            errors = schema_errors(task.schema, example.line)
+            if errors:
+                invalid.append((example, errors))
+            else:
+                valid.append(example)
+        result.examples_by_side[side] = sorted(valid, key=Example.sort_key)
+    exported = result.exported_ids
+    write_drops = result.drops_by_step.setdefault(WRITE_STEP, Counter())
+    for example, errors in invalid:
+        for record in example.records:
+            if record.id not in exported:
+                exported.add(record.id)  # one quarantine row per record, however many lines it was in
+                ledger.drop(WRITE_STEP, record, Drop(Reason.schema_violation, tuple(errors), {"example_id": example.id}))
+                write_drops[Reason.schema_violation.value] += 1
+    return result
+
+
+def stage_entries(
+    parse_report: StageReport, chain_reports: Sequence[StageReport], curated: int, task: Task, result: TaskResult
+) -> list[dict[str, Any]]:
+    """The manifest's `stages`: parse, each curation step, then the task's own stages in a fixed order."""
+    stages = [parse_report.to_json(), *(report.to_json() for report in chain_reports)]
+    task_steps = [FIREWALL_STEP, TASK_STEP]
+    task_steps += sorted(set(result.drops_by_step) - {FIREWALL_STEP, TASK_STEP, WRITE_STEP}) + [WRITE_STEP]
+    remaining = curated
+    for step in task_steps:
+        reasons = result.drops_by_step.get(step, Counter())
+        remaining -= sum(reasons.values())
+        stages.append({"step": step, "kind": f"task:{task.kind}", "kept": remaining, "dropped": dict(sorted(reasons.items()))})
+    return stages
+
+
+def write_outputs(
+    settings: Settings, output_dir: Path, result: TaskResult, stages: list[dict[str, Any]], ledger: Ledger
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Dataset files (or the task's own), quarantine and stats. Returns (manifest output entries, file names)."""
+    task = settings.task
+    excluded = {stage["step"]: stage["dropped"] for stage in stages if stage["dropped"]}
+    files: list[str] = []
+    outputs: list[dict[str, Any]] = []
+    stats: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "task": task.kind, "files": {}}
+    # A task that writes its own files (coverage packages) replaces the one-line-per-example dataset files.
+    own_outputs = None if settings.dry_run else task.write_outputs(output_dir, result.examples_by_side)
+    for side, examples in result.examples_by_side.items():
+        name = output_file_name(task.output_name, side, settings.output_format)
+        if own_outputs is not None:
+            name = f"{task.output_name}/{side}"
+        stats["files"][name] = file_stats(task.kind, examples, excluded, form=task.form, tokenizer=settings.token_counter)
+        if not settings.dry_run and own_outputs is None:
+            lines = [e.line for e in examples]
+            outputs.append(write_dataset(output_dir / name, lines, settings.output_format, task.schema))
+            files.append(name)
+    if own_outputs is not None:
+        outputs.extend(own_outputs)
+        files.extend(sorted({entry["path"].split("/")[0] for entry in own_outputs}))
+    outputs.append(write_jsonl(output_dir / "quarantine.jsonl", (row.to_json() for row in ledger.sorted_rows())))
+    files.append("quarantine.jsonl")
+    if not settings.dry_run:
+        outputs.append(write_json(output_dir / "stats.json", stats))
+        files.append("stats.json")
+    return outputs, files
+
+
 def run(
     settings: Settings,
     output_dir: Path,
@@ -133,74 +216,17 @@ def run(
     output_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger()
     records, parse_report = read_records(settings, ledger)
-    kept, dropped, stage_reports = run_chain(settings.steps, records, ledger, settings.batch_size)
+    kept, dropped, chain_reports = run_chain(settings.steps, records, ledger, settings.batch_size)
     groups = group_records(kept, dropped, settings.group_key)
     sides = assign_sides(groups, settings.split, settings.split_key)
+    result = build_examples(settings.task, sides, ledger)
+    counts = ledger.close(result.exported_ids)
+    counts["examples"] = result.examples
+    stages = stage_entries(parse_report, chain_reports, len(kept), settings.task, result)
+    outputs, files = write_outputs(settings, output_dir, result, stages, ledger)
 
-    task = settings.task
-    task_drops: dict[str, Counter[str]] = {}
-    examples_by_side: dict[str, list[Example]] = {}
-    invalid: list[tuple[Example, list[str]]] = []
-    task_counts: Counter[str] = Counter()
-    for side, side_groups in sides.items():
-        output = task.build(side_groups)
-        task_counts.update(output.counts)
-        for step, record, drop in output.drops:
-            ledger.drop(step, record, drop)
-            task_drops.setdefault(step, Counter())[drop.reason.value] += 1
-        examples = _validated(output.examples, task.schema, invalid)
-        examples_by_side[side] = sorted(examples, key=Example.sort_key)
-
-    exported_ids = {r.id for examples in examples_by_side.values() for e in examples for r in e.records}
-    write_drops: Counter[str] = Counter()
-    written_off: set[str] = set()
-    for example, errors in invalid:
-        for record in example.records:
-            # A record of a rejected line still counts as exported when another, valid line uses it.
-            if record.id not in exported_ids and record.id not in written_off:
-                written_off.add(record.id)
-                ledger.drop(WRITE_STEP, record, Drop(Reason.schema_violation, tuple(errors), {"example_id": example.id}))
-                write_drops[Reason.schema_violation.value] += 1
-
-    counts = ledger.close(exported_ids)
-    counts["examples"] = sum(len(examples) for examples in examples_by_side.values())
-
-    stages = [parse_report.to_json(), *(report.to_json() for report in stage_reports)]
-    remaining = len(kept)
-    task_steps = [FIREWALL_STEP, TASK_STEP, *sorted(set(task_drops) - {FIREWALL_STEP, TASK_STEP})]
-    for step, reasons in [*((s, task_drops.get(s, Counter())) for s in task_steps), (WRITE_STEP, write_drops)]:
-        remaining -= sum(reasons.values())
-        stages.append({"step": step, "kind": f"task:{task.kind}", "kept": remaining, "dropped": dict(sorted(reasons.items()))})
-
-    excluded = {stage["step"]: stage["dropped"] for stage in stages if stage["dropped"]}
-    files: list[str] = []
-    outputs: list[dict[str, Any]] = []
-    stats: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "task": task.kind, "files": {}}
-    # A task that writes its own files (coverage packages) replaces the one-line-per-example dataset files.
-    own_outputs = None if settings.dry_run else task.write_outputs(output_dir, examples_by_side)
-    for side, examples in examples_by_side.items():
-        name = output_file_name(task.output_name, side, settings.output_format)
-        if own_outputs is not None:
-            name = f"{task.output_name}/{side}"
-        stats["files"][name] = file_stats(
-            task.kind, examples, excluded, form=task.form, tokenizer=settings.token_counter
-        )
-        if not settings.dry_run and own_outputs is None:
-            lines = [e.line for e in examples]
-            outputs.append(write_dataset(output_dir / name, lines, settings.output_format, task.schema))
-            files.append(name)
-    if own_outputs is not None:
-        outputs.extend(own_outputs)
-        files.extend(sorted({entry["path"].split("/")[0] for entry in own_outputs}))
-    quarantine_rows = ledger.sorted_rows()
-    outputs.append(write_jsonl(output_dir / "quarantine.jsonl", (row.to_json() for row in quarantine_rows)))
-    files.append("quarantine.jsonl")
-    if not settings.dry_run:
-        outputs.append({**write_json(output_dir / "stats.json", stats), "rows": None})
-        files.append("stats.json")
-
-    exported_records = [r for examples in examples_by_side.values() for e in examples for r in e.records]
-    dated = [r.created_at for r in exported_records if r.created_at is not None]
+    exported = [r for examples in result.examples_by_side.values() for e in examples for r in e.records]
+    dated = [r.created_at for r in exported if r.created_at is not None]
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "command": command,
@@ -208,16 +234,16 @@ def run(
         "config_sha256": sha256_hex(canonical_json(config)),
         "choices": {**(choices or {}), "curation.order": settings.step_order},
         "inputs": settings.source.inputs(),
-        "outputs": [{k: v for k, v in entry.items() if v is not None} for entry in outputs],
+        "outputs": outputs,
         "counts": counts,
-        "task_counts": dict(sorted(task_counts.items())),
-        "quarantine": dict(sorted(Counter(row.reason.value for row in quarantine_rows).items())),
+        "task_counts": dict(sorted(result.counts.items())),
+        "quarantine": dict(sorted(Counter(row.reason.value for row in ledger.rows).items())),
         "stages": stages,
         "split": {
             **settings.split.model_dump(),
             "by": settings.split.by or settings.group_kind,
             "groups": {side: len(side_groups) for side, side_groups in sides.items()},
-            "examples": {side: len(examples) for side, examples in examples_by_side.items()},
+            "examples": {side: len(examples) for side, examples in result.examples_by_side.items()},
         },
         "created_at_range": {"start": format_timestamp(min(dated)), "end": format_timestamp(max(dated))}
         if dated
