@@ -47,7 +47,7 @@ class Firewall:
         if record.category in self.allowed:
             return None
         allowed = ", ".join(sorted(c.value for c in self.allowed))
-        return Drop(self.reason, (f"category {record.category.value} may not be trained on here (allowed: {allowed})",))
+        return Drop(self.reason, (f"category {record.category.value} is not allowed into this task's output (allowed: {allowed})",))
 
 
 def selection_key(record: Record) -> tuple[Any, ...]:
