@@ -94,6 +94,19 @@ class WordSpans:
         return mix64(polynomial + (finish - begin).astype(np.uint64))
 
 
+def ngram_hashes(spans: WordSpans, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every complete run of `size` words inside one text: (hashes, owning text, index of the run's first word
+    within its text)."""
+    span = len(spans.starts) - size + 1
+    if span <= 0:
+        empty = np.empty(0, np.int64)
+        return np.empty(0, np.uint64), empty, empty
+    first = np.arange(span, dtype=np.int64)
+    first = first[spans.owner[first] == spans.owner[first + size - 1]]
+    owners = spans.owner[first]
+    return spans.hash_runs(first, first + size - 1), owners, first - spans.first_word[owners]
+
+
 def shingle_hashes(
     texts: Sequence[str], size: int, salts: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -106,17 +119,12 @@ def shingle_hashes(
     if size < 1:
         raise ValueError("shingle size must be at least 1")
     spans = WordSpans([normalize_words_bytes(text) for text in texts])
-    span = len(spans.starts) - size + 1
-    first = np.arange(max(span, 0), dtype=np.int64)
-    complete = spans.owner[first] == spans.owner[first + size - 1] if span > 0 else first.astype(bool)
-    first = first[complete]
+    long_hashes, long_owners, _ = ngram_hashes(spans, size)
     short = np.flatnonzero((spans.counts > 0) & (spans.counts < size))
     short_first = spans.first_word[short]
-    hashes = np.concatenate(
-        (spans.hash_runs(first, first + size - 1),
-         spans.hash_runs(short_first, short_first + spans.counts[short] - 1) ^ _SHORT_TEXT_SALT)
-    )
-    owners = np.concatenate((spans.owner[first], short))
+    short_hashes = spans.hash_runs(short_first, short_first + spans.counts[short] - 1) ^ _SHORT_TEXT_SALT
+    hashes = np.concatenate((long_hashes, short_hashes))
+    owners = np.concatenate((long_owners, short))
     if salts is not None:
         hashes = mix64(hashes ^ salts[owners])
     return hashes, owners

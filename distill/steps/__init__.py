@@ -2,6 +2,7 @@
 
 from distill.steps import (  # noqa: F401
     category_gate,
+    decontaminate,
     exact_dedup,
     lifecycle,
     min_reward,
