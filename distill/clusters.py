@@ -19,8 +19,9 @@ def equal_key_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def unique_pairs(left: np.ndarray, right: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct unordered pairs, as (smaller, larger) index arrays in sorted order."""
-    low, high = np.minimum(left, right), np.maximum(left, right)
-    codes = np.unique(low.astype(np.int64) * count + high)
+    codes = np.minimum(left, right).astype(np.int64) * count + np.maximum(left, right)
+    codes.sort()
+    codes = codes[np.r_[True, codes[1:] != codes[:-1]]] if len(codes) else codes
     return codes // count, codes % count
 
 
