@@ -23,6 +23,7 @@ from distill.reasons import Reason
 from distill.record import Record, format_timestamp
 from distill.split import ALL, assign_sides
 from distill.stats import file_stats
+from distill.steps.scrub_secrets import quarantine_redactor
 from distill.tasks.base import Example
 from distill.validation import schema_errors
 from distill.writer import write_json, write_jsonl
@@ -178,7 +179,8 @@ def run(
             outputs.append(write_jsonl(output_dir / name, (e.line for e in examples)))
             files.append(name)
     quarantine_rows = ledger.sorted_rows()
-    outputs.append(write_jsonl(output_dir / "quarantine.jsonl", (row.to_json() for row in quarantine_rows)))
+    redact = quarantine_redactor(settings.steps)  # identity unless scrub_secrets is in the chain
+    outputs.append(write_jsonl(output_dir / "quarantine.jsonl", (redact(row.to_json()) for row in quarantine_rows)))
     files.append("quarantine.jsonl")
     if not settings.dry_run:
         outputs.append({**write_json(output_dir / "stats.json", stats), "rows": None})

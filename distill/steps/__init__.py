@@ -8,6 +8,7 @@ from distill.steps import (  # noqa: F401
     min_reward,
     near_dedup,
     non_empty_text,
+    scrub_secrets,
     semantic_dedup,
 )
 from distill.steps.base import STEPS, GlobalStep, RecordStep, Step, StepContext, StepParams
