@@ -2,8 +2,8 @@
 
 Why this shape: classic MinHash hashes every shingle once per permutation (k hashes per shingle), which is what
 makes Python MinHash tools slow. One-permutation hashing (Li, Owen & Zhang 2012) hashes each shingle once and
-splits the hash space into k bins, keeping the minimum per bin; empty bins (short texts) are filled by rotation
-densification (Shrivastava & Li 2014), so two signatures still agree in a slot with probability = their Jaccard
+splits the hash space into k bins, keeping the minimum per bin; empty bins (short texts) are filled by optimal
+densification (Shrivastava 2017), so two signatures still agree in a slot with probability = their Jaccard
 similarity. Everything runs as numpy array operations over a whole batch: words are hashed with a polynomial
 prefix hash over the batch's bytes, never one Python call per word.
 
@@ -28,7 +28,7 @@ _BASE = 0x100000001B3  # odd, so its powers are invertible modulo 2**64
 _BASE_INVERSE = pow(_BASE, -1, 2**64)
 _BAND_SEED = _U64(0x27D4EB2F165667C5)
 _SHORT_TEXT_SALT = _U64(0x5DEECE66DA3B9F1)
-_DENSIFY_STEP = np.uint16(0x9E37)
+_MAX_PROBES = 4096
 
 
 def mix64(values: np.ndarray) -> np.ndarray:
@@ -139,37 +139,41 @@ def raw_signatures(hashes: np.ndarray, owners: np.ndarray, count: int, slots: in
     return signatures.reshape(count, slots)
 
 
-def densify(signatures: np.ndarray) -> np.ndarray:
-    """Rotation densification: an empty slot takes the nearest filled slot to its right (circularly), shifted by
-    the distance, so the result is the same function of the shingle set for every text. All-empty rows stay empty."""
-    count, slots = signatures.shape
-    filled = signatures != EMPTY
-    if filled.all():
-        return signatures
-    doubled = np.concatenate((filled, filled), axis=1)
-    positions = np.where(doubled, np.arange(2 * slots), 2 * slots)
-    nearest = np.minimum.accumulate(positions[:, ::-1], axis=1)[:, ::-1][:, :slots]
-    has_any = filled.any(axis=1)
-    nearest = np.where(has_any[:, None], nearest, np.arange(slots))
-    source = np.take_along_axis(np.concatenate((signatures, signatures), axis=1), nearest, axis=1)
-    distance = (nearest - np.arange(slots)).astype(np.uint16)
-    dense = source + distance * _DENSIFY_STEP
-    # A filled value that happens to equal EMPTY would read as empty later: move it off the sentinel.
-    dense[(dense == EMPTY) & has_any[:, None]] = 0xFFFE
-    return np.where(has_any[:, None], dense, EMPTY)
+def densify(signatures: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """Optimal densification (Shrivastava 2017): an empty slot j takes the value of the first filled slot along a
+    probe sequence that depends only on (j, attempt), the same for every text, so two signatures still agree in a
+    slot with probability = their Jaccard similarity, without the correlated errors of filling from a neighbour.
+    All-empty rows stay empty."""
+    dense = signatures.copy()
+    for start in range(0, len(signatures), chunk):
+        _densify_rows(signatures[start : start + chunk], dense[start : start + chunk])
+    return dense
 
 
-def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(count, bands) uint64 keys: two texts share band b's key iff their slots b*rows..(b+1)*rows-1 agree."""
-    count = len(signatures)
-    keys = np.empty((count, bands), dtype=np.uint64)
-    for band in range(bands):
-        block = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
-        key = np.full(count, _U64(band + 1)) * _BAND_SEED
-        for row in range(rows):
-            key = mix64(key ^ (block[:, row] + _U64(row << 16)))
-        keys[:, band] = key
-    return keys
+def _densify_rows(raw: np.ndarray, out: np.ndarray) -> None:
+    filled = raw != EMPTY
+    rows, slots = np.nonzero(~filled & filled.any(axis=1)[:, None])
+    width = raw.shape[1]
+    attempt = 0
+    while len(rows) and attempt < _MAX_PROBES:
+        attempt += 1
+        probe = (mix64(slots.astype(np.uint64) * _U64(0x9E3779B97F4A7C15) + _U64(attempt)) % _U64(width)).astype(np.int64)
+        hit = filled[rows, probe]
+        out[rows[hit], slots[hit]] = raw[rows[hit], probe[hit]]
+        rows, slots = rows[~hit], slots[~hit]
+    if len(rows):  # a row with almost every slot empty: fall back to its first filled slot (still deterministic)
+        first = np.argmax(filled[rows], axis=1)
+        out[rows, slots] = raw[rows, first]
+
+
+def band_key(signatures: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """uint64 keys of one LSH band: two texts share band `band`'s key iff their slots band*rows..(band+1)*rows-1
+    agree (up to a 2**-64 chance)."""
+    block = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
+    key = np.full(len(signatures), _U64(band + 1)) * _BAND_SEED
+    for row in range(rows):
+        key = mix64(key ^ (block[:, row] + _U64(row << 16)))
+    return key
 
 
 def agreement(signatures: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536) -> np.ndarray:

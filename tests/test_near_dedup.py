@@ -121,7 +121,7 @@ def test_bands_and_rows_must_come_together_and_fit_num_perm():
     with pytest.raises(ValidationError, match="both bands and rows"):
         make_step("near_dedup", bands=4)
     with pytest.raises(ValidationError, match="exceeds num_perm"):
-        make_step("near_dedup", bands=20, rows=8, num_perm=128)
+        make_step("near_dedup", bands=40, rows=8, num_perm=256)
     step = make_step("near_dedup", bands=16, rows=8)
     assert (step.bands, step.rows) == (16, 8)
 
@@ -148,7 +148,7 @@ def test_pipeline_quarantines_near_duplicates_with_schema_valid_rows(tmp_path, l
         jsonschema.validate(row, load_schema("quarantine_row"))
     jsonschema.validate(result.manifest, load_schema("manifest"))
     stage = next(s for s in result.manifest["stages"] if s["step"] == "near_dedup")
-    assert stage["dropped"] == {"near_duplicate": 4} and stage["bands"] * stage["rows"] <= 128
+    assert stage["dropped"] == {"near_duplicate": 4} and stage["bands"] * stage["rows"] <= 256
 
 
 def test_cli_sweeps_the_threshold_one_output_dir_per_value(tmp_path, logs):

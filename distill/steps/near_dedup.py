@@ -21,7 +21,7 @@ class NearDedupParams(StepParams):
     roles: tuple[str, ...] | None = None
     threshold: float = Field(default=0.8, gt=0, le=1)
     shingle_size: int = Field(default=5, ge=1, le=32)
-    num_perm: int = Field(default=128, ge=8, le=1024)
+    num_perm: int = Field(default=256, ge=8, le=1024)
     bands: int | None = Field(default=None, ge=1)
     rows: int | None = Field(default=None, ge=1)
     keep: Literal["first", "highest_reward"] = "first"
@@ -38,7 +38,7 @@ class NearDedupParams(StepParams):
 @dataclass(frozen=True)
 class NearKeys:
     """Per batch, for the records in scope that have words: id, group key, reward (NaN if none) and the raw
-    (undensified) one-permutation MinHash signature, `num_perm` uint16 values per record."""
+    (undensified) one-permutation MinHash signature, `num_perm` uint16 values (512 bytes by default) per record."""
 
     ids: list[str]
     groups: list[str]
@@ -121,8 +121,7 @@ class NearDedup(GlobalStep[NearKeys]):
         count = len(signatures)
         if count == 0:
             return np.empty(0, np.int64), np.empty(0)
-        bands = minhash.band_keys(signatures, self.bands, self.rows)
-        found = [clusters.equal_key_pairs(bands[:, band]) for band in range(self.bands)]
+        found = [clusters.equal_key_pairs(minhash.band_key(signatures, band, self.rows)) for band in range(self.bands)]
         left, right = clusters.unique_pairs(
             np.concatenate([pair[0] for pair in found]), np.concatenate([pair[1] for pair in found]), count
         )
