@@ -17,9 +17,11 @@ All constants are fixed: the same text gives the same signature on every machine
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 
+from distill.hashing import hash64
 from distill.textnorm import normalize_words_bytes
 
 EMPTY = np.uint16(0xFFFF)
@@ -27,8 +29,10 @@ _U64 = np.uint64
 _BASE = 0x100000001B3  # odd, so its powers are invertible modulo 2**64
 _BASE_INVERSE = pow(_BASE, -1, 2**64)
 _BAND_SEED = _U64(0x27D4EB2F165667C5)
-_SHORT_TEXT_SALT = _U64(0x5DEECE66DA3B9F1)
+_NGRAM_SEED = 0x165667B19E3779F9
 _MAX_PROBES = 4096
+_DENSIFY_ROWS = 32768  # rows per pass: bounds the index arrays to ~200 MB
+_SPACE = 32
 
 
 def mix64(values: np.ndarray) -> np.ndarray:
@@ -42,7 +46,7 @@ def mix64(values: np.ndarray) -> np.ndarray:
 
 
 class _Powers:
-    """BASE**i and BASE**-i modulo 2**64, grown on demand and shared by every batch."""
+    """BASE**i and BASE**-i modulo 2**64, grown on demand (to a power of two) and shared by every batch."""
 
     def __init__(self) -> None:
         self.forward = np.ones(1, dtype=np.uint64)
@@ -50,61 +54,90 @@ class _Powers:
 
     def upto(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.forward) < length:
-            size = max(length, 2 * len(self.forward))
-            self.forward = _cumpow(_BASE, size)
-            self.inverse = _cumpow(_BASE_INVERSE, size)
+            size = 1 << max(16, (length - 1).bit_length())
+            self.forward, self.inverse = _powers(_BASE, size), _powers(_BASE_INVERSE, size)
         return self.forward[:length], self.inverse[:length]
 
 
-def _cumpow(base: int, size: int) -> np.ndarray:
-    powers = np.empty(size, dtype=np.uint64)
-    powers[0] = 1
-    if size > 1:
-        powers[1:] = np.cumprod(np.full(size - 1, base, dtype=np.uint64))
-    return powers
+def _powers(base: int, size: int, block: int = 4096) -> np.ndarray:
+    """base**0 .. base**(size-1) modulo 2**64, as an outer product of two short power tables (a long cumprod is
+    several times slower)."""
+    low = np.empty(block, dtype=np.uint64)
+    low[0] = 1
+    low[1:] = np.cumprod(np.full(block - 1, base, dtype=np.uint64))
+    steps = -(-size // block)
+    high = np.empty(steps, dtype=np.uint64)
+    high[0] = 1
+    high[1:] = np.cumprod(np.full(steps - 1, pow(base, block, 2**64), dtype=np.uint64))
+    return np.multiply.outer(high, low).ravel()[:size]
 
 
 _POWERS = _Powers()
 
 
+def ngram_weights(size: int) -> np.ndarray:
+    """Fixed odd multipliers, one per position in an n-gram: an n-gram hash is sum(word_hash[k] * weight[k])."""
+    return mix64(np.arange(size, dtype=np.uint64) + _U64(_NGRAM_SEED)) | _U64(1)
+
+
 class WordSpans:
-    """A batch of normalised texts (words joined by single spaces) as one byte buffer with a polynomial prefix hash,
-    so the hash of any run of whole words is two lookups and a multiply, for all runs at once."""
+    """A batch of normalised texts (words separated by spaces) as one byte buffer with a polynomial prefix hash,
+    and a 64-bit hash per word, for all words at once: two lookups and a multiply each, no Python call per word."""
 
     def __init__(self, normalized: Sequence[bytes]) -> None:
-        self.counts = np.array([text.count(b" ") + 1 if text else 0 for text in normalized], dtype=np.int64)
-        data = np.frombuffer(b" ".join(normalized), dtype=np.uint8)
-        powers, self._inverse = _POWERS.upto(len(data) + 1)
-        self._prefix = np.zeros(len(data) + 1, dtype=np.uint64)
-        np.cumsum(data * powers[: len(data)], out=self._prefix[1:])
-        # Texts are joined by one space, and an empty text leaves two separators side by side: words are the
-        # non-empty runs between spaces.
-        spaces = np.flatnonzero(data == 32)
-        starts = np.concatenate(([0], spaces + 1))
-        ends = np.concatenate((spaces, [len(data)]))
-        real = ends > starts
-        self.starts, self.ends = starts[real], ends[real]
-        self.owner = np.repeat(np.arange(len(normalized), dtype=np.int64), self.counts)
-        self.first_word = np.cumsum(self.counts) - self.counts
+        lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
+        # One space before, between and after the texts, so every word is bordered by spaces.
+        data = np.frombuffer(b" " + b" ".join(normalized) + b" ", dtype=np.uint8)
+        text_starts = np.cumsum(lengths + 1) - lengths
+        # Word starts and ends alternate among the positions where "is a word byte" changes.
+        in_word = data != _SPACE
+        edges = np.flatnonzero(in_word[1:] != in_word[:-1]) + 1
+        starts, ends = edges[0::2], edges[1::2]
+        first = np.searchsorted(starts, text_starts)
+        self.counts = np.diff(first, append=len(starts))
+        self.first_word = first
+        self.owner = np.repeat(np.arange(len(normalized)), self.counts)
+        powers, inverse = _POWERS.upto(len(data) + 1)
+        prefix = _SCRATCH.zeros(len(data) + 1)
+        body = prefix[1:]
+        body[:] = data
+        body *= powers[: len(data)]
+        np.cumsum(body, out=body)
+        # sum(byte[k] * BASE**(k - start)) over the word: the same value wherever the word stands.
+        polynomial = (prefix[ends] - prefix[starts]) * inverse[starts]
+        self.hashes = mix64(polynomial + (ends - starts).astype(np.uint64))
 
-    def hash_runs(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-        """64-bit hashes of the word runs first[i]..last[i] (inclusive word indexes), independent of position."""
-        begin, finish = self.starts[first], self.ends[last]
-        polynomial = (self._prefix[finish] - self._prefix[begin]) * self._inverse[begin]
-        return mix64(polynomial + (finish - begin).astype(np.uint64))
+
+class _Scratch:
+    """One reusable uint64 buffer: a fresh 50 MB array per batch costs more in page faults than the work on it."""
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(0, dtype=np.uint64)
+
+    def zeros(self, length: int) -> np.ndarray:
+        if len(self.buffer) < length:
+            self.buffer = np.zeros(1 << max(16, (length - 1).bit_length()), dtype=np.uint64)
+        self.buffer[0] = 0
+        return self.buffer[:length]
+
+
+_SCRATCH = _Scratch()
 
 
 def ngram_hashes(spans: WordSpans, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every complete run of `size` words inside one text: (hashes, owning text, index of the run's first word
     within its text)."""
-    span = len(spans.starts) - size + 1
+    span = len(spans.hashes) - size + 1
     if span <= 0:
         empty = np.empty(0, np.int64)
         return np.empty(0, np.uint64), empty, empty
-    first = np.arange(span, dtype=np.int64)
-    first = first[spans.owner[first] == spans.owner[first + size - 1]]
+    weights = ngram_weights(size)
+    combined = spans.hashes[:span] * weights[0]
+    for k in range(1, size):
+        combined += spans.hashes[k : k + span] * weights[k]
+    first = np.flatnonzero(spans.owner[:span] == spans.owner[size - 1 :])
     owners = spans.owner[first]
-    return spans.hash_runs(first, first + size - 1), owners, first - spans.first_word[owners]
+    return mix64(combined[first]), owners, first - spans.first_word[owners]
 
 
 def shingle_hashes(
@@ -118,11 +151,14 @@ def shingle_hashes(
     """
     if size < 1:
         raise ValueError("shingle size must be at least 1")
-    spans = WordSpans([normalize_words_bytes(text) for text in texts])
+    normalized = [normalize_words_bytes(text) for text in texts]
+    spans = WordSpans(normalized)
     long_hashes, long_owners, _ = ngram_hashes(spans, size)
     short = np.flatnonzero((spans.counts > 0) & (spans.counts < size))
-    short_first = spans.first_word[short]
-    short_hashes = spans.hash_runs(short_first, short_first + spans.counts[short] - 1) ^ _SHORT_TEXT_SALT
+    short_hashes = np.fromiter(
+        (hash64(b"short\x1f" + b" ".join(normalized[i].split())) for i in short.tolist()),
+        dtype=np.uint64, count=len(short),
+    )
     hashes = np.concatenate((long_hashes, short_hashes))
     owners = np.concatenate((long_owners, short))
     if salts is not None:
@@ -139,31 +175,44 @@ def raw_signatures(hashes: np.ndarray, owners: np.ndarray, count: int, slots: in
     return signatures.reshape(count, slots)
 
 
-def densify(signatures: np.ndarray, chunk: int = 16384) -> np.ndarray:
+def densify(signatures: np.ndarray) -> np.ndarray:
     """Optimal densification (Shrivastava 2017): an empty slot j takes the value of the first filled slot along a
     probe sequence that depends only on (j, attempt), the same for every text, so two signatures still agree in a
     slot with probability = their Jaccard similarity, without the correlated errors of filling from a neighbour.
     All-empty rows stay empty."""
     dense = signatures.copy()
-    for start in range(0, len(signatures), chunk):
-        _densify_rows(signatures[start : start + chunk], dense[start : start + chunk])
+    if signatures.size:
+        probes = _probe_table(signatures.shape[1])
+        for start in range(0, len(signatures), _DENSIFY_ROWS):
+            _densify_rows(signatures[start : start + _DENSIFY_ROWS], dense[start : start + _DENSIFY_ROWS], probes)
     return dense
 
 
-def _densify_rows(raw: np.ndarray, out: np.ndarray) -> None:
-    filled = raw != EMPTY
-    rows, slots = np.nonzero(~filled & filled.any(axis=1)[:, None])
-    width = raw.shape[1]
-    attempt = 0
-    while len(rows) and attempt < _MAX_PROBES:
-        attempt += 1
-        probe = (mix64(slots.astype(np.uint64) * _U64(0x9E3779B97F4A7C15) + _U64(attempt)) % _U64(width)).astype(np.int64)
-        hit = filled[rows, probe]
-        out[rows[hit], slots[hit]] = raw[rows[hit], probe[hit]]
-        rows, slots = rows[~hit], slots[~hit]
-    if len(rows):  # a row with almost every slot empty: fall back to its first filled slot (still deterministic)
-        first = np.argmax(filled[rows], axis=1)
-        out[rows, slots] = raw[rows, first]
+def _densify_rows(signatures: np.ndarray, dense: np.ndarray, probes: np.ndarray) -> None:
+    count, width = signatures.shape
+    filled = (signatures != EMPTY).ravel()
+    raw, out = signatures.ravel(), dense.ravel()
+    # Flat indexes of the slots still empty (in rows that have any value), their slot and their row's offset.
+    pending = np.flatnonzero(~filled & np.repeat(filled.reshape(count, width).any(axis=1), width))
+    slots = pending % width
+    rows = pending - slots
+    for attempt in range(_MAX_PROBES):
+        if not len(pending):
+            return
+        source = rows + probes[attempt, slots]
+        hit = filled[source]
+        out[pending[hit]] = raw[source[hit]]
+        miss = ~hit
+        pending, slots, rows = pending[miss], slots[miss], rows[miss]
+    if len(pending):  # a row with almost every slot empty: its first filled slot (still deterministic)
+        out[pending] = raw[rows + np.argmax(filled.reshape(count, width)[rows // width], axis=1)]
+
+
+@cache
+def _probe_table(width: int) -> np.ndarray:
+    """(attempt, slot) -> the slot probed: a fixed table, the same for every text and run."""
+    cells = np.arange(_MAX_PROBES * width, dtype=np.uint64).reshape(_MAX_PROBES, width)
+    return (mix64(cells + _U64(0x9E3779B97F4A7C15)) % _U64(width)).astype(np.intp)
 
 
 def band_key(signatures: np.ndarray, band: int, rows: int) -> np.ndarray:

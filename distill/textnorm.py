@@ -22,18 +22,19 @@ _ASCII_TABLE = bytes(
 
 
 def normalize_words_bytes(text: str) -> bytes:
-    """`normalize_words` as UTF-8 bytes (what the vectorised hashing consumes)."""
+    """The same words as `normalize_words`, as UTF-8 bytes separated by one *or more* spaces (what the vectorised
+    hashing consumes: collapsing the spaces in Python would cost more than all the hashing)."""
     if text.isascii():
-        return b" ".join(text.encode("ascii").translate(_ASCII_TABLE).split())
+        return text.encode("ascii").translate(_ASCII_TABLE)
     decomposed = unicodedata.normalize("NFKD", text)
     if not decomposed.isascii():
         decomposed = _COMBINING_MARKS.sub("", decomposed)
-    return " ".join(_NON_WORD.sub(" ", decomposed.casefold()).split()).encode("utf-8")
+    return _NON_WORD.sub(" ", decomposed.casefold()).encode("utf-8")
 
 
 def normalize_words(text: str) -> str:
     """The text as lowercase words without diacritics or punctuation, joined by single spaces."""
-    return normalize_words_bytes(text).decode("utf-8")
+    return " ".join(normalize_words_bytes(text).decode("utf-8").split())
 
 
 def words(text: str) -> list[str]:

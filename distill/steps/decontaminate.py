@@ -101,7 +101,7 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
 
     def _index_ngrams(self) -> None:
         normalized = [normalize_words_bytes(item.text) for item in self._items]
-        self._item_words = [text.split(b" ") if text else [] for text in normalized]
+        self._item_words = [text.split() for text in normalized]
         spans = minhash.WordSpans(normalized)
         hashes, owners, starts = minhash.ngram_hashes(spans, self.size)
         order = np.argsort(hashes, kind="stable")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -145,6 +146,7 @@ class NearDedup(GlobalStep[NearKeys]):
         return dict(self._figures)
 
 
+@cache
 def _role_salt(role: str) -> int:
     return hash64(f"near_dedup-role\x1f{role}")
 
