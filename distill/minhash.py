@@ -108,6 +108,19 @@ class WordSpans:
         self.hashes = mix64(polynomial + (ends - starts).astype(np.uint64))
 
 
+    def text_hashes(self) -> np.ndarray:
+        """One 64-bit hash per text over its sequence of word hashes: equal iff the texts have the same words in
+        the same order (up to a 2**-64 chance), however they were spaced."""
+        hashes = np.full(len(self.counts), _U64(0x6A09E667F3BCC909))
+        nonempty = np.flatnonzero(self.counts)
+        if len(nonempty):
+            local = np.arange(len(self.hashes)) - self.first_word[self.owner]
+            powers, _ = _POWERS.upto(int(self.counts.max()) + 1)
+            sums = np.add.reduceat(self.hashes * powers[local], self.first_word[nonempty])
+            hashes[nonempty] = sums
+        return mix64(hashes ^ self.counts.astype(np.uint64))
+
+
 class _Scratch:
     """One reusable uint64 buffer: a fresh 50 MB array per batch costs more in page faults than the work on it."""
 

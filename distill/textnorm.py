@@ -40,3 +40,18 @@ def normalize_words(text: str) -> str:
 def words(text: str) -> list[str]:
     normalized = normalize_words(text)
     return normalized.split(" ") if normalized else []
+
+
+# Exact-duplicate form (the words of `distill.hashing.normalize_text`: NFKC, case-folded, split on whitespace),
+# with punctuation kept. For ASCII, NFKC changes nothing and case-folding is lowercasing: one translate pass.
+_ASCII_WHITESPACE = b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+_EXACT_ASCII_TABLE = bytes(
+    0x20 if byte in _ASCII_WHITESPACE else (byte | 0x20) if chr(byte).isupper() else byte for byte in range(256)
+)
+
+
+def exact_form_bytes(text: str) -> bytes:
+    """The words `normalize_text` would keep, as UTF-8 bytes separated by one or more spaces."""
+    if text.isascii():
+        return text.encode("ascii").translate(_EXACT_ASCII_TABLE)
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split()).encode("utf-8")

@@ -20,7 +20,7 @@ def make_step(kind: str, **params) -> Step:
 
 
 def rec(id: str, second: int = 0, **fields) -> Record:
-    return Record(id=id, created_at=f"2026-01-01T00:{second // 60:02d}:{second % 60:02d}Z", **fields)
+    return Record(id=id, created_at=1767225600 + second, **fields)  # 2026-01-01T00:00:00Z + second
 
 
 def apply(step: Step, records: Sequence[Record], batch_size: int = 2) -> tuple[list[str], dict[str, QuarantineRow], dict]:

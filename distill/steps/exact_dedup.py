@@ -2,15 +2,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 import numpy as np
 
-from distill.hashing import hash64, normalize_text
+from distill.hashing import hash64
+from distill.minhash import WordSpans, mix64
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
 from distill.steps.base import STEPS, GlobalStep, StepParams
+from distill.textnorm import exact_form_bytes
 
 
 class ExactDedupParams(StepParams):
@@ -48,10 +51,10 @@ class ExactDedup(GlobalStep[ExactKeys]):
             r for r in batch
             if r.text is not None and (roles is None or (r.role is not None and r.role.value in roles))
         ]
-        hashes = np.fromiter(
-            (hash64(f"{r.role.value if r.role else ''}\x1f{normalize_text(r.text)}") for r in chosen),
-            dtype=np.uint64, count=len(chosen),
-        )
+        # All texts of the batch hashed at once (see distill.minhash.WordSpans), then salted with the role.
+        text_hashes = WordSpans([exact_form_bytes(r.text) for r in chosen]).text_hashes()
+        salts = np.fromiter((_role_salt(r.role.value if r.role else "") for r in chosen), np.uint64, len(chosen))
+        hashes = mix64(text_hashes ^ salts)
         groups = [self.context.group_key(r) for r in chosen] if self.params.scope == "group" else []
         return ExactKeys([r.id for r in chosen], groups, hashes)
 
@@ -92,3 +95,8 @@ class ExactDedup(GlobalStep[ExactKeys]):
                 drop = Drop(Reason.duplicate, (f"conversation repeats group {survivor}",), {"duplicate_of": survivor})
                 drops.update(dict.fromkeys(record_ids, drop))
         return drops
+
+
+@cache
+def _role_salt(role: str) -> int:
+    return hash64(f"exact_dedup-role\x1f{role}")
