@@ -31,6 +31,7 @@ _BASE_INVERSE = pow(_BASE, -1, 2**64)
 _BAND_SEED = _U64(0x27D4EB2F165667C5)
 _NGRAM_SEED = 0x165667B19E3779F9
 _MAX_PROBES = 4096
+_CHUNK_BYTES = 1 << 20
 _DENSIFY_ROWS = 32768  # rows per pass: bounds the index arrays to ~200 MB
 _SPACE = 32
 
@@ -46,7 +47,7 @@ def mix64(values: np.ndarray) -> np.ndarray:
 
 
 class _Powers:
-    """BASE**i and BASE**-i modulo 2**64, grown on demand (to a power of two) and shared by every batch."""
+    """BASE**i and BASE**-i modulo 2**64, grown on demand (a chunk's length; more only for a longer text)."""
 
     def __init__(self) -> None:
         self.forward = np.ones(1, dtype=np.uint64)
@@ -54,7 +55,7 @@ class _Powers:
 
     def upto(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.forward) < length:
-            size = 1 << max(16, (length - 1).bit_length())
+            size = max(length, 2 * len(self.forward), _CHUNK_BYTES + 2)
             self.forward, self.inverse = _powers(_BASE, size), _powers(_BASE_INVERSE, size)
         return self.forward[:length], self.inverse[:length]
 
@@ -85,56 +86,47 @@ class WordSpans:
     and a 64-bit hash per word, for all words at once: two lookups and a multiply each, no Python call per word."""
 
     def __init__(self, normalized: Sequence[bytes]) -> None:
-        lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
-        # One space before, between and after the texts, so every word is bordered by spaces.
-        data = np.frombuffer(b" " + b" ".join(normalized) + b" ", dtype=np.uint8)
-        text_starts = np.cumsum(lengths + 1) - lengths
-        # Word starts and ends alternate among the positions where "is a word byte" changes.
-        in_word = data != _SPACE
-        edges = np.flatnonzero(in_word[1:] != in_word[:-1]) + 1
-        starts, ends = edges[0::2], edges[1::2]
-        first = np.searchsorted(starts, text_starts)
-        self.counts = np.diff(first, append=len(starts))
-        self.first_word = first
+        parts = [_word_hashes(normalized[start:stop]) for start, stop in _chunks(normalized)]
+        self.hashes = np.concatenate([hashes for hashes, _ in parts]) if parts else np.empty(0, np.uint64)
+        self.counts = np.concatenate([counts for _, counts in parts]) if parts else np.empty(0, np.int64)
+        self.first_word = np.cumsum(self.counts) - self.counts
         self.owner = np.repeat(np.arange(len(normalized)), self.counts)
-        powers, inverse = _POWERS.upto(len(data) + 1)
-        prefix = _SCRATCH.zeros(len(data) + 1)
-        body = prefix[1:]
-        body[:] = data
-        body *= powers[: len(data)]
-        np.cumsum(body, out=body)
-        # sum(byte[k] * BASE**(k - start)) over the word: the same value wherever the word stands.
-        polynomial = (prefix[ends] - prefix[starts]) * inverse[starts]
-        self.hashes = mix64(polynomial + (ends - starts).astype(np.uint64))
 
 
-    def text_hashes(self) -> np.ndarray:
-        """One 64-bit hash per text over its sequence of word hashes: equal iff the texts have the same words in
-        the same order (up to a 2**-64 chance), however they were spaced."""
-        hashes = np.full(len(self.counts), _U64(0x6A09E667F3BCC909))
-        nonempty = np.flatnonzero(self.counts)
-        if len(nonempty):
-            local = np.arange(len(self.hashes)) - self.first_word[self.owner]
-            powers, _ = _POWERS.upto(int(self.counts.max()) + 1)
-            sums = np.add.reduceat(self.hashes * powers[local], self.first_word[nonempty])
-            hashes[nonempty] = sums
-        return mix64(hashes ^ self.counts.astype(np.uint64))
+def _chunks(texts: Sequence[bytes]) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of about _CHUNK_BYTES each: small enough for the prefix and power tables to
+    stay in cache and in a few MB, whatever the batch size."""
+    ranges, start, size = [], 0, 0
+    for index, text in enumerate(texts):
+        size += len(text) + 1
+        if size >= _CHUNK_BYTES:
+            ranges.append((start, index + 1))
+            start, size = index + 1, 0
+    if start < len(texts):
+        ranges.append((start, len(texts)))
+    return ranges
 
 
-class _Scratch:
-    """One reusable uint64 buffer: a fresh 50 MB array per batch costs more in page faults than the work on it."""
-
-    def __init__(self) -> None:
-        self.buffer = np.zeros(0, dtype=np.uint64)
-
-    def zeros(self, length: int) -> np.ndarray:
-        if len(self.buffer) < length:
-            self.buffer = np.zeros(1 << max(16, (length - 1).bit_length()), dtype=np.uint64)
-        self.buffer[0] = 0
-        return self.buffer[:length]
-
-
-_SCRATCH = _Scratch()
+def _word_hashes(normalized: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(every word's hash in order, each text's word count) for texts whose words are separated by spaces."""
+    lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
+    # One space before, between and after the texts, so every word is bordered by spaces.
+    data = np.frombuffer(b" " + b" ".join(normalized) + b" ", dtype=np.uint8)
+    text_starts = np.cumsum(lengths + 1) - lengths
+    # Word starts and ends alternate among the positions where "is a word byte" changes.
+    in_word = data != _SPACE
+    edges = np.flatnonzero(in_word[1:] != in_word[:-1]) + 1
+    starts, ends = edges[0::2], edges[1::2]
+    counts = np.diff(np.searchsorted(starts, text_starts), append=len(starts))
+    powers, inverse = _POWERS.upto(len(data) + 1)
+    prefix = np.zeros(len(data) + 1, dtype=np.uint64)
+    body = prefix[1:]
+    body[:] = data
+    body *= powers[: len(data)]
+    np.cumsum(body, out=body)
+    # sum(byte[k] * BASE**(k - start)) over the word: the same value wherever the word stands.
+    polynomial = (prefix[ends] - prefix[starts]) * inverse[starts]
+    return mix64(polynomial + (ends - starts).astype(np.uint64)), counts
 
 
 def ngram_hashes(spans: WordSpans, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -144,7 +144,7 @@ class Scrubber:
                 continue
             for match in detector.pattern.finditer(text):
                 start, end = _secret_span(match)
-                if end > start and not any(start < taken_end and taken_start < end for taken_start, taken_end, _ in spans):
+                if end > start and not _overlaps(start, end, spans):
                     spans.append((start, end, detector.kind))
         return sorted(spans)
 
@@ -168,6 +168,10 @@ class Scrubber:
         if isinstance(value, dict):
             return {self.scrub_value(k, found): self.scrub_value(v, found) for k, v in value.items()}
         return value
+
+
+def _overlaps(start: int, end: int, spans: list[tuple[int, int, str]]) -> bool:
+    return any(start < taken_end and taken_start < end for taken_start, taken_end, _ in spans)
 
 
 def _secret_span(match: re.Match[str]) -> tuple[int, int]:

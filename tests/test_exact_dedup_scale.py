@@ -1,4 +1,4 @@
-"""exact_dedup at scale: batch-vectorised hashing that agrees with `normalize_text`, compact keys, planted copies."""
+"""exact_dedup at scale: a fast normal form that agrees with `normalize_text`, compact keys, planted copies."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import numpy as np
 from step_helpers import apply, make_step, prose, rec
 
 from distill.hashing import normalize_text
-from distill.minhash import WordSpans
-from distill.textnorm import exact_form_bytes
 
 
-def test_batch_text_hashes_are_equal_exactly_when_normalised_texts_are():
+def test_key_hashes_are_equal_exactly_when_normalised_texts_are():
     rng = random.Random(0)
     alphabet = "aB c\t\n\x1c.,!Éé\u00dfİﬁZ\u00a0\u2003x"
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(3000)]
-    hashes = WordSpans([exact_form_bytes(t) for t in texts]).text_hashes().tolist()
+    step = make_step("exact_dedup", scope="record")
+    hashes = step.keys([rec(f"r{i}", i, text=text) for i, text in enumerate(texts)]).hashes.tolist()
     by_form: dict[str, int] = {}
     for text, digest in zip(texts, hashes):
         assert by_form.setdefault(normalize_text(text), digest) == digest

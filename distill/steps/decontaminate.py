@@ -15,6 +15,7 @@ from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
 from distill.steps.base import STEPS, GlobalStep, StepParams
+from distill.steps.roles import has_text, in_roles
 from distill.textnorm import normalize_words_bytes
 
 # preset -> (n-gram size, the share of an eval item's tokens that must be covered, exclusive)
@@ -112,7 +113,9 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
     def _index_embeddings(self) -> None:
         usable = [i for i, item in enumerate(self._items) if item.embedding is not None]
         if not usable:
-            raise DistillError(f"curation.steps.{self.name}.eval_sets: mode embedding, but no eval item has an embedding")
+            raise DistillError(
+                f"curation.steps.{self.name}.eval_sets: mode embedding, but no eval item has an embedding"
+            )
         dims = {len(self._items[i].embedding) for i in usable}
         if len(dims) > 1:
             raise DistillError(f"curation.steps.{self.name}.eval_sets: eval embeddings differ in length {sorted(dims)}")
@@ -122,13 +125,9 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
 
     # -- keys / decide -------------------------------------------------------------------------------------------
 
-    def _in_scope(self, batch: Sequence[Record]) -> list[Record]:
-        roles = set(self.params.roles) if self.params.roles is not None else None
-        return [r for r in batch if r.text is not None and (roles is None or (r.role is not None and r.role.value in roles))]
-
     def keys(self, batch: Sequence[Record]) -> NgramHits | EmbeddingHits:
         self._load()
-        records = self._in_scope(batch)
+        records = in_roles(batch, self.params.roles, has_text)
         if self.params.mode == "embedding":
             return self._embedding_hits(records)
         if not records or len(self._distinct) == 0:

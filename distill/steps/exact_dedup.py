@@ -8,11 +8,11 @@ from typing import Literal
 import numpy as np
 
 from distill.hashing import hash64
-from distill.minhash import WordSpans, mix64
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
 from distill.steps.base import STEPS, GlobalStep, StepParams
+from distill.steps.roles import has_text, in_roles
 from distill.textnorm import exact_form_bytes
 
 
@@ -46,15 +46,11 @@ class ExactDedup(GlobalStep[ExactKeys]):
     params: ExactDedupParams
 
     def keys(self, batch: Sequence[Record]) -> ExactKeys:
-        roles = set(self.params.roles) if self.params.roles is not None else None
-        chosen = [
-            r for r in batch
-            if r.text is not None and (roles is None or (r.role is not None and r.role.value in roles))
-        ]
-        # All texts of the batch hashed at once (see distill.minhash.WordSpans), then salted with the role.
-        text_hashes = WordSpans([exact_form_bytes(r.text) for r in chosen]).text_hashes()
-        salts = np.fromiter((_role_salt(r.role.value if r.role else "") for r in chosen), np.uint64, len(chosen))
-        hashes = mix64(text_hashes ^ salts)
+        chosen = in_roles(batch, self.params.roles, has_text)
+        hashes = np.fromiter(
+            (hash64(_role_prefix(r.role.value if r.role else "") + exact_form_bytes(r.text)) for r in chosen),
+            dtype=np.uint64, count=len(chosen),
+        )
         groups = [self.context.group_key(r) for r in chosen] if self.params.scope == "group" else []
         return ExactKeys([r.id for r in chosen], groups, hashes)
 
@@ -98,5 +94,5 @@ class ExactDedup(GlobalStep[ExactKeys]):
 
 
 @cache
-def _role_salt(role: str) -> int:
-    return hash64(f"exact_dedup-role\x1f{role}")
+def _role_prefix(role: str) -> bytes:
+    return f"{role}\x1f".encode()

@@ -15,6 +15,7 @@ from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
 from distill.steps.base import STEPS, GlobalStep, StepParams
+from distill.steps.roles import has_text, in_roles
 
 
 class NearDedupParams(StepParams):
@@ -72,11 +73,7 @@ class NearDedup(GlobalStep[NearKeys]):
         self._figures: dict[str, Any] = {}
 
     def keys(self, batch: Sequence[Record]) -> NearKeys:
-        roles = set(self.params.roles) if self.params.roles is not None else None
-        chosen = [
-            r for r in batch
-            if r.text is not None and (roles is None or (r.role is not None and r.role.value in roles))
-        ]
+        chosen = in_roles(batch, self.params.roles, has_text)
         salts = np.array([_role_salt(r.role.value if r.role else "") for r in chosen], dtype=np.uint64)
         hashes, owners = minhash.shingle_hashes([r.text for r in chosen], self.params.shingle_size, salts)
         signatures = minhash.raw_signatures(hashes, owners, len(chosen), self.params.num_perm)

@@ -14,6 +14,7 @@ from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
 from distill.steps.base import STEPS, GlobalStep, StepParams
+from distill.steps.roles import in_roles
 
 _PLANE_SEED = 0x5E3A471C
 TARGET_RECALL = 0.99
@@ -64,11 +65,7 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
         self._figures: dict[str, Any] = {}
 
     def keys(self, batch: Sequence[Record]) -> EmbeddingKeys:
-        roles = set(self.params.roles) if self.params.roles is not None else None
-        chosen = [
-            r for r in batch
-            if r.embedding and (roles is None or (r.role is not None and r.role.value in roles))
-        ]
+        chosen = in_roles(batch, self.params.roles, lambda r: r.embedding)
         dims = {len(r.embedding) for r in chosen}
         if len(dims) > 1:
             raise DistillError(f"curation.steps.{self.name}: embeddings of different lengths {sorted(dims)}")
@@ -104,7 +101,9 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
                 (f"embedding within cosine distance {distance:.4f} of {ids[earlier]}",),
                 {"duplicate_of": ids[earlier], "distance": distance},
             )
-        self._figures.update(bands=self.bands, rows=self.rows, candidate_pairs=int(len(left)), close_pairs=int(close.sum()))
+        self._figures.update(
+            bands=self.bands, rows=self.rows, candidate_pairs=int(len(left)), close_pairs=int(close.sum())
+        )
         return drops
 
     def _candidates(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
