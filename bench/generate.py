@@ -102,7 +102,7 @@ def plan_sessions(rng: np.random.Generator, records: int) -> list[tuple[str, int
         else:
             originals.append(len(plan))
             plan.append(("original", -1, 0.0))
-        total += 4  # sessions average ~4 records; the generator stops at exactly `records`
+        total += 2  # a session has at least 2 records; the generator stops at exactly `records`
     return plan
 
 
