@@ -23,6 +23,7 @@ from distill.reasons import Reason
 from distill.record import Record, format_timestamp
 from distill.split import ALL, assign_sides
 from distill.stats import file_stats
+from distill.steps.scrub_secrets import quarantine_redactor
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example, Task
 from distill.validation import schema_errors
 from distill.writer import write_dataset, write_json, write_jsonl
@@ -197,7 +198,9 @@ def write_outputs(
     if own_outputs is not None:
         outputs.extend(own_outputs)
         files.extend(sorted({entry["path"].split("/")[0] for entry in own_outputs}))
-    outputs.append(write_jsonl(output_dir / "quarantine.jsonl", (row.to_json() for row in ledger.sorted_rows())))
+    redact = quarantine_redactor(settings.steps)  # identity unless scrub_secrets is in the chain
+    rows = (redact(row.to_json()) for row in ledger.sorted_rows())
+    outputs.append(write_jsonl(output_dir / "quarantine.jsonl", rows))
     files.append("quarantine.jsonl")
     if not settings.dry_run:
         outputs.append(write_json(output_dir / "stats.json", stats))

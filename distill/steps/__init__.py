@@ -1,7 +1,17 @@
 """Curation steps. Importing this package registers every step kind in `STEPS`."""
 
-from distill.steps import category_gate, exact_dedup, lifecycle, min_reward, non_empty_text  # noqa: F401
-from distill.steps import file_paths_exist  # noqa: F401
+from distill.steps import (  # noqa: F401
+    category_gate,
+    decontaminate,
+    exact_dedup,
+    file_paths_exist,
+    lifecycle,
+    min_reward,
+    near_dedup,
+    non_empty_text,
+    scrub_secrets,
+    semantic_dedup,
+)
 from distill.steps.base import STEPS, GlobalStep, RecordStep, Step, StepContext, StepParams
 
 __all__ = ["STEPS", "GlobalStep", "RecordStep", "Step", "StepContext", "StepParams"]

@@ -2,13 +2,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
-from distill.hashing import hash64, normalize_text
+import numpy as np
+
+from distill.hashing import hash64
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
 from distill.steps.base import STEPS, GlobalStep, StepParams
+from distill.steps.roles import has_text, in_roles
+from distill.textnorm import exact_form_bytes
 
 
 class ExactDedupParams(StepParams):
@@ -18,11 +23,12 @@ class ExactDedupParams(StepParams):
 
 @dataclass(frozen=True)
 class ExactKeys:
-    """Per batch, for the records in scope: id, group key and a 64-bit hash of (role, normalised text)."""
+    """Per batch, for the records in scope: id, group key (group scope only) and a 64-bit hash of (role, normalised
+    text), held as a uint64 array: 8 bytes per record."""
 
     ids: list[str]
     groups: list[str]
-    hashes: list[int]
+    hashes: np.ndarray
 
 
 @STEPS.register("exact_dedup")
@@ -40,17 +46,13 @@ class ExactDedup(GlobalStep[ExactKeys]):
     params: ExactDedupParams
 
     def keys(self, batch: Sequence[Record]) -> ExactKeys:
-        roles = set(self.params.roles) if self.params.roles is not None else None
-        group_key = self.context.group_key
-        keys = ExactKeys([], [], [])
-        for record in batch:
-            if record.text is None or (roles is not None and (record.role is None or record.role.value not in roles)):
-                continue
-            role = record.role.value if record.role else ""
-            keys.ids.append(record.id)
-            keys.groups.append(group_key(record))
-            keys.hashes.append(hash64(f"{role}\x1f{normalize_text(record.text)}"))
-        return keys
+        chosen = in_roles(batch, self.params.roles, has_text)
+        hashes = np.fromiter(
+            (hash64(_role_prefix(r.role.value if r.role else "") + exact_form_bytes(r.text)) for r in chosen),
+            dtype=np.uint64, count=len(chosen),
+        )
+        groups = [self.context.group_key(r) for r in chosen] if self.params.scope == "group" else []
+        return ExactKeys([r.id for r in chosen], groups, hashes)
 
     def decide(self, keys: Sequence[ExactKeys]) -> dict[str, Drop]:
         if self.params.scope == "record":
@@ -59,10 +61,11 @@ class ExactDedup(GlobalStep[ExactKeys]):
 
     @staticmethod
     def _decide_records(keys: Sequence[ExactKeys]) -> dict[str, Drop]:
+        # The hash set: one entry per distinct 64-bit key (never the text), one pass, O(n) expected time.
         survivors: dict[int, str] = {}
         drops: dict[str, Drop] = {}
         for batch in keys:
-            for record_id, digest in zip(batch.ids, batch.hashes):
+            for record_id, digest in zip(batch.ids, batch.hashes.tolist()):
                 survivor = survivors.setdefault(digest, record_id)
                 if survivor != record_id:
                     drops[record_id] = Drop(
@@ -75,7 +78,7 @@ class ExactDedup(GlobalStep[ExactKeys]):
         members: dict[str, list[str]] = {}
         digests: dict[str, list[int]] = {}
         for batch in keys:
-            for record_id, group, digest in zip(batch.ids, batch.groups, batch.hashes):
+            for record_id, group, digest in zip(batch.ids, batch.groups, batch.hashes.tolist()):
                 members.setdefault(group, []).append(record_id)
                 digests.setdefault(group, []).append(digest)
         survivors: dict[int, str] = {}
@@ -88,3 +91,8 @@ class ExactDedup(GlobalStep[ExactKeys]):
                 drop = Drop(Reason.duplicate, (f"conversation repeats group {survivor}",), {"duplicate_of": survivor})
                 drops.update(dict.fromkeys(record_ids, drop))
         return drops
+
+
+@cache
+def _role_prefix(role: str) -> bytes:
+    return f"{role}\x1f".encode()

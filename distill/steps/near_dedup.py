@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from distill import clusters, minhash
+from distill.grouping import display_key
+from distill.hashing import hash64
+from distill.quarantine import Drop
+from distill.reasons import Reason
+from distill.record import Record
+from distill.steps.base import STEPS, GlobalStep, StepParams
+from distill.steps.roles import has_text, in_roles
+
+
+class NearDedupParams(StepParams):
+    scope: Literal["group", "record"] = "group"
+    roles: tuple[str, ...] | None = None
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    shingle_size: int = Field(default=5, ge=1, le=32)
+    num_perm: int = Field(default=256, ge=8, le=1024)
+    bands: int | None = Field(default=None, ge=1)
+    rows: int | None = Field(default=None, ge=1)
+    keep: Literal["first", "highest_reward"] = "first"
+
+    @model_validator(mode="after")
+    def _bands_fit(self) -> NearDedupParams:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("set both bands and rows, or neither (then they follow from threshold and num_perm)")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
+
+
+@dataclass(frozen=True)
+class NearKeys:
+    """Per batch, for the records in scope that have words: id, group key, reward (NaN if none) and the raw
+    (undensified) one-permutation MinHash signature, `num_perm` uint16 values (512 bytes by default) per record."""
+
+    ids: list[str]
+    groups: list[str]
+    rewards: np.ndarray
+    signatures: np.ndarray
+
+
+@STEPS.register("near_dedup")
+class NearDedup(GlobalStep[NearKeys]):
+    """Drops near duplicates (`near_duplicate`): texts whose word-shingle Jaccard similarity is >= `threshold`.
+
+    MinHash signatures (one-permutation hashing over normalised word `shingle_size`-grams, see `distill.minhash`)
+    are banded for LSH; candidate pairs are verified on the full signature, clusters are the connected components
+    of verified pairs, and one survivor per cluster is kept: `keep: first` (earliest (created_at, id)) or
+    `keep: highest_reward` (ties by (created_at, id)). Texts shorter than one shingle are compared exactly.
+    `scope: group` (default) compares whole conversations (the union of their records' shingles) and drops every
+    in-scope record of a duplicate conversation; `scope: record` compares single records, optionally only `roles`.
+    The quarantine row's detail names the survivor (`duplicate_of`) and the estimated `similarity` to it.
+    """
+
+    kind = "near_dedup"
+    Params = NearDedupParams
+    reasons = (Reason.near_duplicate,)
+    params: NearDedupParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        p = self.params
+        self.bands, self.rows = (p.bands, p.rows) if p.bands else minhash.lsh_parameters(p.threshold, p.num_perm)
+        self._figures: dict[str, Any] = {}
+
+    def keys(self, batch: Sequence[Record]) -> NearKeys:
+        chosen = in_roles(batch, self.params.roles, has_text)
+        salts = np.array([_role_salt(r.role.value if r.role else "") for r in chosen], dtype=np.uint64)
+        hashes, owners = minhash.shingle_hashes([r.text for r in chosen], self.params.shingle_size, salts)
+        signatures = minhash.raw_signatures(hashes, owners, len(chosen), self.params.num_perm)
+        has_words = np.zeros(len(chosen), dtype=bool)
+        has_words[owners] = True
+        kept = [r for r, keep in zip(chosen, has_words) if keep]
+        return NearKeys(
+            ids=[r.id for r in kept],
+            groups=[self.context.group_key(r) for r in kept] if self.params.scope == "group" else [],
+            rewards=np.array([np.nan if r.reward is None else r.reward for r in kept], dtype=np.float64),
+            signatures=signatures[has_words],
+        )
+
+    def decide(self, keys: Sequence[NearKeys]) -> dict[str, Drop]:
+        ids = [record_id for batch in keys for record_id in batch.ids]
+        rewards = np.concatenate([batch.rewards for batch in keys]) if keys else np.empty(0)
+        raw = np.concatenate([batch.signatures for batch in keys]) if keys else np.empty((0, 0), np.uint16)
+        if self.params.scope == "group":
+            groups = [group for batch in keys for group in batch.groups]
+            units, member_of, raw, rewards = _merge_groups(groups, raw, rewards)
+        else:
+            units, member_of = ids, np.arange(len(ids))
+        survivor, similarity = self._cluster(minhash.densify(raw), rewards)
+        drops: dict[str, Drop] = {}
+        duplicate = np.flatnonzero(survivor != np.arange(len(units)))
+        for unit in duplicate.tolist():
+            kept_as = units[survivor[unit]]
+            shown = display_key(kept_as) if self.params.scope == "group" else kept_as
+            estimate = round(float(similarity[unit]), 4)
+            what = "conversation" if self.params.scope == "group" else "text"
+            drops[units[unit]] = Drop(
+                Reason.near_duplicate,
+                (f"{what} is a near duplicate of {shown} (estimated Jaccard {estimate:.2f})",),
+                {"duplicate_of": shown, "similarity": estimate},
+            )
+        if self.params.scope == "group":
+            drops = {record_id: drops[units[m]] for record_id, m in zip(ids, member_of.tolist()) if units[m] in drops}
+        self._figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
+        return drops
+
+    def _cluster(self, signatures: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(survivor index, estimated similarity to it) for each unit (record or conversation), in input order."""
+        count = len(signatures)
+        if count == 0:
+            return np.empty(0, np.int64), np.empty(0)
+        found = [clusters.equal_key_pairs(minhash.band_key(signatures, band, self.rows)) for band in range(self.bands)]
+        left, right = clusters.unique_pairs(
+            np.concatenate([pair[0] for pair in found]), np.concatenate([pair[1] for pair in found]), count
+        )
+        verified = minhash.agreement(signatures, left, right) >= self.params.threshold
+        label = clusters.components(count, left[verified], right[verified])
+        # Units arrive in (created_at, id) order, so the index is the `first` rank.
+        rank = np.arange(count, dtype=np.float64)
+        if self.params.keep == "highest_reward":
+            reward_rank = np.argsort(np.argsort(-np.nan_to_num(rewards, nan=-np.inf), kind="stable"), kind="stable")
+            rank = reward_rank.astype(np.float64)
+        survivor = clusters.survivors(label, rank)
+        similarity = np.ones(count)
+        moved = np.flatnonzero(survivor != np.arange(count))
+        similarity[moved] = minhash.agreement(signatures, moved, survivor[moved])
+        self._figures.update(
+            bands=self.bands, rows=self.rows, candidate_pairs=int(len(left)), verified_pairs=int(verified.sum())
+        )
+        return survivor, similarity
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return dict(self._figures)
+
+
+@cache
+def _role_salt(role: str) -> int:
+    return hash64(f"near_dedup-role\x1f{role}")
+
+
+def _merge_groups(
+    groups: list[str], raw: np.ndarray, rewards: np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Conversation signatures: the element-wise minimum of their records' raw signatures (= the signature of the
+    union of their shingles). Returns (group keys in first-seen order, each record's group index, signatures,
+    each group's best reward)."""
+    index: dict[str, int] = {}
+    member_of = np.array([index.setdefault(group, len(index)) for group in groups], dtype=np.int64)
+    order = np.argsort(member_of, kind="stable")
+    starts = np.flatnonzero(np.r_[True, member_of[order][1:] != member_of[order][:-1]]) if len(order) else order
+    merged = np.minimum.reduceat(raw[order], starts, axis=0) if len(order) else raw
+    best = np.fmax.reduceat(rewards[order], starts) if len(order) else rewards
+    return list(index), member_of, merged, best

@@ -1,0 +1,167 @@
+"""near_dedup: MinHash LSH near-duplicate removal, its survivor rule, scopes, short texts and the threshold sweep."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from helpers import read_jsonl, run_cli, run_pipeline, write_jsonl
+from pydantic import ValidationError
+from step_helpers import apply, edited, make_step, prose, rec
+
+from distill.validation import load_schema
+
+BASE = prose(1, 200)
+
+
+def test_record_scope_drops_a_near_copy_and_names_the_earliest_survivor():
+    records = [
+        rec("a", 1, text=" ".join(BASE)),
+        rec("b", 2, text=" ".join(edited(BASE, 100))),  # 2 words of 200 changed: Jaccard ~0.9
+        rec("c", 3, text=" ".join(prose(2, 200))),
+    ]
+    kept, dropped, stage = apply(make_step("near_dedup", scope="record"), records)
+    assert kept == ["a", "c"]
+    row = dropped["b"]
+    assert row.reason.value == "near_duplicate"
+    assert row.detail["duplicate_of"] == "a"
+    assert 0.8 <= row.detail["similarity"] < 1.0
+    assert stage["dropped"] == {"near_duplicate": 1}
+    assert stage["verified_pairs"] == 1 and stage["near_duplicate_clusters"] == 1
+
+
+def test_normalisation_makes_case_punctuation_and_diacritics_irrelevant():
+    text = "Le café était très bon, et le garçon a souri; nous reviendrons demain matin avec nos amis."
+    variant = "LE CAFE ETAIT TRES BON et le garcon a souri nous reviendrons demain matin avec nos amis!!!"
+    kept, dropped, _ = apply(make_step("near_dedup", scope="record"), [rec("a", 1, text=text), rec("b", 2, text=variant)])
+    assert kept == ["a"] and dropped["b"].detail["similarity"] == 1.0
+
+
+def test_threshold_decides_how_similar_is_duplicate():
+    records = [rec("a", 1, text=" ".join(BASE)), rec("b", 2, text=" ".join(edited(BASE, 12)))]  # Jaccard ~0.4-0.6
+    assert apply(make_step("near_dedup", scope="record", threshold=0.8), records)[0] == ["a", "b"]
+    assert apply(make_step("near_dedup", scope="record", threshold=0.3), records)[0] == ["a"]
+
+
+def test_keep_highest_reward_keeps_the_best_scored_copy_ties_by_created_at_then_id():
+    copies = [" ".join(edited(BASE, 100, seed=s)) for s in range(4)]
+    records = [
+        rec("a", 1, text=copies[0], reward=0.2),
+        rec("b", 2, text=copies[1], reward=0.9),
+        rec("c", 2, text=copies[2], reward=0.9),
+        rec("d", 0, text=copies[3]),
+    ]
+    kept, dropped, _ = apply(make_step("near_dedup", scope="record", keep="highest_reward"), records)
+    assert kept == ["b"]
+    assert {row.detail["duplicate_of"] for row in dropped.values()} == {"b"}
+    kept_first, _, _ = apply(make_step("near_dedup", scope="record", keep="first"), records)
+    assert kept_first == ["d"]
+
+
+def test_short_texts_are_compared_exactly_not_collapsed():
+    replies = ["ok", "OK!", "okay", "thanks", "yes please", "no", "sure thing mate"]
+    records = [rec(f"r{i}", i, text=text) for i, text in enumerate(replies)]
+    kept, dropped, _ = apply(make_step("near_dedup", scope="record"), records)
+    assert kept == ["r0", "r2", "r3", "r4", "r5", "r6"]
+    assert dropped["r1"].detail == {"duplicate_of": "r0", "similarity": 1.0}
+
+
+def test_empty_punctuation_only_and_missing_text_are_kept_untouched():
+    records = [rec("a", 1, text=""), rec("b", 2, text="!!!"), rec("c", 3), rec("d", 4, text="!!!"), rec("e", 5, text="")]
+    kept, dropped, _ = apply(make_step("near_dedup", scope="record"), records)
+    assert kept == ["a", "b", "c", "d", "e"] and dropped == {}
+
+
+def test_roles_limit_what_is_compared_and_roles_never_match_each_other():
+    text = " ".join(BASE)
+    records = [
+        rec("u1", 1, role="user", text=text),
+        rec("a1", 2, role="assistant", text=text),
+        rec("u2", 3, role="user", text=text),
+    ]
+    kept, dropped, _ = apply(make_step("near_dedup", scope="record"), records)
+    assert kept == ["u1", "a1"] and dropped["u2"].detail["duplicate_of"] == "u1"
+    kept, _, _ = apply(make_step("near_dedup", scope="record", roles=["assistant"]), records)
+    assert kept == ["u1", "a1", "u2"]
+
+
+def test_group_scope_drops_every_record_of_a_near_duplicate_conversation():
+    question, answer = " ".join(prose(3, 60)), " ".join(prose(4, 150))
+    records = [
+        rec("u1", 1, session_id="s1", role="user", text=question),
+        rec("a1", 2, session_id="s1", role="assistant", text=answer),
+        rec("u2", 3, session_id="s2", role="user", text=question),
+        rec("a2", 4, session_id="s2", role="assistant", text=" ".join(edited(answer.split(), 80))),
+        # same question, a different answer: not the same conversation
+        rec("u3", 5, session_id="s3", role="user", text=question),
+        rec("a3", 6, session_id="s3", role="assistant", text=" ".join(prose(5, 150))),
+    ]
+    kept, dropped, _ = apply(make_step("near_dedup"), records)
+    assert kept == ["u1", "a1", "u3", "a3"]
+    assert {dropped[r].detail["duplicate_of"] for r in ("u2", "a2")} == {"s1"}
+
+
+def test_survivors_do_not_depend_on_batching_or_input_order():
+    records = [rec(f"r{i}", i, text=" ".join(edited(BASE, 60, seed=i))) for i in range(8)]
+    records += [rec(f"x{i}", 20 + i, text=" ".join(prose(10 + i, 100))) for i in range(8)]
+    results = [
+        apply(make_step("near_dedup", scope="record"), ordering, batch_size)
+        for ordering in (records, records[::-1])
+        for batch_size in (1, 3, 100)
+    ]
+    kept, dropped, _ = results[0]
+    assert kept[0] == "r0" and all(x in kept for x in [f"x{i}" for i in range(8)])
+    for other_kept, other_dropped, _ in results[1:]:
+        assert other_kept == kept
+        assert {k: v.detail for k, v in other_dropped.items()} == {k: v.detail for k, v in dropped.items()}
+
+
+def test_bands_and_rows_must_come_together_and_fit_num_perm():
+    with pytest.raises(ValidationError, match="both bands and rows"):
+        make_step("near_dedup", bands=4)
+    with pytest.raises(ValidationError, match="exceeds num_perm"):
+        make_step("near_dedup", bands=40, rows=8, num_perm=256)
+    step = make_step("near_dedup", bands=16, rows=8)
+    assert (step.bands, step.rows) == (16, 8)
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("near")
+    rows = []
+    for s in range(6):
+        answer = BASE if s < 3 else prose(100 + s, 200)
+        rows.append({"id": f"u{s}", "session_id": f"s{s}", "role": "user", "text": "please summarise", "created_at": s * 10})
+        rows.append({"id": f"a{s}", "session_id": f"s{s}", "role": "assistant", "created_at": s * 10 + 1,
+                     "text": " ".join(edited(answer, 100, seed=s) if s else answer), "category": "accepted"})
+    return write_jsonl(root / "logs.jsonl", rows)
+
+
+def test_pipeline_quarantines_near_duplicates_with_schema_valid_rows(tmp_path, logs):
+    result = run_pipeline(tmp_path, [f"source.path={logs}", "split=none", "++curation.steps.near_dedup.threshold=0.8"])
+    quarantine = read_jsonl(tmp_path / "quarantine.jsonl")
+    near = [row for row in quarantine if row["reason"] == "near_duplicate"]
+    assert sorted(row["record_id"] for row in near) == ["a1", "a2", "u1", "u2"]
+    assert {row["detail"]["duplicate_of"] for row in near} == {"s0"}
+    for row in quarantine:
+        jsonschema.validate(row, load_schema("quarantine_row"))
+    jsonschema.validate(result.manifest, load_schema("manifest"))
+    stage = next(s for s in result.manifest["stages"] if s["step"] == "near_dedup")
+    assert stage["dropped"] == {"near_duplicate": 4} and stage["bands"] * stage["rows"] <= 256
+
+
+def test_cli_sweeps_the_threshold_one_output_dir_per_value(tmp_path, logs):
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        ["-m", f"source.path={logs}", "split=none", "++curation.steps.near_dedup.threshold=0.7,0.8,0.9",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    thresholds = {}
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()):
+        manifest = json.loads((job / "manifest.json").read_text())
+        thresholds[manifest["config"]["curation"]["steps"]["near_dedup"]["threshold"]] = manifest["counts"]["examples"]
+    assert sorted(thresholds) == [0.7, 0.8, 0.9]
+    assert all(examples >= 4 for examples in thresholds.values())
