@@ -71,14 +71,19 @@ class FieldMap:
         self._walked = [(n, r) for n, r in self.rules.items() if "." in r.path or r.decode is not None]
 
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
-        if self.identity and all(key in self._consumed_roots for key in row):
-            return dict(row)
-        fields = {name: row[path] for name, path in self._plain if path in row}
-        for name, rule in self._walked:
-            found, value = _lookup(row, name, rule)
-            if found:
-                fields[name] = value
-        leftovers = {key: value for key, value in row.items() if key not in self._consumed_roots}
+        consumed = self._consumed_roots
+        if self.identity:
+            # The default map: one pass over the row's own keys instead of one lookup per record field.
+            fields = {key: value for key, value in row.items() if key in consumed}
+            if len(fields) == len(row):
+                return fields
+        else:
+            fields = {name: row[path] for name, path in self._plain if path in row}
+            for name, rule in self._walked:
+                found, value = _lookup(row, name, rule)
+                if found:
+                    fields[name] = value
+        leftovers = {key: value for key, value in row.items() if key not in consumed}
         if leftovers:
             metadata = fields.get("metadata")
             if metadata is None:
