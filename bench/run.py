@@ -226,7 +226,7 @@ def run(records: int, peer: bool, data: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for chain, overrides in {
             "default chain (sft)": [],
-            "thorough chain (sft)": ["curation=thorough",
+            "thorough chain (sft)": ["curation=thorough", "++curation.steps.scrub_secrets.library=detect_secrets",
                                      f"++curation.steps.decontaminate.eval_sets=[{data / 'evals' / 'heldout.jsonl'}]"],
         }.items():
             print(f"{chain} ...", file=sys.stderr)
