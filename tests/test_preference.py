@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import types
 
 import pytest
 from helpers import compose_config, run_cli, write_jsonl
 from task_fixtures import assert_schema_valid, load_with_datasets, run_task, turn
 
 from distill.config import build_settings
-from distill.errors import ConfigError
 from distill.grouping import Group
 from distill.record import Record
 
@@ -233,20 +230,14 @@ def test_category_pairing_needs_the_paired_form_named_by_key(tmp_path, source):
     assert "Traceback" not in done.stderr
 
 
-def _fake_category_pairing(calls):
-    module = types.ModuleType("distill.tasks.category_pairing")
+def test_category_pairing_is_handed_each_group_and_counts_groups_without_pairs(monkeypatch, source):
+    calls = []
 
     def build_category_pairs(group, *, max_pairs_per_group, output):
         calls.append((group.key, max_pairs_per_group))
         return group.key == "pairs"
 
-    module.build_category_pairs = build_category_pairs
-    return module
-
-
-def test_category_pairing_is_handed_each_group_and_counts_groups_without_pairs(monkeypatch, source):
-    calls = []
-    monkeypatch.setitem(sys.modules, "distill.tasks.category_pairing", _fake_category_pairing(calls))
+    monkeypatch.setattr("distill.tasks.preference.build_category_pairs", build_category_pairs)
     overrides = ["task=preference", "task.pairing=category", "task.max_pairs_per_group=3", f"source.path={source}"]
     config = compose_config(overrides)
     task = build_settings(config).task
@@ -257,12 +248,6 @@ def test_category_pairing_is_handed_each_group_and_counts_groups_without_pairs(m
     assert calls == [("pairs", 3), ("none", 3)]
     assert output.counts["insufficient_pair_groups"] == 1
     assert task.schema == "preference_category_line"
-
-
-def test_category_pairing_missing_from_the_build_is_a_config_error(monkeypatch, source):
-    monkeypatch.setitem(sys.modules, "distill.tasks.category_pairing", None)
-    with pytest.raises(ConfigError, match="task.pairing"):
-        build_settings(compose_config(["task=preference", "task.pairing=category", f"source.path={source}"]))
 
 
 def test_schema_follows_the_form(source):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
-from distill.errors import ConfigError
 from distill.grouping import Group
 from distill.record import Label, Record
+from distill.tasks.category_pairing import build_category_pairs
 from distill.tasks.base import TASKS, Task, TaskOutput, TaskParams, make_example
 from distill.tasks.candidates import (
     PromptAndCandidates,
@@ -30,7 +30,6 @@ LINE_SCHEMAS: dict[str, str] = {
     "ranked": "preference_ranked_line",
 }
 CATEGORY_LINE_SCHEMA = "preference_category_line"
-CategoryPairBuilder = Callable[..., bool]
 
 
 class PreferenceParams(TaskParams):
@@ -74,7 +73,7 @@ class PreferenceTask(Task):
     def __init__(self, params: PreferenceParams) -> None:
         super().__init__(params)
         self.firewall = candidate_firewall(params.require_category)
-        self.category_pairs = self._category_pair_builder() if params.pairing == "category" else None
+        self.category_pairs = build_category_pairs if params.pairing == "category" else None
 
     @property
     def schema(self) -> str:  # type: ignore[override]
@@ -83,15 +82,6 @@ class PreferenceTask(Task):
     @property
     def form(self) -> str:
         return self.params.form
-
-    @staticmethod
-    def _category_pair_builder() -> CategoryPairBuilder:
-        # Imported only when asked for: category pairing is its own module and may be absent from a build.
-        try:
-            from distill.tasks.category_pairing import build_category_pairs
-        except ImportError:
-            raise ConfigError(["task.pairing: category pairing is not available in this build"]) from None
-        return build_category_pairs
 
     def build(self, groups: Sequence[Group]) -> TaskOutput:
         output = TaskOutput()
