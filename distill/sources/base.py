@@ -32,6 +32,7 @@ class Source(ABC):
     def __init__(self, params: SourceParams) -> None:
         self.params = params
         self.field_map = FieldMap(params.fields)
+        self._inputs: list[dict[str, Any]] = []
 
     @abstractmethod
     def check(self) -> None:
@@ -41,9 +42,10 @@ class Source(ABC):
     def read(self) -> Iterator[Parsed]:
         """Every input row, in a deterministic order, as a Record or a quarantine row."""
 
-    @abstractmethod
     def inputs(self) -> list[dict[str, Any]]:
-        """For the manifest, after `read`: what was read ([{path, sha256, rows}] or [{uri, version, rows}])."""
+        """For the manifest, after `read`: what was read ([{path, sha256, rows}] or [{uri, version, rows}]).
+        File sources append one entry per file to `self._inputs` as they finish reading it."""
+        return list(self._inputs)
 
     def to_record(self, row: Any, origin: Origin, fallback_id: str) -> Parsed:
         """Maps one decoded row onto a Record, or a `schema_violation` quarantine row saying what is wrong."""

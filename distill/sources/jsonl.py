@@ -67,9 +67,6 @@ class JsonlSource(Source):
     Params = JsonlParams
     params: JsonlParams
 
-    def __init__(self, params: JsonlParams) -> None:
-        super().__init__(params)
-        self._inputs: list[dict[str, Any]] = []
 
     def check(self) -> None:
         self.root, self.files = resolve_files(self.params.path, "source.path", (".jsonl", ".json", ".ndjson"))
@@ -96,6 +93,3 @@ class JsonlSource(Source):
                 )
             return QuarantineRow("parse", Reason.invalid_json, (str(error),), fallback_id, origin, text.rstrip("\r\n"))
         return self.to_record(row, origin, fallback_id)
-
-    def inputs(self) -> list[dict[str, Any]]:
-        return list(self._inputs)

@@ -130,9 +130,6 @@ class LakehouseSource(Source):
     Params = LakehouseParams
     params: LakehouseParams
 
-    def __init__(self, params: LakehouseParams) -> None:
-        super().__init__(params)
-        self._inputs: list[dict[str, Any]] = []
 
     def check(self) -> None:
         self.root = Path(self.params.root).expanduser()
@@ -202,6 +199,3 @@ class LakehouseSource(Source):
         if isinstance(parsed, QuarantineRow):
             return replace(parsed, record_id=row_key, detail=detail)
         return parsed
-
-    def inputs(self) -> list[dict[str, Any]]:
-        return list(self._inputs)

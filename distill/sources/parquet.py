@@ -42,9 +42,6 @@ class ParquetSource(Source):
     Params = ParquetParams
     params: ParquetParams
 
-    def __init__(self, params: ParquetParams) -> None:
-        super().__init__(params)
-        self._inputs: list[dict[str, Any]] = []
 
     def check(self) -> None:
         self.parquet = import_columnar("pyarrow.parquet", "source.kind")
@@ -72,6 +69,3 @@ class ParquetSource(Source):
                     rows += 1
                     yield parsed
             self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": rows})
-
-    def inputs(self) -> list[dict[str, Any]]:
-        return list(self._inputs)
