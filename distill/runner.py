@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -122,9 +123,10 @@ class TaskResult:
     drops_by_step: dict[str, Counter[str]]
     counts: Counter[str]
 
-    @property
-    def exported_ids(self) -> set[str]:
-        return {r.id for examples in self.examples_by_side.values() for e in examples for r in e.records}
+    @cached_property
+    def exported(self) -> dict[str, Record]:
+        """Every record a written line uses, by id, once however many lines it feeds."""
+        return {r.id: r for examples in self.examples_by_side.values() for e in examples for r in e.records}
 
     @property
     def examples(self) -> int:
@@ -151,12 +153,12 @@ def build_examples(task: Task, sides: dict[str, list[Group]], ledger: Ledger) ->
             else:
                 valid.append(example)
         result.examples_by_side[side] = sorted(valid, key=Example.sort_key)
-    exported = result.exported_ids
+    written_off: set[str] = set()
     write_drops = result.drops_by_step.setdefault(WRITE_STEP, Counter())
     for example, errors in invalid:
         for record in example.records:
-            if record.id not in exported:
-                exported.add(record.id)  # one quarantine row per record, however many lines it was in
+            if record.id not in result.exported and record.id not in written_off:
+                written_off.add(record.id)  # one quarantine row per record, however many lines it was in
                 ledger.drop(WRITE_STEP, record, Drop(Reason.schema_violation, tuple(errors), {"example_id": example.id}))
                 write_drops[Reason.schema_violation.value] += 1
     return result
@@ -241,13 +243,12 @@ def run(
         groups = group_records(kept, dropped, settings.group_key)
         sides = assign_sides(groups, settings.split, settings.split_key)
         result = build_examples(settings.task, sides, ledger)
-        counts = ledger.close(result.exported_ids)
+        counts = ledger.close(set(result.exported))
         counts["examples"] = result.examples
         stages = stage_entries(parse_report, chain_reports, len(kept), settings.task, result)
         outputs, files = write_outputs(settings, output_dir, result, stages, ledger)
 
-    exported = [r for examples in result.examples_by_side.values() for e in examples for r in e.records]
-    dated = [r.created_at for r in exported if r.created_at is not None]
+    dated = [r.created_at for r in result.exported.values() if r.created_at is not None]
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "command": command,
