@@ -14,9 +14,10 @@ from distill.steps import STEPS, Step, StepContext
 CONTEXT = StepContext(group_key=key_function("session_id"))
 
 
-def make_step(kind: str, **params) -> Step:
+def make_step(kind: str, name: str | None = None, **params) -> Step:
+    """A step of `kind` under `name` (default: the kind), its params validated as the config would be."""
     cls = STEPS.get(kind)
-    return cls(kind, cls.Params.model_validate(params), CONTEXT)
+    return cls(name or kind, cls.Params.model_validate(params), CONTEXT)
 
 
 def rec(id: str, second: int = 0, **fields) -> Record:

@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+import step_helpers
+from step_helpers import CONTEXT, apply, make_step
+
 from distill.executor import run_chain
-from distill.grouping import key_function
 from distill.quarantine import Drop, Ledger
 from distill.record import Record
-from distill.steps import STEPS, StepContext
-
-CONTEXT = StepContext(group_key=key_function("session_id"))
-
-
-def make_step(kind, name=None, **params):
-    cls = STEPS.get(kind)
-    return cls(name or kind, cls.Params.model_validate(params), CONTEXT)
+from distill.steps import STEPS
 
 
 def rec(id, **fields):
-    fields.setdefault("created_at", f"2026-01-01T00:00:{int(id[-1]) if id[-1].isdigit() else 0:02d}Z")
-    return Record(id=id, **fields)
-
-
-def apply(step, records, batch_size=2):
-    ledger = Ledger()
-    kept, _, (report,) = run_chain([step], sorted(records, key=Record.order_key), ledger, batch_size)
-    return [r.id for r in kept], {row.record_id: row for row in ledger.rows}, report
+    """A record timed by the last digit of its id, so ids read in time order."""
+    return step_helpers.rec(id, int(id[-1]) if id[-1].isdigit() else 0, **fields)
 
 
 def test_lifecycle_drops_retired_statuses_and_superseded_records():
@@ -40,7 +29,7 @@ def test_lifecycle_drops_retired_statuses_and_superseded_records():
     assert kept == ["a1", "a2"]
     assert {row.reason.value for row in dropped.values()} == {"lifecycle"}
     assert "superseded by a1" in dropped["n1"].errors[0]
-    assert report.dropped == {"lifecycle": 6}
+    assert report["dropped"] == {"lifecycle": 6}
 
 
 def test_lifecycle_statuses_are_configurable():
