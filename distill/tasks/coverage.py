@@ -176,7 +176,9 @@ class CoverageTask(Task):
             for name, rows in files.items()
         ]
         hashes = {entry["path"]: entry["sha256"] for entry in entries}
-        manifest = generation_manifest(files, builder.generation_config, hashes, self.instance_file_entry)
+        manifest = generation_manifest(
+            files, builder.generation_config, builder.generation_config_hash, hashes, self.instance_file_entry
+        )
         entries.append(write_json(directory / GENERATION_MANIFEST, manifest))
         dense = self.params.include_zero_coverage
         readme = package_readme(line["directory"], line["group"], files[INSTANCE_FILE], manifest["counts"], dense)

@@ -290,6 +290,7 @@ class PackageBuilder:
 def generation_manifest(
     files: dict[str, Any],
     generation_config: dict[str, Any],
+    generation_config_hash: str,
     hashes: dict[str, str],
     instance_file: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -302,7 +303,7 @@ def generation_manifest(
         "schema_version": SCHEMA_VERSION,
         "instance_id": generation_config["instance_id"],
         "generation_config": generation_config,
-        "generation_config_hash": sha256_hex(canonical_json(generation_config)),
+        "generation_config_hash": generation_config_hash,
         "generators": dict(sorted(generators.items())),
         "allowed_inputs": list(ALLOWED_INPUTS),
         "forbidden_inputs": list(FORBIDDEN_INPUTS),
