@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from distill.textnorm import words as normalized_words
+from distill.curation.textnorm import words as normalized_words
 
 SYLLABLES = [a + b for a in "bcdfghjklmnprstvwz" for b in ("a", "e", "i", "o", "u", "ai", "ou")]
 VOCABULARY_SIZE = 30_000

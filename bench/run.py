@@ -79,8 +79,8 @@ def child_steps(data: Path, names: list[str]) -> dict[str, Any]:
     from distill.executor import run_step
     from distill.grouping import key_function
     from distill.quarantine import Drop
-    from distill.steps import STEPS as REGISTRY
-    from distill.steps import StepContext
+    from distill.curation.steps import STEPS as REGISTRY
+    from distill.curation.steps import StepContext
 
     records, parse_seconds = _parsed(data)
     out: dict[str, Any] = {"parse": {"seconds": parse_seconds, "rss_mib": _rss_mib()}, "steps": {}, "drops": {}}

@@ -15,8 +15,8 @@ from distill.errors import ConfigError, DistillError
 from distill.grouping import GROUP_KINDS, KeyFunction, key_function
 from distill.sources import SOURCES, Source
 from distill.split import SplitParams
-from distill.stats import TokenCounter, load_tokenizer
-from distill.steps import STEPS, Step, StepContext
+from distill.tokens import TokenCounter, load_tokenizer
+from distill.curation.steps import STEPS, Step, StepContext
 from distill.tasks import TASKS, Task
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from distill.quarantine import Drop, Ledger
 from distill.record import Record
-from distill.steps.base import GlobalStep, RecordStep, Step, Verdict
+from distill.curation.steps.base import GlobalStep, RecordStep, Step, Verdict
 
 log = logging.getLogger(__name__)
 

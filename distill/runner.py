@@ -25,11 +25,11 @@ from distill.quarantine import Drop, Ledger, QuarantineRow
 from distill.reasons import Reason
 from distill.record import Record, format_timestamp
 from distill.split import ALL, assign_sides
-from distill.stats import file_stats
-from distill.steps.scrub_secrets import quarantine_redactor
+from distill.output.stats import file_stats
+from distill.curation.steps.scrub_secrets import quarantine_redactor
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example, Task
 from distill.validation import schema_errors
-from distill.writer import write_dataset, write_json, write_jsonl
+from distill.output.files import write_dataset, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from distill.executor import run_chain
 from distill.grouping import key_function
 from distill.quarantine import Ledger, QuarantineRow
 from distill.record import Record
-from distill.steps import STEPS, Step, StepContext
+from distill.curation.steps import STEPS, Step, StepContext
 
 CONTEXT = StepContext(group_key=key_function("session_id"))
 

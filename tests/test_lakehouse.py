@@ -17,8 +17,8 @@ from distill.errors import ConfigError
 from distill.quarantine import QuarantineRow
 from distill.record import Record
 from distill.sources.lakehouse import LakehouseParams, LakehouseSource
-from distill.steps.base import StepContext
-from distill.steps.file_paths_exist import FilePathsExist, FilePathsExistParams
+from distill.curation.steps.base import StepContext
+from distill.curation.steps.file_paths_exist import FilePathsExist, FilePathsExistParams
 from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
 from lakehouse_fixture import (
     FIXTURE, INPUT_ROWS, REPO_ROOT, SCORED, quarantine_by_record, run_lakehouse, schema_violations,

@@ -187,7 +187,7 @@ def test_binary_and_decimal_columns_survive_into_metadata_and_quarantine(tmp_pat
 
 
 def test_layout_keeps_undeclared_keys_of_an_open_schema_and_coerces_whole_floats() -> None:
-    from distill.parquet_schema import table_layout
+    from distill.output.parquet_schema import table_layout
 
     open_schema = {
         "type": "object",

@@ -10,7 +10,7 @@ from step_helpers import CONTEXT, apply, make_step
 from distill.executor import run_chain
 from distill.quarantine import Drop, Ledger
 from distill.record import Record
-from distill.steps import STEPS
+from distill.curation.steps import STEPS
 
 
 def rec(id, **fields):

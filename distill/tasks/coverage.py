@@ -26,7 +26,7 @@ from distill.tasks.coverage_package import (
     parse_candidate,
 )
 from distill.validation import schema_errors
-from distill.writer import write_json, write_jsonl
+from distill.output.files import write_json, write_jsonl
 
 COVERAGE_DIR = "coverage"
 EXPORT_MANIFEST = "coverage_export_manifest.json"
@@ -68,7 +68,7 @@ def package_directory(group_key: str) -> str:
 class CoverageTask(Task):
     """Memory-coverage packages: one directory per group (the instance) under `coverage/`, each holding the
     experiences, evidence units, queries, candidate memories, the sparse coverage matrix, annotation decisions,
-    `instance.json`, a generation manifest hashing them, and a README (contract: shared/specs/coverage-package.md).
+    `instance.json`, a generation manifest hashing them, and a README (contract: docs/coverage-package.md).
 
     Every record is one candidate memory and is used by its group's package, unless its metadata breaks the candidate
     contract (a coverage value outside 0..1, a non-integer time_index, ...): then it is a `schema_violation`.

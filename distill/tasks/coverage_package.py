@@ -1,7 +1,7 @@
 """One memory-coverage package: the rows of each file, built from one group's candidate records and its instance.
 
 Pure functions of (instance, candidates, split): no clock, no randomness, every file sorted as the contract says
-(`shared/specs/coverage-package.md`), so two exports of the same input are byte-identical.
+(`docs/coverage-package.md`), so two exports of the same input are byte-identical.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# A module import, read at call time: distill.stats imports the task package, which imports this module.
-from distill import stats
 from distill.hashing import canonical_json, sha256_hex
 from distill.record import Record
 from distill.sources.base import validation_messages
 from distill.tasks.coverage_instances import InstanceSpec, UnitId, proposition_id, state_of
+from distill.tokens import token_length
 
 SCHEMA_VERSION = 1
 RAW_SPAN = "raw_span"
@@ -68,7 +67,7 @@ class Candidate:
     @property
     def cost_tokens(self) -> int:
         """`tokens_used` when the log has it, else the same length proxy stats.json uses."""
-        return stats.token_length(self.record)[0]
+        return token_length(self.record)[0]
 
     def time_key(self) -> tuple[int, str]:
         return (self.facts.time_index, self.id)

@@ -8,15 +8,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from distill import minhash
+from distill.curation import minhash
 from distill.errors import DistillError
-from distill.evalsets import EvalItem, eval_files, load_eval_items
+from distill.curation.evalsets import EvalItem, eval_files, load_eval_items
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
-from distill.steps.base import STEPS, GlobalStep, StepParams
-from distill.steps.roles import has_text, in_roles
-from distill.textnorm import normalize_words_bytes
+from distill.curation.steps.base import STEPS, GlobalStep, StepParams
+from distill.curation.steps.roles import has_text, in_roles
+from distill.curation.textnorm import normalize_words_bytes
 
 # preset -> (n-gram size, the share of an eval item's tokens that must be covered, exclusive)
 PRESETS: dict[str, tuple[int, float]] = {

@@ -8,7 +8,7 @@ from pydantic import field_validator
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
-from distill.steps.base import STEPS, RecordStep, StepContext, StepParams, Verdict
+from distill.curation.steps.base import STEPS, RecordStep, StepContext, StepParams, Verdict
 
 
 class FilePathsExistParams(StepParams):

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from distill import clusters, minhash
+from distill.curation import clusters, minhash
 from distill.errors import DistillError
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
-from distill.steps.base import STEPS, GlobalStep, StepParams
-from distill.steps.roles import in_roles
+from distill.curation.steps.base import STEPS, GlobalStep, StepParams
+from distill.curation.steps.roles import in_roles
 
 _PLANE_SEED = 0x5E3A471C
 TARGET_RECALL = 0.99

@@ -11,9 +11,9 @@ from distill.hashing import hash64
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
-from distill.steps.base import STEPS, GlobalStep, StepParams
-from distill.steps.roles import has_text, in_roles
-from distill.textnorm import exact_form_bytes
+from distill.curation.steps.base import STEPS, GlobalStep, StepParams
+from distill.curation.steps.roles import has_text, in_roles
+from distill.curation.textnorm import exact_form_bytes
 
 
 class ExactDedupParams(StepParams):

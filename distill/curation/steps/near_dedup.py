@@ -8,14 +8,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from distill import clusters, minhash
+from distill.curation import clusters, minhash
 from distill.grouping import display_key
 from distill.hashing import hash64
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
-from distill.steps.base import STEPS, GlobalStep, StepParams
-from distill.steps.roles import has_text, in_roles
+from distill.curation.steps.base import STEPS, GlobalStep, StepParams
+from distill.curation.steps.roles import has_text, in_roles
 
 
 class NearDedupParams(StepParams):
@@ -52,7 +52,7 @@ class NearKeys:
 class NearDedup(GlobalStep[NearKeys]):
     """Drops near duplicates (`near_duplicate`): texts whose word-shingle Jaccard similarity is >= `threshold`.
 
-    MinHash signatures (one-permutation hashing over normalised word `shingle_size`-grams, see `distill.minhash`)
+    MinHash signatures (one-permutation hashing over normalised word `shingle_size`-grams, see `distill.curation.minhash`)
     are banded for LSH; candidate pairs are verified on the full signature, clusters are the connected components
     of verified pairs, and one survivor per cluster is kept: `keep: first` (earliest (created_at, id)) or
     `keep: highest_reward` (ties by (created_at, id)). Texts shorter than one shingle are compared exactly.

@@ -10,8 +10,8 @@ from pydantic import model_validator
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
-from distill.secrets import BUILTIN_PATTERNS, MissingLibrary, Scrubber, compile_patterns, library_detectors
-from distill.steps.base import STEPS, RecordStep, Step, StepParams, Verdict
+from distill.curation.secrets import BUILTIN_PATTERNS, MissingLibrary, Scrubber, compile_patterns, library_detectors
+from distill.curation.steps.base import STEPS, RecordStep, Step, StepParams, Verdict
 
 
 class ScrubSecretsParams(StepParams):

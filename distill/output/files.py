@@ -46,11 +46,11 @@ PARQUET_ROW_GROUP_ROWS = 65_536
 
 def write_parquet(path: Path, lines: Sequence[dict[str, Any]], schema_name: str) -> dict[str, Any]:
     """Writes the lines as Parquet rows, in order, with the Arrow schema derived from JSON Schema `schema_name`
-    (see `distill.parquet_schema`); returns {path, sha256, rows}. Same lines, same bytes."""
+    (see `distill.output.parquet_schema`); returns {path, sha256, rows}. Same lines, same bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from distill.parquet_schema import table_layout
+    from distill.output.parquet_schema import table_layout
     from distill.validation import load_schema
 
     layout = table_layout(load_schema(schema_name), schema_name, pa)

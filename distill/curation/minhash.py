@@ -22,7 +22,7 @@ from functools import cache
 import numpy as np
 
 from distill.hashing import hash64
-from distill.textnorm import normalize_words_bytes
+from distill.curation.textnorm import normalize_words_bytes
 
 EMPTY = np.uint16(0xFFFF)
 _U64 = np.uint64

@@ -1,6 +1,6 @@
 """Curation steps. Importing this package registers every step kind in `STEPS`."""
 
-from distill.steps import (  # noqa: F401
+from distill.curation.steps import (  # noqa: F401
     category_gate,
     decontaminate,
     exact_dedup,
@@ -12,6 +12,6 @@ from distill.steps import (  # noqa: F401
     scrub_secrets,
     semantic_dedup,
 )
-from distill.steps.base import STEPS, GlobalStep, RecordStep, Step, StepContext, StepParams
+from distill.curation.steps.base import STEPS, GlobalStep, RecordStep, Step, StepContext, StepParams
 
 __all__ = ["STEPS", "GlobalStep", "RecordStep", "Step", "StepContext", "StepParams"]

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
-from distill.steps.base import STEPS, RecordStep, StepParams, Verdict
+from distill.curation.steps.base import STEPS, RecordStep, StepParams, Verdict
 
 
 class NonEmptyTextParams(StepParams):
