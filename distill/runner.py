@@ -4,36 +4,32 @@ from __future__ import annotations
 
 import gc
 import logging
-import platform
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
 from distill.config import Settings
 from distill.executor import StageReport, run_chain
 from distill.grouping import Group, group_records
-from distill.hashing import canonical_json, sha256_hex
 from distill.quarantine import Drop, Ledger, QuarantineRow
 from distill.reasons import Reason
 from distill.record import Record, format_timestamp
 from distill.split import ALL, assign_sides
-from distill.output.stats import file_stats
 from distill.curation.steps.scrub_secrets import quarantine_redactor
+from distill.output.documents import SAMPLES_PER_FILE, SAMPLES_PER_REASON, RunDigest, write_documents
+from distill.output.files import write_dataset, write_json, write_jsonl
+from distill.output.manifest import SCHEMA_VERSION, build_manifest
+from distill.output.stats import file_stats
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example, Task
 from distill.validation import schema_errors
-from distill.output.files import write_dataset, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 PARSE_STEP = "parse"
 WRITE_STEP = "write"
 PROGRESS_EVERY = 10_000
@@ -89,26 +85,6 @@ def read_records(settings: Settings, ledger: Ledger) -> tuple[list[Record], Stag
     report.kept = len(records)
     records.sort(key=Record.order_key)
     return records, report
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("distill", "hydra-core", "omegaconf", "pydantic", "numpy", "orjson", "fastjsonschema"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
-def _git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def output_file_name(task_name: str, side: str, output_format: str = "jsonl") -> str:
@@ -180,9 +156,15 @@ def stage_entries(
 
 
 def write_outputs(
-    settings: Settings, output_dir: Path, result: TaskResult, stages: list[dict[str, Any]], ledger: Ledger
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Dataset files (or the task's own), quarantine and stats. Returns (manifest output entries, file names)."""
+    settings: Settings,
+    output_dir: Path,
+    result: TaskResult,
+    stages: list[dict[str, Any]],
+    ledger: Ledger,
+    redact: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+    """Dataset files (or the task's own), quarantine and stats. Returns (manifest output entries, file names,
+    stats)."""
     task = settings.task
     excluded = {stage["step"]: stage["dropped"] for stage in stages if stage["dropped"]}
     files: list[str] = []
@@ -202,14 +184,33 @@ def write_outputs(
     if own_outputs is not None:
         outputs.extend(own_outputs)
         files.extend(sorted({entry["path"].split("/")[0] for entry in own_outputs}))
-    redact = quarantine_redactor(settings.steps)  # identity unless scrub_secrets is in the chain
     rows = (redact(row.to_json()) for row in ledger.sorted_rows())
     outputs.append(write_jsonl(output_dir / "quarantine.jsonl", rows))
     files.append("quarantine.jsonl")
     if not settings.dry_run:
         outputs.append(write_json(output_dir / "stats.json", stats))
         files.append("stats.json")
-    return outputs, files
+    return outputs, files, stats
+
+
+def quarantine_samples(ledger: Ledger, redact: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, list[Any]]:
+    """The first rows of each reason in quarantine order, redacted as the quarantine file is."""
+    samples: dict[str, list[Any]] = {}
+    for row in ledger.sorted_rows():
+        taken = samples.setdefault(row.reason.value, [])
+        if len(taken) < SAMPLES_PER_REASON:
+            taken.append(redact(row.to_json()))
+    return dict(sorted(samples.items()))
+
+
+def example_samples(settings: Settings, result: TaskResult) -> dict[str, list[dict[str, Any]]]:
+    """The first lines of each dataset file, in file order."""
+    return {
+        output_file_name(settings.task.output_name, side, settings.output_format): [
+            e.line for e in examples[:SAMPLES_PER_FILE]
+        ]
+        for side, examples in result.examples_by_side.items()
+    }
 
 
 @contextmanager
@@ -246,35 +247,34 @@ def run(
         counts = ledger.close(set(result.exported))
         counts["examples"] = result.examples
         stages = stage_entries(parse_report, chain_reports, len(kept), settings.task, result)
-        outputs, files = write_outputs(settings, output_dir, result, stages, ledger)
+        redact = quarantine_redactor(settings.steps)  # identity unless scrub_secrets is in the chain
+        outputs, files, stats = write_outputs(settings, output_dir, result, stages, ledger, redact)
 
     dated = [r.created_at for r in result.exported.values() if r.created_at is not None]
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "command": command,
-        "config": config,
-        "config_sha256": sha256_hex(canonical_json(config)),
-        "choices": {**(choices or {}), "curation.order": settings.step_order},
-        "inputs": settings.source.inputs(),
-        "outputs": outputs,
-        "counts": counts,
-        "task_counts": dict(sorted(result.counts.items())),
-        "quarantine": dict(sorted(Counter(row.reason.value for row in ledger.rows).items())),
-        "stages": stages,
-        "split": {
+    manifest = build_manifest(
+        command=command,
+        config=config,
+        choices={**(choices or {}), "curation.order": settings.step_order},
+        inputs=settings.source.inputs(),
+        outputs=outputs,
+        counts=counts,
+        task_counts=dict(sorted(result.counts.items())),
+        quarantine=dict(sorted(Counter(row.reason.value for row in ledger.rows).items())),
+        stages=stages,
+        split={
             **settings.split.model_dump(),
             "by": settings.split.by or settings.group_kind,
             "groups": {side: len(side_groups) for side, side_groups in sides.items()},
             "examples": {side: len(examples) for side, examples in result.examples_by_side.items()},
         },
-        "created_at_range": {"start": format_timestamp(min(dated)), "end": format_timestamp(max(dated))}
+        created_at_range={"start": format_timestamp(min(dated)), "end": format_timestamp(max(dated))}
         if dated
         else None,
-        "dry_run": settings.dry_run,
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "created_at": format_timestamp(datetime.now(timezone.utc).replace(microsecond=0)),
-    }
+        dry_run=settings.dry_run,
+    )
+    if not settings.dry_run:
+        digest = RunDigest(manifest, stats, quarantine_samples(ledger, redact), example_samples(settings, result))
+        outputs.extend(write_documents(digest, output_dir))
     write_json(output_dir / "manifest.json", manifest)
     files.append("manifest.json")
     return RunResult(output_dir, manifest, files)
