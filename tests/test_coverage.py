@@ -14,6 +14,7 @@ from helpers import REPO, compose_config, read_jsonl, run_cli, run_pipeline, wri
 
 from distill.config import build_settings
 from distill.errors import ConfigError
+from distill.tasks.coverage_instances import kind_from_id
 
 EXAMPLE = REPO / "examples" / "coverage"
 CANDIDATES = EXAMPLE / "candidates.jsonl"
@@ -227,6 +228,24 @@ def test_unit_kinds_and_states(tmp_path: Path) -> None:
     assert categories == {unit: kind for unit, (kind, _) in expected.items()}
     instance = json.loads((package / "instance.json").read_text())
     assert instance["stale_unit_ids"] == ["current:listed_as_stale", "stale:plan"]
+
+
+@pytest.mark.parametrize(
+    ("unit_id", "kind"),
+    [
+        ("Stale:tier:silver", "stale_or_superseded"),
+        ("CURRENT:plan", "current_truth"),
+        ("user:Current:city", "current_truth"),
+        ("Invalid:plan", "invalidation"),
+        ("user:INVALIDATES:city", "invalidation"),
+        ("Context:weather", "context"),
+        ("user:CONTEXT:mood", "context"),
+        ("user:Abstain:age", "abstention"),
+        ("User:Likes:Tea", "synthetic_evidence"),
+    ],
+)
+def test_unit_id_prefixes_match_whatever_their_case(unit_id: str, kind: str) -> None:
+    assert kind_from_id(unit_id) == kind
 
 
 def test_folder_names_cannot_climb_out_of_coverage(tmp_path: Path) -> None:

@@ -70,6 +70,9 @@ class InstanceFile(BaseModel):
 
 
 def kind_from_id(unit_id: str) -> str:
+    """The kind a unit id's conventions give it, matched case-insensitively (as the seed exporter does, which
+    lower-cases the id before testing): `Stale:tier:silver` is stale_or_superseded."""
+    unit_id = unit_id.lower()
     if unit_id.startswith("current:") or ":current:" in unit_id:
         return CURRENT_TRUTH
     if unit_id.startswith("invalid:") or ":invalidates:" in unit_id:
