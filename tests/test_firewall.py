@@ -27,7 +27,7 @@ CURATIONS = {
 SFT_FORMATS = {
     "chat_per_record": ["task=sft"],
     "chat_per_task": ["task=sft", "group=task_id"],  # conversations mixing accepted and forbidden turns
-    "instruction": ["task=sft", "task.format=instruction"],
+    "instruction": ["+experiment=lakehouse_instruction"],
 }
 FLAGS = [False, True]
 
@@ -96,13 +96,13 @@ def test_no_unknown_task_option_reaches_the_firewall(task, option):
     [
         (["task=sft", "task.include_partial=true"], "sft_chat_line", NEVER_SFT),
         (["task=sft", "task.include_partial=true", "group=task_id"], "sft_chat_line", NEVER_SFT),
-        (["task=sft", "task.include_partial=true", "task.format=instruction"], "sft_instruction_line", NEVER_SFT),
+        (["+experiment=lakehouse_instruction", "task.include_partial=true"], "sft_instruction_line", NEVER_SFT),
         (["task=rag", "task.include_review=true"], "rag_line", REJECTED),
     ],
 )
 def test_a_line_forced_past_the_gate_is_rejected_by_the_write_time_schema(tmp_path, monkeypatch, overrides, schema, forbidden):
     monkeypatch.setattr(Firewall, "check", lambda self, record, **_: None)  # the task's gate lets everything through
-    task = overrides[0].removeprefix("task=")
+    task = schema.split("_")[0]  # the dataset file's name: sft, rag
     result = run_lakehouse(tmp_path, [*overrides, "curation=none"])
     lines = dataset_lines(result, task)
     assert lines, "the control: other lines are still written"

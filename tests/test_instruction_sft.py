@@ -1,4 +1,5 @@
-"""Task sft with format=instruction: per-source templates from config, context, and the SFT firewall."""
+"""Task sft_instruction: per-stem templates from config, context, the SFT firewall, and the lakehouse experiment
+that reproduces the instruction lines the lakehouse deployment had before the task became its own kind."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import pytest
 from distill.config import build_settings
 from distill.errors import ConfigError
 from distill.record import Record
-from distill.tasks.instruction import render_instruction, source_stem
+import json
+from pathlib import Path
+
+from distill.tasks.instruction import SftInstructionParams, SftInstructionTask
+from helpers import run_cli
 from lakehouse_fixture import compose_lakehouse, dataset_lines, quarantine_by_record, run_lakehouse, schema_violations
 
-INSTRUCTION = ["task=sft", "task.format=instruction"]
+INSTRUCTION = ["+experiment=lakehouse_instruction"]
+# The lines `task=sft task.format=instruction` wrote from the fixture before instruction SFT became its own task.
+EXPECTED_LINES = Path(__file__).resolve().parent / "fixtures" / "lakehouse_instruction_expected.json"
 
 # The issue's templates, written out by hand for the fixture's runs (one per stem, both contract variants).
 EXPECTED_INSTRUCTIONS = {
@@ -104,7 +111,7 @@ def test_instructable_roles_are_config(tmp_path):
         ("++task.templates.mine='Do {nope}'", "task.templates"),
         ("++task.templates.mine='Do {}'", "task.templates"),
         ("task.fallback_template='Run {contractor}'", "task.fallback_template"),
-        ("task.format=completion", "task.format"),
+        ("++task.template_fields.stem=source", "task.template_fields"),
     ],
 )
 def test_bad_templates_fail_before_the_run(override, key):
@@ -117,10 +124,43 @@ def test_stem_and_template_choice():
     def record(**fields):
         return Record(id="r", **fields)
 
-    assert source_stem(record(metadata={"evidence_source_file": "data/_kb/audits.jsonl"})) == "audits"
-    assert source_stem(record(provenance={"source_file": "logs/other.jsonl"})) == "logs/other"
-    assert source_stem(record()) == "unknown"
-    templates = {"audits": ["Only with {contractor}", "Phase {phase} of {file}"]}
+    task = SftInstructionTask(SftInstructionParams(
+        kind="sft_instruction",
+        stem_from=("metadata.evidence_source_file", "provenance.source_file"),
+        stem_prefix="data/_kb/",
+        stem_suffix=".jsonl",
+        templates={"audits": ["Only with {contractor}", "Phase {phase} of {file}"]},
+        template_fields={"contractor": "metadata.contractor", "phase": {"path": "task_id", "strip_prefix": "phase:"}},
+        fallback_template="Fallback {stem}",
+    ))
+    assert task.stem(record(metadata={"evidence_source_file": "data/_kb/audits.jsonl"})) == "audits"
+    assert task.stem(record(provenance={"source_file": "logs/other.jsonl"})) == "logs/other"
+    assert task.stem(record()) == "unknown"
     audit = record(task_id="phase:x", metadata={"evidence_source_file": "data/_kb/audits.jsonl"})
-    assert render_instruction(audit, templates, "Fallback {stem}") == "Phase x of <file>"
-    assert render_instruction(record(), templates, "Fallback {stem}") == "Fallback unknown"
+    assert task.render_instruction(audit) == "Phase x of <file>"
+    assert task.render_instruction(record()) == "Fallback unknown"
+
+
+def test_the_generic_task_knows_no_deployment_vocabulary():
+    task = SftInstructionTask(SftInstructionParams(
+        kind="sft_instruction", context_fields={"model": "metadata.model", "n": "metadata.n", "tags": "metadata.tags"},
+    ))
+    plain = Record(id="r", source="billing", role="assistant", text="Refund issued.",
+                   metadata={"model": "m1", "n": 0, "tags": ["a", "b"], "evidence_source_file": "data/_kb/audits.jsonl"})
+    assert task.stem(plain) == "billing"
+    assert task.render_instruction(plain) == "Source 'billing' run; produce the appropriate output for this task type."
+    assert task.render_context(plain) == "model=m1 · tags=a,b"
+
+
+@pytest.mark.parametrize("variant, overrides", [("default", []), ("include_partial", ["task.include_partial=true"])])
+def test_the_lakehouse_experiment_reproduces_the_former_instruction_lines(tmp_path, variant, overrides):
+    expected = json.loads(EXPECTED_LINES.read_text("utf-8"))[variant]
+    assert dataset_lines(run_lakehouse(tmp_path, [*INSTRUCTION, *overrides]), "sft") == expected
+
+
+def test_the_old_instruction_flag_names_the_new_task(tmp_path):
+    done = run_cli(["task=sft", "task.format=instruction"], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "distill: error: task.format: Value error, instruction SFT is its own task now: use task=sft_instruction"
+    ]

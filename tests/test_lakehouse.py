@@ -194,7 +194,7 @@ def test_bad_roots_are_one_line_config_errors(tmp_path):
 
 
 def test_cli_runs_every_lakehouse_task_from_the_repository(tmp_path):
-    for name, task in {"rag": ["task=rag"], "sft": ["task=sft", "task.format=instruction"], "chat": ["task=sft"]}.items():
+    for name, task in {"rag": ["task=rag"], "sft": ["+experiment=lakehouse_instruction"], "chat": ["task=sft"]}.items():
         out = tmp_path / name
         done = run_cli(["source=lakehouse", "source.root=tests/fixtures/lakehouse", *task, f"hydra.run.dir={out}"], cwd=REPO)
         assert done.returncode == 0, done.stderr

@@ -222,12 +222,13 @@ def test_paired_through_the_cli(tmp_path):
     assert (out / "preference.jsonl").read_text("utf-8").count("\n") == 1
 
 
-def test_category_pairing_needs_the_paired_form_named_by_key(tmp_path, source):
-    done = run_cli(["task=preference", "task.form=ranked", "task.pairing=category", f"source.path={source}"], tmp_path)
+def test_the_old_category_pairing_flag_names_the_new_task(tmp_path, source):
+    done = run_cli(["task=preference", "task.pairing=category", f"source.path={source}"], tmp_path)
 
     assert done.returncode == 2
-    assert done.stderr.startswith("distill: error: task.pairing: ")
-    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "distill: error: task.pairing: Value error, category pairing is its own task now: use task=preference_category"
+    ]
 
 
 def test_category_pairing_is_handed_each_group_and_counts_groups_without_pairs(monkeypatch, source):
@@ -237,9 +238,10 @@ def test_category_pairing_is_handed_each_group_and_counts_groups_without_pairs(m
         calls.append((group.key, max_pairs_per_group))
         return group.key == "pairs"
 
-    monkeypatch.setattr("distill.tasks.preference.build_category_pairs", build_category_pairs)
-    overrides = ["task=preference", "task.pairing=category", "task.max_pairs_per_group=3", f"source.path={source}"]
+    monkeypatch.setattr("distill.tasks.category_pairing.build_category_pairs", build_category_pairs)
+    overrides = ["task=preference_category", "task.max_pairs_per_group=3", f"source.path={source}"]
     config = compose_config(overrides)
+    assert config["group"]["key"] == "task_id"
     task = build_settings(config).task
     groups = [Group("pairs", [Record(id="x")]), Group("none", [Record(id="y")])]
 
@@ -247,7 +249,7 @@ def test_category_pairing_is_handed_each_group_and_counts_groups_without_pairs(m
 
     assert calls == [("pairs", 3), ("none", 3)]
     assert output.counts["insufficient_pair_groups"] == 1
-    assert task.schema == "preference_category_line"
+    assert (task.schema, task.output_name) == ("preference_category_line", "preference")
 
 
 def test_schema_follows_the_form(source):

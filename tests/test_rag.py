@@ -88,7 +88,7 @@ def test_ids_are_content_hashes(tmp_path):
     assert first["run-017"]["id"] == capped["run-017"]["id"]  # 49 characters: unchanged
 
 
-@pytest.mark.parametrize("task", [["task=rag"], ["task=sft", "task.format=instruction"]])
+@pytest.mark.parametrize("task", [["task=rag"], ["+experiment=lakehouse_instruction"]])
 def test_dry_run_writes_only_the_manifest_and_the_quarantine(tmp_path, task):
     full = run_lakehouse(tmp_path / "full", task)
     dry = run_lakehouse(tmp_path / "dry", [*task, "dry_run=true"])

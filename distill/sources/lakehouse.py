@@ -4,6 +4,9 @@
 ROOT/data/scored-runs/YYYY/MM/DD/<stem>.jsonl   one ScoredRun per line
 ROOT/data/evidence/YYYY/MM/DD/<stem>.jsonl      one EvidenceRecord per line (same relative path)
 ```
+The deployment's own vocabulary is config, not task code: `conf/experiment/lakehouse_instruction.yaml` reads the
+keys this source puts under `metadata` (`evidence_source_file` = `data/_kb/<stem>.jsonl`, `model_role`,
+`model_name`, `contractor`, `retrieved_context.matrix_corpora` / `pathway_fingerprints_seen`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Preference pairs from categories (`task.pairing=category`): within one group, accepted over rejected.
+"""Task `preference_category`: preference pairs from categories, within one group accepted over rejected.
 
 Every accepted record is paired with every rejected one; when that yields no valid pair, accepted with
 partially_accepted. Pairs never cross groups (the function sees one group), never put a record (or run) against
@@ -12,15 +12,18 @@ record whose candidate pairs were all invalid carries that reason, the others `n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import PositiveInt
 
 from distill.grouping import Group, display_key
 from distill.hashing import normalize_text
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Category, Record
-from distill.tasks.base import TASK_STEP, TaskOutput, make_example
+from distill.tasks.base import TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
 from distill.tasks.instruction import upstream_provenance
 
 PAIR_PREFIX = "pref"
@@ -126,3 +129,34 @@ def build_category_pairs(group: Group, *, max_pairs_per_group: int, output: Task
         if record.id not in used:
             output.drops.append((TASK_STEP, record, unused_reason(record, tried, paired)))
     return paired
+
+
+class PreferenceCategoryParams(TaskParams):
+    max_pairs_per_group: PositiveInt = 5
+
+
+@TASKS.register("preference_category")
+class PreferenceCategoryTask(Task):
+    """Paired preference lines `{prompt, chosen, rejected, reason, chosen_run_id, rejected_run_id}` by category,
+    written to `preference.*` (see the module docstring for the pairing and the reasons). Its natural group is the
+    task (`group=task_id`, the task config's default). A group with no pair counts as `insufficient_pair_groups`."""
+
+    kind = "preference_category"
+    Params = PreferenceCategoryParams
+    params: PreferenceCategoryParams
+    schema = "preference_category_line"
+
+    @property
+    def output_name(self) -> str:
+        return "preference"
+
+    @property
+    def form(self) -> str:
+        return "paired"
+
+    def build(self, groups: Sequence[Group]) -> TaskOutput:
+        output = TaskOutput()
+        for group in groups:
+            if not build_category_pairs(group, max_pairs_per_group=self.params.max_pairs_per_group, output=output):
+                output.counts["insufficient_pair_groups"] += 1
+        return output

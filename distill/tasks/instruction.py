@@ -1,30 +1,62 @@
-"""Instruction SFT (`task.format=instruction`): one {instruction, context, response} line per record.
+"""Task `sft_instruction`: one {instruction, context, response} line per record.
 
-The instruction is not in the logs: it is written from a per-source template, chosen by the stem of the file the
-evidence came from (`data/_kb/<stem>.jsonl`). Templates are config (`task.templates`), so users add their own.
+The instruction is not in the logs: it is written from a template chosen by the record's *stem* (the first
+non-empty value of the record paths `task.stem_from`, without `task.stem_prefix` / `task.stem_suffix`), configured
+in `task.templates`, so users add their own. Which record paths fill the templates (`task.template_fields`), the
+context line (`task.context_fields`) and the role that makes a record instructable (`task.role_from`) are config
+too: the task knows no deployment's vocabulary (the lakehouse's lives in `+experiment=lakehouse_instruction`).
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import Record
-from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TaskOutput, make_example
+from distill.record import Category, Record
+from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
 from distill.tasks.conversation import Firewall
 
-KB_PREFIX = "data/_kb/"
 UNKNOWN_STEM = "unknown"
 CONTEXT_SEPARATOR = " · "
-# Fields every record can fill; the others ({contractor}, {model}, {role}) only when the log has them.
-ALWAYS_KNOWN_FIELDS = frozenset({"file", "task_id", "phase", "permit", "stem"})
-TEMPLATE_FIELDS = ALWAYS_KNOWN_FIELDS | {"contractor", "model", "role"}
+# Fields every record can fill; the configured `template_fields` only when the record has them.
+ALWAYS_KNOWN_FIELDS = frozenset({"file", "task_id", "stem"})
 
 Templates = Mapping[str, str | Sequence[str]]
+
+
+class FieldRef(BaseModel):
+    """A template field read from a record path (`metadata.contractor`), optionally without a leading text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(min_length=1)
+    strip_prefix: str = ""
+
+
+def record_value(record: Record, path: str) -> Any:
+    """The value at a dotted record path (`metadata.retrieved_context.matrix_corpora`, `provenance.source_file`),
+    or None when any step of it is absent."""
+    head, *rest = path.split(".")
+    value: Any = getattr(record, head, None)
+    for part in rest:
+        if isinstance(value, BaseModel):
+            value = getattr(value, part, None)
+        elif isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+    return value.value if isinstance(value, Enum) else value
+
+
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
 
 
 def template_field_names(template: str) -> set[str]:
@@ -42,82 +74,6 @@ def template_problem(template: str, known: frozenset[str]) -> str | None:
     return f"unknown field(s) {unknown} (known: {', '.join(sorted(known))})" if unknown else None
 
 
-def checked_templates(templates: Templates) -> Templates:
-    """The templates, when each uses only known fields; else ValueError naming every bad one by its stem."""
-    problems = []
-    for stem, options in templates.items():
-        for template in [options] if isinstance(options, str) else options:
-            problem = template_problem(template, TEMPLATE_FIELDS)
-            if problem:
-                problems.append(f"{stem}: {problem}")
-    if problems:
-        raise ValueError("; ".join(problems))
-    return templates
-
-
-def checked_fallback_template(template: str) -> str:
-    """The fallback must render for any record, so it may use only the always-known fields."""
-    problem = template_problem(template, ALWAYS_KNOWN_FIELDS)
-    if problem:
-        raise ValueError(problem)
-    return template
-
-
-def source_stem(record: Record) -> str:
-    """The evidence's source file without `data/_kb/` and `.jsonl` (the lineage file when the log has no other)."""
-    source_file = record.metadata.get("evidence_source_file")
-    if not isinstance(source_file, str) and record.provenance is not None:
-        source_file = record.provenance.source_file
-    if not isinstance(source_file, str) or not source_file:
-        return UNKNOWN_STEM
-    return source_file.removeprefix(KB_PREFIX).removesuffix(".jsonl")
-
-
-def _text_or_none(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
-
-
-def template_values(record: Record) -> dict[str, str | None]:
-    task_id = record.task_id or ""
-    return {
-        "file": record.source_files[0] if record.source_files else "<file>",
-        "task_id": task_id,
-        "phase": task_id.removeprefix("phase:"),
-        "permit": task_id.removeprefix("permit:"),
-        "stem": source_stem(record),
-        "contractor": _text_or_none(record.metadata.get("contractor")),
-        "model": _text_or_none(record.metadata.get("model_name")),
-        "role": _text_or_none(record.metadata.get("model_role")),
-    }
-
-
-def render_instruction(record: Record, templates: Templates, fallback: str) -> str:
-    """The first template of the record's stem whose fields are all known, else the fallback template."""
-    values = template_values(record)
-    options = templates.get(values["stem"], ())
-    for template in [options] if isinstance(options, str) else options:
-        if all(values.get(name) is not None for name in template_field_names(template)):
-            return template.format(**values)
-    return fallback.format(**values)
-
-
-def render_context(record: Record) -> str:
-    """`matrix=<corpora>` · `pathway_fingerprints=<n>` (when > 0) · `model=<name>`, those the record has."""
-    retrieved = record.metadata.get("retrieved_context")
-    retrieved = retrieved if isinstance(retrieved, dict) else {}
-    parts = []
-    corpora = retrieved.get("matrix_corpora")
-    if isinstance(corpora, list) and corpora:
-        parts.append("matrix=" + ",".join(str(corpus) for corpus in corpora))
-    fingerprints = retrieved.get("pathway_fingerprints_seen")
-    if isinstance(fingerprints, (int, float)) and not isinstance(fingerprints, bool) and fingerprints > 0:
-        parts.append(f"pathway_fingerprints={fingerprints}")
-    model = _text_or_none(record.metadata.get("model_name"))
-    if model is not None:
-        parts.append(f"model={model}")
-    return CONTEXT_SEPARATOR.join(parts)
-
-
 def upstream_provenance(record: Record) -> dict[str, Any]:
     """The lineage the log carries (source_file, line_offset, sig_hash), for an example's provenance."""
     if record.provenance is None:
@@ -126,45 +82,146 @@ def upstream_provenance(record: Record) -> dict[str, Any]:
     return {key: value for key, value in lineage.items() if value is not None}
 
 
-class InstructionBuilder:
-    """Builds instruction lines behind the SFT firewall: one per record of a permitted category whose model role is
-    instructable (`not_instructable` otherwise, e.g. extractors) and whose text is not empty (`empty_content`)."""
+class SftInstructionParams(TaskParams):
+    include_partial: bool = False
+    # The stem picks the template: the first non-empty text at these record paths, prefix and suffix removed.
+    stem_from: tuple[str, ...] = ("source",)
+    stem_prefix: str = ""
+    stem_suffix: str = ""
+    # Template fields beyond the built-in {file}, {task_id}, {stem}: name -> record path (or {path, strip_prefix}).
+    template_fields: dict[str, str | FieldRef] = {}
+    # stem -> template (or templates, the first whose fields are all known wins); other stems use the fallback.
+    templates: dict[str, str | list[str]] = {}
+    fallback_template: str = "Source '{stem}' run; produce the appropriate output for this task type."
+    # label -> record path; `label=value` parts joined by " · ", leaving out absent, empty and zero values.
+    context_fields: dict[str, str] = {}
+    role_from: str = "role"
+    instructable_roles: tuple[str, ...] = ("assistant",)
+    quality_scores: dict[str, float] = {}
 
-    def __init__(
-        self,
-        firewall: Firewall,
-        templates: Templates,
-        fallback_template: str,
-        instructable_roles: Sequence[str],
-        quality_scores: Mapping[str, float],
-    ) -> None:
-        self.firewall = firewall
-        self.templates = templates
-        self.fallback_template = fallback_template
-        self.instructable_roles = frozenset(instructable_roles)
-        self.quality_scores = quality_scores
+    @field_validator("template_fields")
+    @classmethod
+    def _built_in_fields_stay_built_in(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        shadowed = sorted(ALWAYS_KNOWN_FIELDS & set(fields))
+        if shadowed:
+            raise ValueError(f"{shadowed} are built in (file, task_id, stem)")
+        return fields
 
-    def build(self, groups: Sequence[Group], output: TaskOutput) -> None:
+    @field_validator("templates")
+    @classmethod
+    def _templates_use_known_fields(cls, templates: Templates, info: ValidationInfo) -> Templates:
+        if "template_fields" not in info.data:
+            return templates  # template_fields is invalid itself: that is the one error to report
+        known = ALWAYS_KNOWN_FIELDS | set(info.data["template_fields"])
+        problems = []
+        for stem, options in templates.items():
+            for template in [options] if isinstance(options, str) else options:
+                problem = template_problem(template, known)
+                if problem:
+                    problems.append(f"{stem}: {problem}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return templates
+
+    @field_validator("fallback_template")
+    @classmethod
+    def _fallback_always_renders(cls, template: str) -> str:
+        """The fallback must render for any record, so it may use only the always-known fields."""
+        problem = template_problem(template, ALWAYS_KNOWN_FIELDS)
+        if problem:
+            raise ValueError(problem)
+        return template
+
+
+@TASKS.register("sft_instruction")
+class SftInstructionTask(Task):
+    """Instruction SFT: one `{instruction, context, response, source_run_id, quality_score, provenance}` line per
+    record, written to `sft.*` like chat SFT.
+
+    Firewall (`unsafe_sft_category`): a rejected or needs_human_review record never reaches a line;
+    partially_accepted only with `include_partial`. A record whose role (`role_from`) is not in `instructable_roles`
+    is `not_instructable`; one without text `empty_content`. `quality_score` is the record's reward, else the
+    configured score of its category.
+    """
+
+    kind = "sft_instruction"
+    Params = SftInstructionParams
+    params: SftInstructionParams
+    schema = "sft_instruction_line"
+
+    def __init__(self, params: SftInstructionParams) -> None:
+        super().__init__(params)
+        allowed = {Category.accepted} | ({Category.partially_accepted} if params.include_partial else set())
+        self.firewall = Firewall(frozenset(allowed), Reason.unsafe_sft_category, params.require_category)
+        self.template_fields = {
+            name: ref if isinstance(ref, FieldRef) else FieldRef(path=ref) for name, ref in params.template_fields.items()
+        }
+
+    @property
+    def output_name(self) -> str:
+        return "sft"
+
+    def build(self, groups: Sequence[Group]) -> TaskOutput:
+        output = TaskOutput()
         for group in groups:
             for record in group.records:
                 self._build_one(record, group.key, output)
+        return output
+
+    def stem(self, record: Record) -> str:
+        for path in self.params.stem_from:
+            value = record_value(record, path)
+            if isinstance(value, str) and value:
+                return value.removeprefix(self.params.stem_prefix).removesuffix(self.params.stem_suffix)
+        return UNKNOWN_STEM
+
+    def template_values(self, record: Record) -> dict[str, str | None]:
+        values: dict[str, str | None] = {
+            "file": record.source_files[0] if record.source_files else "<file>",
+            "task_id": record.task_id or "",
+            "stem": self.stem(record),
+        }
+        for name, ref in self.template_fields.items():
+            value = _text_or_none(record_value(record, ref.path))
+            values[name] = value.removeprefix(ref.strip_prefix) if value is not None else None
+        return values
+
+    def render_instruction(self, record: Record) -> str:
+        """The first template of the record's stem whose fields are all known, else the fallback template."""
+        values = self.template_values(record)
+        options = self.params.templates.get(values["stem"] or "", ())
+        for template in [options] if isinstance(options, str) else options:
+            if all(values.get(name) is not None for name in template_field_names(template)):
+                return template.format(**values)
+        return self.params.fallback_template.format(**values)
+
+    def render_context(self, record: Record) -> str:
+        parts = []
+        for label, path in self.params.context_fields.items():
+            value = record_value(record, path)
+            if value in (None, "", 0, False) or (isinstance(value, (list, dict)) and not value):
+                continue
+            text = ",".join(str(item) for item in value) if isinstance(value, list) else str(value)
+            parts.append(f"{label}={text}")
+        return CONTEXT_SEPARATOR.join(parts)
 
     def _build_one(self, record: Record, group_key: str, output: TaskOutput) -> None:
         blocked = self.firewall.check(record)
         if blocked is not None:
             output.drops.append((FIREWALL_STEP, record, blocked))
             return
-        role = record.metadata.get("model_role")
-        if role not in self.instructable_roles:
-            why = f"model_role {role!r} is not instructable (instructable: {', '.join(sorted(self.instructable_roles))})"
+        role = record_value(record, self.params.role_from)
+        if role not in self.params.instructable_roles:
+            instructable = ", ".join(sorted(self.params.instructable_roles))
+            why = f"{self.params.role_from} {role!r} is not instructable (instructable: {instructable})"
             output.drops.append((TASK_STEP, record, Drop(Reason.not_instructable, (why,))))
             return
         if not record.text or record.text.isspace():
             output.drops.append((TASK_STEP, record, Drop(Reason.empty_content, ("no response text",))))
             return
         body = {
-            "instruction": render_instruction(record, self.templates, self.fallback_template),
-            "context": render_context(record),
+            "instruction": self.render_instruction(record),
+            "context": self.render_context(record),
             "response": record.text,
             "source_run_id": record.run_id or record.id,
             "quality_score": self._quality_score(record),
@@ -176,4 +233,4 @@ class InstructionBuilder:
         """The logged reward when there is one, else the configured score of the record's category."""
         if record.reward is not None:
             return record.reward
-        return self.quality_scores.get(record.category.value) if record.category else None
+        return self.params.quality_scores.get(record.category.value) if record.category else None

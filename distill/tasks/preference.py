@@ -6,11 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, ValidationInfo, field_validator
+from pydantic import Field, PositiveInt, field_validator
 
 from distill.grouping import Group
 from distill.record import Label, Record
-from distill.tasks.category_pairing import build_category_pairs
 from distill.tasks.base import TASKS, Task, TaskOutput, TaskParams, make_example
 from distill.tasks.candidates import (
     PromptAndCandidates,
@@ -29,11 +28,11 @@ LINE_SCHEMAS: dict[str, str] = {
     "unpaired": "preference_unpaired_line",
     "ranked": "preference_ranked_line",
 }
-CATEGORY_LINE_SCHEMA = "preference_category_line"
 
 
 class PreferenceParams(TaskParams):
     form: Form = "paired"
+    # Kept only to point the old flag at its own task: category pairing is `task=preference_category`.
     pairing: Literal["score", "category"] = "score"
     pairs: Literal["best_worst", "all"] = "best_worst"
     min_margin: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
@@ -42,9 +41,9 @@ class PreferenceParams(TaskParams):
 
     @field_validator("pairing")
     @classmethod
-    def _category_pairing_is_paired(cls, pairing: str, info: ValidationInfo) -> str:
-        if pairing == "category" and info.data.get("form", "paired") != "paired":
-            raise ValueError("category pairing writes paired lines: use it with task.form=paired")
+    def _category_pairing_is_its_own_task(cls, pairing: str) -> str:
+        if pairing == "category":
+            raise ValueError("category pairing is its own task now: use task=preference_category")
         return pairing
 
 
@@ -62,8 +61,8 @@ class PreferenceTask(Task):
     - `ranked`: `{"prompt", "candidates": [{"messages", "rank", "reward"}]}`, best first: by explicit `rank`
       when candidates have one, else by score; a missing rank is written as the position.
     A group that yields no line is `no_pair_signal` (and counted in `insufficient_pair_groups`); candidates left
-    out of the lines of a group that yielded some are `unused_candidate`. `pairing=category` hands each group to
-    the category pairing (`distill.tasks.category_pairing`) instead.
+    out of the lines of a group that yielded some are `unused_candidate`. Pairing by category is its own task,
+    `preference_category` (`distill.tasks.category_pairing`).
     """
 
     kind = "preference"
@@ -73,11 +72,10 @@ class PreferenceTask(Task):
     def __init__(self, params: PreferenceParams) -> None:
         super().__init__(params)
         self.firewall = candidate_firewall(params.require_category)
-        self.category_pairs = build_category_pairs if params.pairing == "category" else None
 
     @property
     def schema(self) -> str:  # type: ignore[override]
-        return CATEGORY_LINE_SCHEMA if self.params.pairing == "category" else LINE_SCHEMAS[self.params.form]
+        return LINE_SCHEMAS[self.params.form]
 
     @property
     def form(self) -> str:
@@ -87,10 +85,6 @@ class PreferenceTask(Task):
         output = TaskOutput()
         build_lines = {"paired": self._paired, "unpaired": self._unpaired, "ranked": self._ranked}[self.params.form]
         for group in groups:
-            if self.category_pairs is not None:
-                if not self.category_pairs(group, max_pairs_per_group=self.params.max_pairs_per_group, output=output):
-                    output.counts["insufficient_pair_groups"] += 1
-                continue
             conversation = read_group(group, self.firewall, output)
             if conversation is not None:
                 build_lines(conversation, group.key, output)

@@ -19,28 +19,26 @@ from distill.tasks.conversation import (
     message,
     select_alternatives,
 )
-from distill.tasks.instruction import InstructionBuilder, checked_fallback_template, checked_templates
 
 
 class SftParams(TaskParams):
+    # Kept only to point the old flag at its own task: instruction SFT is `task=sft_instruction`.
     format: Literal["chat", "instruction"] = "chat"
     include_partial: bool = False
     on_gap: GapPolicy = "cut"
-    # format=instruction only: source stem -> template (or templates, first fully known wins), and the rest.
-    templates: dict[str, str | list[str]] = {}
-    fallback_template: str = "Source '{stem}' run; produce the appropriate output for this task type."
-    instructable_roles: tuple[str, ...] = ("executor", "reviewer", "applier")
-    quality_scores: dict[str, float] = {}
 
-    _templates_use_known_fields = field_validator("templates")(checked_templates)
-    _fallback_always_renders = field_validator("fallback_template")(checked_fallback_template)
+    @field_validator("format")
+    @classmethod
+    def _instruction_is_its_own_task(cls, value: str) -> str:
+        if value == "instruction":
+            raise ValueError("instruction SFT is its own task now: use task=sft_instruction")
+        return value
 
 
 @TASKS.register("sft")
 class SftTask(Task):
-    """Chat SFT (`format: chat`): one `{"messages": [...]}` line per conversation (a group's records in
-    (created_at, id) order). Instruction SFT (`format: instruction`): one `{instruction, context, response}` line per
-    record, see `distill.tasks.instruction`.
+    """Chat SFT: one `{"messages": [...]}` line per conversation (a group's records in (created_at, id) order).
+    Instruction SFT is its own task, `sft_instruction` (`distill.tasks.instruction`).
 
     Firewall (`unsafe_sft_category`): a rejected or needs_human_review record never reaches a line;
     partially_accepted only with `include_partial`. Of alternatives sharing a group_id only the best stays
@@ -51,27 +49,18 @@ class SftTask(Task):
     kind = "sft"
     Params = SftParams
     params: SftParams
+    schema = "sft_chat_line"
 
     def __init__(self, params: SftParams) -> None:
         super().__init__(params)
         allowed = {Category.accepted} | ({Category.partially_accepted} if params.include_partial else set())
         self.firewall = Firewall(frozenset(allowed), Reason.unsafe_sft_category, params.require_category)
-        self.schema = "sft_instruction_line" if params.format == "instruction" else "sft_chat_line"
 
     def build(self, groups: Sequence[Group]) -> TaskOutput:
         output = TaskOutput()
-        if self.params.format == "instruction":
-            self._instruction_builder().build(groups, output)
-            return output
         for group in groups:
             self._build_conversation(group, output)
         return output
-
-    def _instruction_builder(self) -> InstructionBuilder:
-        params = self.params
-        return InstructionBuilder(
-            self.firewall, params.templates, params.fallback_template, params.instructable_roles, params.quality_scores
-        )
 
     def _build_conversation(self, group: Group, output: TaskOutput) -> None:
         passed, blocked = [], []
