@@ -107,6 +107,18 @@ def test_version_1_ignores_rows_added_in_version_2(store: Path, tmp_path: Path) 
     assert result.manifest["counts"]["input_rows"] == len(VERSION_1)
 
 
+def test_every_line_names_the_store_and_version_it_came_from(store: Path, tmp_path: Path) -> None:
+    run_pipeline(tmp_path / "v1", ["source=lance", f"source.uri={store}", "source.version=1", "split=none"])
+
+    lines = read_jsonl(tmp_path / "v1" / "sft.jsonl")
+    assert lines
+    for line in lines:
+        provenance = line["provenance"]
+        assert (provenance["source_uri"], provenance["source_version"]) == ("context.lance", 1)
+        assert provenance["external_ids"] == [f"ext-{rid}" for rid in provenance["record_ids"]]
+        assert (provenance["tenant"], provenance["source"], provenance["bot_id"]) == ("acme", "context-store", "bot-1")
+
+
 def test_latest_is_resolved_to_its_version_number(store: Path, tmp_path: Path) -> None:
     result = run_pipeline(tmp_path / "latest", ["source=lance", f"source.uri={store}", "split=none"])
 

@@ -86,15 +86,28 @@ class Task(ABC):
         return None
 
 
+# Record fields a line's provenance names when one of its records has them (the first such record's value).
+PROVENANCE_FIELDS = ("session_id", "run_id", "tenant", "source", "bot_id")
+
+
 def make_example(prefix: str, body: dict[str, Any], records: Sequence[Record], group_key: str) -> Example:
-    """Adds the contract's provenance and a content-hash id to a task's line."""
+    """Adds the contract's provenance and a content-hash id to a task's line: the record ids and their categories,
+    their external ids (aligned, when one has one), the first known session, run, tenant, source and bot, the store
+    read (`source_uri`, `source_version`: Lance) and the created_at range."""
     provenance = dict(body.pop("provenance", {}))
     provenance.setdefault("record_ids", [r.id for r in records])
     provenance.setdefault("categories", [r.category.value if r.category else None for r in records])
-    for name in ("session_id", "run_id"):
+    if any(r.external_id is not None for r in records):
+        provenance.setdefault("external_ids", [r.external_id for r in records])
+    for name in PROVENANCE_FIELDS:
         value = next((getattr(r, name) for r in records if getattr(r, name) is not None), None)
         if value is not None:
             provenance.setdefault(name, value)
+    store = next((r.origin for r in records if r.origin is not None and r.origin.uri is not None), None)
+    if store is not None:
+        provenance.setdefault("source_uri", store.uri)
+        if store.version is not None:
+            provenance.setdefault("source_version", store.version)
     dated = [r.created_at for r in records if r.created_at is not None]
     if dated:
         provenance.setdefault("created_at_start", format_timestamp(min(dated)))
