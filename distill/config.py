@@ -5,19 +5,24 @@ Every problem is reported with its dotted override key, all of them at once.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from importlib.util import find_spec
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from distill.errors import ConfigError, DistillError
+from distill.output.card import CardConfig
 from distill.grouping import GROUP_KINDS, KeyFunction, key_function
 from distill.sources import SOURCES, Source
 from distill.split import SplitParams
-from distill.tokens import TokenCounter, load_tokenizer
+from distill.tokens import Tokenizer, load_tokenizer
 from distill.curation.steps import STEPS, Step, StepContext
 from distill.tasks import TASKS, Task
+
+log = logging.getLogger(__name__)
 
 
 class CurationConfig(BaseModel):
@@ -50,6 +55,7 @@ class OutputConfig(BaseModel):
 class StatsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # An alias of the top-level `tokenizer`, kept for configs written before it existed.
     tokenizer: str | None = None
 
 
@@ -63,6 +69,8 @@ class TopLevel(BaseModel):
     task: dict[str, Any]
     output: OutputConfig = OutputConfig()
     stats: StatsConfig = StatsConfig()
+    tokenizer: str | None = None
+    card: CardConfig = CardConfig()
     batch_size: PositiveInt = 4096
     dry_run: bool = False
 
@@ -81,7 +89,9 @@ class Settings:
     batch_size: int
     dry_run: bool
     output_format: str
-    token_counter: TokenCounter | None = None
+    token_counter: Tokenizer | None = None
+    notes: list[str] = dataclass_field(default_factory=list)
+    """Things the run did differently from what its config asked, for the log and the manifest's `notes`."""
 
     @property
     def step_order(self) -> list[str]:
@@ -129,6 +139,15 @@ def _step_order(curation: CurationConfig, problems: list[str]) -> list[str]:
     return listed + [name for name in names if name not in listed]
 
 
+def _tokenizer_setting(top: TopLevel, problems: list[str]) -> tuple[str, str | None]:
+    """(the key that named it, the path) of the tokenizer: top-level `tokenizer`, or its alias `stats.tokenizer`."""
+    if top.tokenizer is not None and top.stats.tokenizer not in (None, top.tokenizer):
+        problems.append(f"stats.tokenizer: an alias of tokenizer, which names another one ({top.tokenizer}): set one")
+    if top.tokenizer is not None:
+        return "tokenizer", top.tokenizer
+    return "stats.tokenizer", top.stats.tokenizer
+
+
 def build_settings(config: dict[str, Any]) -> Settings:
     """Validates the resolved config and builds the run's parts. Raises ConfigError listing every problem."""
     problems: list[str] = []
@@ -159,9 +178,10 @@ def build_settings(config: dict[str, Any]) -> Settings:
     task_params = task_cls and _validate(task_cls.Params, top.task, "task", problems)
 
     token_counter = None
-    if top.stats.tokenizer is not None:
+    tokenizer_key, tokenizer_path = _tokenizer_setting(top, problems)
+    if tokenizer_path is not None:
         try:
-            token_counter = load_tokenizer(top.stats.tokenizer)
+            token_counter = load_tokenizer(tokenizer_path, tokenizer_key)
         except ConfigError as error:
             problems.extend(error.problems)
 
@@ -174,6 +194,17 @@ def build_settings(config: dict[str, Any]) -> Settings:
             problems.append(str(error) if isinstance(error, DistillError) else f"source.fields: {error}")
     if problems:
         raise ConfigError(problems)
+    task = task_cls(task_params)
+    notes = []
+    if getattr(task_params, "max_tokens", None) is not None:
+        task.tokenizer = token_counter
+        if token_counter is None:
+            notes.append(
+                f"task.max_tokens={task_params.max_tokens}: no tokenizer is configured (tokenizer=PATH), so "
+                "conversations are measured with the length proxy, ceil(characters / 4)"
+            )
+    for note in notes:
+        log.warning(note)
     return Settings(
         source=source,
         steps=steps,
@@ -181,9 +212,10 @@ def build_settings(config: dict[str, Any]) -> Settings:
         group_key=group_key,
         split=split,
         split_key=split_key,
-        task=task_cls(task_params),
+        task=task,
         batch_size=top.batch_size,
         dry_run=top.dry_run,
         output_format=top.output.format,
         token_counter=token_counter,
+        notes=notes,
     )

@@ -33,12 +33,16 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
     return {"path": path.name, "sha256": digest.hexdigest(), "rows": count}
 
 
-def write_json(path: Path, value: Any) -> dict[str, Any]:
-    data = orjson.dumps(value, option=JSON_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+def write_bytes(path: Path, data: bytes) -> dict[str, Any]:
+    """Writes the file whole (through a temporary file); returns {path, sha256} for the manifest."""
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)
     return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_json(path: Path, value: Any) -> dict[str, Any]:
+    return write_bytes(path, orjson.dumps(value, option=JSON_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
 
 
 PARQUET_ROW_GROUP_ROWS = 65_536

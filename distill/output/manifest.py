@@ -14,7 +14,9 @@ from distill.hashing import canonical_json, sha256_hex
 from distill.record import format_timestamp
 
 SCHEMA_VERSION = 1
-VERSIONED_PACKAGES = ("distill", "hydra-core", "omegaconf", "pydantic", "numpy", "orjson", "fastjsonschema")
+VERSIONED_PACKAGES = (
+    "distill", "hydra-core", "omegaconf", "pydantic", "numpy", "orjson", "fastjsonschema", "jinja2", "tokenizers",
+)
 
 
 def versions() -> dict[str, str]:
@@ -51,6 +53,7 @@ def build_manifest(
     split: dict[str, Any],
     created_at_range: dict[str, str] | None,
     dry_run: bool,
+    notes: list[str] = [],
 ) -> dict[str, Any]:
     """The manifest in its contract's key order; `outputs` is the caller's list, so documents rendered from this
     manifest (report, dataset card) can still add their own entries before it is written."""
@@ -69,6 +72,7 @@ def build_manifest(
         "split": split,
         "created_at_range": created_at_range,
         "dry_run": dry_run,
+        "notes": list(notes),
         "versions": versions(),
         "git_commit": git_commit(),
         "created_at": format_timestamp(datetime.now(timezone.utc).replace(microsecond=0)),

@@ -10,7 +10,7 @@ import numpy as np
 
 from distill.record import Record
 from distill.tasks.base import Example
-from distill.tokens import TokenCounter, token_length
+from distill.tokens import TokenCounter, Tokenizer, token_length
 
 NONE_KEY = "__none__"
 
@@ -35,6 +35,10 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def _method(methods: set[str]) -> str:
+    return methods.pop() if len(methods) == 1 else "mixed" if methods else "length_proxy"
+
+
 def _counts(values: Sequence[str | None]) -> dict[str, int]:
     return dict(sorted(Counter(NONE_KEY if v is None else v for v in values).items()))
 
@@ -54,9 +58,16 @@ def file_stats(
     for example in examples:
         per_group.setdefault(example.group_key, set()).update(r.id for r in example.records)
     measured = {r.id: token_length(r, tokenizer) for r in records}
-    lengths = [sum(measured[r.id][0] for r in example.records) for example in examples]
-    methods = {method for _, method in measured.values()}
-    method = methods.pop() if len(methods) == 1 else "mixed" if methods else "length_proxy"
+    record_method = _method({method for _, method in measured.values()})
+    if isinstance(tokenizer, Tokenizer) and tokenizer.method == "chat_template" and all(
+        "messages" in example.line for example in examples
+    ):
+        # A conversation as the model sees it: rendered with the tokenizer's chat template, then encoded.
+        lengths = [tokenizer.count_messages(example.line["messages"]) for example in examples]
+        method = "chat_template"
+    else:
+        lengths = [sum(measured[r.id][0] for r in example.records) for example in examples]
+        method = record_method
     rewards = [r.reward for r in records if r.reward is not None]
     return {
         "task": task,
@@ -70,6 +81,7 @@ def file_stats(
         "by_category": _counts([r.category.value if r.category else None for r in records]),
         "records_per_group": summary([len(ids) for ids in per_group.values()]),
         "tokens_per_example": {"method": method, **summary(lengths)},
+        "tokens_per_record": {"method": record_method, **summary([tokens for tokens, _ in measured.values()])},
         "rewards": {
             **summary(rewards),
             "by_source": _counts([r.reward_source for r in records if r.reward is not None]),

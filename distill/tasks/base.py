@@ -16,6 +16,7 @@ from distill.hashing import content_id
 from distill.quarantine import Drop
 from distill.record import Record, format_timestamp
 from distill.registry import Registry
+from distill.tokens import Tokenizer
 
 FIREWALL_STEP = "firewall"
 TASK_STEP = "task"
@@ -60,6 +61,8 @@ class Task(ABC):
     Params: ClassVar[type[TaskParams]] = TaskParams
     schema: ClassVar[str]
     """Name of the JSON Schema in `schemas/` every output line is validated against at write time."""
+    tokenizer: Tokenizer | None = None
+    """The run's tokenizer, set by the config for a task with `max_tokens` (None: the length proxy)."""
 
     def __init__(self, params: TaskParams) -> None:
         self.params = params

@@ -3,13 +3,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import field_validator
+from jinja2.exceptions import TemplateError
+from pydantic import PositiveInt, field_validator
 
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Category, Record
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
+from distill.tokens import TokenBudget
 from distill.tasks.conversation import (
     Firewall,
     GapPolicy,
@@ -26,6 +28,10 @@ class SftParams(TaskParams):
     format: Literal["chat", "instruction"] = "chat"
     include_partial: bool = False
     on_gap: GapPolicy = "cut"
+    # A conversation over this many tokens (chat template applied) is cut at its last assistant turn that fits, or
+    # dropped (`on_overflow`); null: no budget.
+    max_tokens: PositiveInt | None = None
+    on_overflow: Literal["cut", "drop"] = "cut"
 
     @field_validator("format")
     @classmethod
@@ -43,7 +49,10 @@ class SftTask(Task):
     Firewall (`unsafe_sft_category`): a rejected or needs_human_review record never reaches a line;
     partially_accepted only with `include_partial`. Of alternatives sharing a group_id only the best stays
     (`not_selected`). A dropped turn leaves a hole handled by `on_gap` (`after_gap`); a conversation without an
-    assistant turn is no example (`no_assistant_turn`).
+    assistant turn is no example (`no_assistant_turn`). With `max_tokens`, a conversation longer than the budget
+    (the tokenizer's count of it rendered with its chat template, else the length proxy) is cut after its last
+    assistant turn that fits (`on_overflow=cut`) or dropped (`drop`); the turns left out are `too_long`. A
+    conversation the chat template refuses (`raise_exception`) is a `schema_violation`.
     """
 
     kind = "sft"
@@ -79,11 +88,40 @@ class SftTask(Task):
             self._drop_unanswered(kept, gaps, output)
             return
         self._drop_after_gap(lost, gaps, output)
+        if self.params.max_tokens is not None:
+            exported = self._within_budget(exported, output)
+            if not exported:
+                return
         rewards = [r.reward for r in exported if r.reward is not None]
         body = {"messages": [message(r) for r in exported]}
         if rewards:
             body["reward"] = max(rewards)
         output.examples.append(make_example("sft", body, exported, group.key))
+
+    def _within_budget(self, turns: list[Record], output: TaskOutput) -> list[Record]:
+        """The turns that fit `max_tokens`: all of them, the longest prefix ending in an assistant turn that fits
+        (`cut`), or none (`drop`, or nothing fits); the rest are quarantined as `too_long`."""
+        budget = TokenBudget(self.params.max_tokens, self.tokenizer)  # type: ignore[arg-type]
+        try:
+            total = budget.count([message(r) for r in turns])
+            kept: list[Record] = turns if total <= budget.max_tokens else []
+            if not kept and self.params.on_overflow == "cut":
+                ends = [i + 1 for i, r in enumerate(turns[:-1]) if is_assistant(r)]
+                for end in reversed(ends):
+                    if budget.count([message(r) for r in turns[:end]]) <= budget.max_tokens:
+                        kept = turns[:end]
+                        break
+        except TemplateError as error:
+            why = f"the tokenizer's chat template refuses this conversation: {error}"
+            output.drop(TASK_STEP, turns, Drop(Reason.schema_violation, (why,)))
+            return []
+        if len(kept) < len(turns):
+            how = "cut after the last assistant turn that fits" if kept else "dropped: no assistant turn fits"
+            if self.params.on_overflow == "drop":
+                how = "dropped (task.on_overflow=drop)"
+            why = f"{total} tokens ({budget.method}) > task.max_tokens={budget.max_tokens}; {how}"
+            output.drop(TASK_STEP, turns[len(kept):], Drop(Reason.too_long, (why,)))
+        return kept
 
     def _drop_after_gap(self, records: Sequence[Record], gaps: Sequence[Record], output: TaskOutput) -> None:
         if records:
