@@ -158,3 +158,23 @@ def test_max_tokens_and_on_overflow_are_checked_by_key(tmp_path):
     assert [line.split(":")[2].strip() for line in done.stderr.strip().splitlines()] == [
         "task.max_tokens", "task.on_overflow",
     ]
+
+
+def test_preference_and_rollout_leave_out_candidates_that_do_not_fit_with_the_prompt(tmp_path):
+    tok = word_tokenizer(tmp_path / "tok")
+    # With the prompt "q": BOS user : q (4) + assistant : <words> + EOS; "good"/"bad" fit 8, the long one does not.
+    rows = [
+        turn("u", "user", "q", 0),
+        turn("good", "assistant", "fine", 1, reward=0.9, group_id="g"),
+        turn("long", "assistant", "w " * 10, 2, reward=0.5, group_id="g"),
+        turn("bad", "assistant", "poor", 3, reward=0.1, group_id="g"),
+    ]
+    paired = run_task(tmp_path / "paired", rows, "task=preference", f"tokenizer={tok}", "task.max_tokens=8")
+    assert [line["provenance"]["record_ids"] for line in paired.lines] == [["u", "good", "bad"]]
+    assert paired.reasons() == {"long": "too_long"}
+
+    rollout = run_task(tmp_path / "rollout", rows, "task=rollout", f"tokenizer={tok}", "task.max_tokens=4")
+    assert rollout.lines == []
+    assert rollout.reasons() == dict.fromkeys(["u", "good", "long", "bad"], "too_long")
+    counts = rollout.result.manifest["counts"]
+    assert counts["input_rows"] == counts["quarantined_rows"] == 4

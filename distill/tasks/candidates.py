@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jinja2.exceptions import TemplateError
+
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Category, Label, Record
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TaskOutput
 from distill.tasks.conversation import Firewall, is_assistant, message
+from distill.tokens import TokenBudget, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,32 @@ def drop_without_signal(group: PromptAndCandidates, why: str, output: TaskOutput
     """A group that gives no line: all its records are `no_pair_signal`, and the group is counted."""
     output.drop(TASK_STEP, group.records, Drop(Reason.no_pair_signal, (why,)))
     output.counts["insufficient_pair_groups"] += 1
+
+
+def fit_budget(
+    conversation: PromptAndCandidates, max_tokens: int | None, tokenizer: Tokenizer | None, output: TaskOutput
+) -> PromptAndCandidates | None:
+    """The candidates that fit `max_tokens` with the prompt (counted as one conversation, the tokenizer's chat
+    template applied, else the length proxy); the others are `too_long`, and with none left the prompt too. None
+    when nothing fits, or when the chat template refuses the conversation (`schema_violation`)."""
+    if max_tokens is None:
+        return conversation
+    budget = TokenBudget(max_tokens, tokenizer)
+    prompt = conversation.prompt_messages()
+    fits, over = [], []
+    try:
+        for candidate in conversation.candidates:
+            tokens = budget.count([*prompt, message(candidate)])
+            (fits if tokens <= max_tokens else over).append((candidate, tokens))
+    except TemplateError as error:
+        why = f"the tokenizer's chat template refuses this conversation: {error}"
+        output.drop(TASK_STEP, conversation.records, Drop(Reason.schema_violation, (why,)))
+        return None
+    for candidate, tokens in over:
+        why = f"{tokens} tokens with its prompt ({budget.method}) > task.max_tokens={max_tokens}"
+        output.drop(TASK_STEP, [candidate], Drop(Reason.too_long, (why,)))
+    if not fits:
+        why = f"no candidate fits task.max_tokens={max_tokens} with this prompt ({budget.method})"
+        output.drop(TASK_STEP, conversation.prompt, Drop(Reason.too_long, (why,)))
+        return None
+    return PromptAndCandidates(conversation.prompt, tuple(candidate for candidate, _ in fits))

@@ -17,6 +17,7 @@ from distill.tasks.candidates import (
     candidate_firewall,
     drop_unused,
     drop_without_signal,
+    fit_budget,
     preference_score,
     read_group,
 )
@@ -38,6 +39,8 @@ class PreferenceParams(TaskParams):
     min_margin: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     max_pairs_per_group: PositiveInt = 5
     min_reward: float | None = Field(default=None, allow_inf_nan=False)
+    # A candidate that does not fit this many tokens with the prompt is left out (`too_long`); null: no budget.
+    max_tokens: PositiveInt | None = None
 
     @field_validator("pairing")
     @classmethod
@@ -62,7 +65,8 @@ class PreferenceTask(Task):
       when candidates have one, else by score; a missing rank is written as the position.
     A group that yields no line is `no_pair_signal` (and counted in `insufficient_pair_groups`); candidates left
     out of the lines of a group that yielded some are `unused_candidate`. Pairing by category is its own task,
-    `preference_category` (`distill.tasks.category_pairing`).
+    `preference_category` (`distill.tasks.category_pairing`). With `max_tokens`, a candidate longer than the budget
+    with the prompt is `too_long` before any line is made (see `distill.tasks.candidates.fit_budget`).
     """
 
     kind = "preference"
@@ -86,6 +90,8 @@ class PreferenceTask(Task):
         build_lines = {"paired": self._paired, "unpaired": self._unpaired, "ranked": self._ranked}[self.params.form]
         for group in groups:
             conversation = read_group(group, self.firewall, output)
+            if conversation is not None:
+                conversation = fit_budget(conversation, self.params.max_tokens, self.tokenizer, output)
             if conversation is not None:
                 build_lines(conversation, group.key, output)
         return output

@@ -8,8 +8,15 @@ from typing import Any
 from distill.grouping import Group
 from distill.record import Record
 from distill.tasks.base import TASKS, Task, TaskOutput, TaskParams, make_example
-from distill.tasks.candidates import candidate_firewall, read_group
+from pydantic import PositiveInt
+
+from distill.tasks.candidates import candidate_firewall, fit_budget, read_group
 from distill.tasks.conversation import message
+
+
+class RolloutParams(TaskParams):
+    # A response that does not fit this many tokens with its prompt is left out (`too_long`); null: no budget.
+    max_tokens: PositiveInt | None = None
 
 
 @TASKS.register("rollout")
@@ -19,13 +26,16 @@ class RolloutTask(Task):
     The prompt and candidates are read as for preference data (`distill.tasks.candidates`); every candidate is a
     response, in (created_at, id) order, rewarded or not (`reward` null: the trainer scores it online).
     `group_id` is the first response's group_id (null when none has one). Groups without a candidate are
-    `no_assistant_turn`, without a prompt `not_instructable`, with a hole in the prompt `after_gap`.
+    `no_assistant_turn`, without a prompt `not_instructable`, with a hole in the prompt `after_gap`. With
+    `max_tokens`, a response longer than the budget with its prompt is `too_long` (see `fit_budget`).
     """
 
     kind = "rollout"
+    Params = RolloutParams
+    params: RolloutParams
     schema = "rollout_line"
 
-    def __init__(self, params: TaskParams) -> None:
+    def __init__(self, params: RolloutParams) -> None:
         super().__init__(params)
         self.firewall = candidate_firewall(params.require_category)
 
@@ -33,6 +43,8 @@ class RolloutTask(Task):
         output = TaskOutput()
         for group in groups:
             conversation = read_group(group, self.firewall, output)
+            if conversation is not None:
+                conversation = fit_budget(conversation, self.params.max_tokens, self.tokenizer, output)
             if conversation is None:
                 continue
             body = {
