@@ -50,6 +50,12 @@ class Firewall:
         return Drop(self.reason, (f"category {record.category.value} is not allowed into this task's output (allowed: {allowed})",))
 
 
+def sft_firewall(include_partial: bool, require_category: bool) -> Firewall:
+    """SFT trains on accepted records only, plus partially_accepted ones with `include_partial`."""
+    allowed = {Category.accepted} | ({Category.partially_accepted} if include_partial else set())
+    return Firewall(frozenset(allowed), Reason.unsafe_sft_category, require_category)
+
+
 def selection_key(record: Record) -> tuple[Any, ...]:
     """Best first: label chosen, then higher reward, then unscored, then label rejected; ties by (created_at, id)."""
     if record.label is Label.chosen:

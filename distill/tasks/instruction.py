@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import Category, Record
+from distill.record import Record
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
-from distill.tasks.conversation import Firewall
+from distill.tasks.conversation import sft_firewall
 
 UNKNOWN_STEM = "unknown"
 CONTEXT_SEPARATOR = " · "
@@ -151,8 +151,7 @@ class SftInstructionTask(Task):
 
     def __init__(self, params: SftInstructionParams) -> None:
         super().__init__(params)
-        allowed = {Category.accepted} | ({Category.partially_accepted} if params.include_partial else set())
-        self.firewall = Firewall(frozenset(allowed), Reason.unsafe_sft_category, params.require_category)
+        self.firewall = sft_firewall(params.include_partial, params.require_category)
         self.template_fields = {
             name: ref if isinstance(ref, FieldRef) else FieldRef(path=ref) for name, ref in params.template_fields.items()
         }

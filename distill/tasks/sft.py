@@ -9,17 +9,17 @@ from pydantic import PositiveInt, field_validator
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import Category, Record
+from distill.record import Record
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
 from distill.tokens import TokenBudget
 from distill.tasks.conversation import (
-    Firewall,
     GapPolicy,
     apply_gap_policy,
     holes,
     is_assistant,
     message,
     select_alternatives,
+    sft_firewall,
 )
 
 
@@ -62,8 +62,7 @@ class SftTask(Task):
 
     def __init__(self, params: SftParams) -> None:
         super().__init__(params)
-        allowed = {Category.accepted} | ({Category.partially_accepted} if params.include_partial else set())
-        self.firewall = Firewall(frozenset(allowed), Reason.unsafe_sft_category, params.require_category)
+        self.firewall = sft_firewall(params.include_partial, params.require_category)
 
     def build(self, groups: Sequence[Group]) -> TaskOutput:
         output = TaskOutput()
