@@ -62,6 +62,7 @@ def prepare(
                 "resume=true: the config or the inputs changed since the interrupted run; "
                 "start a new run (without resume) or restore them"
             )
+        remove_stale_temporaries(layout)
         return int(stored["partitions"])
     layout.remove()
     input_bytes = sum(shard.size for shard in shards)
@@ -69,6 +70,12 @@ def prepare(
     layout.root.mkdir(parents=True, exist_ok=True)
     write_bytes(layout.plan_file, orjson.dumps({"key": key, "partitions": partitions, "shards": len(shards)}))
     return partitions
+
+
+def remove_stale_temporaries(layout: Layout) -> None:
+    """Temporary files a killed run left behind (its spills and final files are only ever renamed into place)."""
+    for path in [*layout.root.rglob("*.tmp"), *layout.root.parent.glob(".*.tmp")]:
+        path.unlink(missing_ok=True)
 
 
 def default_workers() -> int:
