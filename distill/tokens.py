@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -146,6 +147,8 @@ def load_tokenizer(path: str, key: str = "tokenizer") -> Tokenizer:
         from tokenizers import Tokenizer as Encoder
     except ImportError:
         raise ConfigError([f"{key}: needs the tokenizers package: pip install 'distill[tokenizer]'"]) from None
+    # Workers are forked from the driver; the tokenizer's own thread pool must not be live across a fork.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     location = Path(path).expanduser()
     directory = location if location.is_dir() else None
     file = directory / TOKENIZER_FILE if directory is not None else location
