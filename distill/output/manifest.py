@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -53,7 +54,7 @@ def build_manifest(
     split: dict[str, Any],
     created_at_range: dict[str, str] | None,
     dry_run: bool,
-    notes: list[str] = [],
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The manifest in its contract's key order; `outputs` is the caller's list, so documents rendered from this
     manifest (report, dataset card) can still add their own entries before it is written."""
