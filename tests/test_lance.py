@@ -117,6 +117,8 @@ def test_every_line_names_the_store_and_version_it_came_from(store: Path, tmp_pa
         assert (provenance["source_uri"], provenance["source_version"]) == ("context.lance", 1)
         assert provenance["external_ids"] == [f"ext-{rid}" for rid in provenance["record_ids"]]
         assert (provenance["tenant"], provenance["source"], provenance["bot_id"]) == ("acme", "context-store", "bot-1")
+    card = (tmp_path / "v1" / "README.md").read_text("utf-8")
+    assert f"| `{store.resolve()}` | version 1 | 5 |" in card
 
 
 def test_latest_is_resolved_to_its_version_number(store: Path, tmp_path: Path) -> None:
