@@ -112,6 +112,8 @@ def test_instructable_roles_are_config(tmp_path):
         ("++task.templates.mine='Do {}'", "task.templates"),
         ("task.fallback_template='Run {contractor}'", "task.fallback_template"),
         ("++task.template_fields.stem=source", "task.template_fields"),
+        ("task.role_from=metdata.model_role", "task.role_from"),
+        ("task.stem_from=[provenance.source_file,evidence_file]", "task.stem_from"),
     ],
 )
 def test_bad_templates_fail_before_the_run(override, key):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import Record
+from distill.record import RECORD_FIELDS, Record
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
 from distill.tasks.conversation import sft_firewall
 
@@ -31,6 +31,14 @@ ALWAYS_KNOWN_FIELDS = frozenset({"file", "task_id", "stem"})
 Templates = Mapping[str, str | Sequence[str]]
 
 
+def checked_path(path: str) -> str:
+    """A dotted record path must start at a record field (`metadata.x`, `provenance.source_file`, `task_id`)."""
+    head = path.split(".")[0]
+    if head not in RECORD_FIELDS:
+        raise ValueError(f"{path!r} does not start at a record field (fields: {', '.join(RECORD_FIELDS)})")
+    return path
+
+
 class FieldRef(BaseModel):
     """A template field read from a record path (`metadata.contractor`), optionally without a leading text."""
 
@@ -38,6 +46,8 @@ class FieldRef(BaseModel):
 
     path: str = Field(min_length=1)
     strip_prefix: str = ""
+
+    _path_is_a_record_path = field_validator("path")(checked_path)
 
 
 def record_value(record: Record, path: str) -> Any:
@@ -99,13 +109,25 @@ class SftInstructionParams(TaskParams):
     instructable_roles: tuple[str, ...] = ("assistant",)
     quality_scores: dict[str, float] = {}
 
+    @field_validator("stem_from")
+    @classmethod
+    def _stem_paths_are_record_paths(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(checked_path(path) for path in paths)
+
+    @field_validator("context_fields")
+    @classmethod
+    def _context_paths_are_record_paths(cls, fields: dict[str, str]) -> dict[str, str]:
+        return {label: checked_path(path) for label, path in fields.items()}
+
+    _role_path_is_a_record_path = field_validator("role_from")(checked_path)
+
     @field_validator("template_fields")
     @classmethod
     def _built_in_fields_stay_built_in(cls, fields: dict[str, Any]) -> dict[str, Any]:
         shadowed = sorted(ALWAYS_KNOWN_FIELDS & set(fields))
         if shadowed:
             raise ValueError(f"{shadowed} are built in (file, task_id, stem)")
-        return fields
+        return {name: checked_path(ref) if isinstance(ref, str) else ref for name, ref in fields.items()}
 
     @field_validator("templates")
     @classmethod
