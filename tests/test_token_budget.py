@@ -178,3 +178,12 @@ def test_preference_and_rollout_leave_out_candidates_that_do_not_fit_with_the_pr
     assert rollout.reasons() == dict.fromkeys(["u", "good", "long", "bad"], "too_long")
     counts = rollout.result.manifest["counts"]
     assert counts["input_rows"] == counts["quarantined_rows"] == 4
+
+
+@pytest.mark.parametrize("task", [[], ["task=preference"]])
+def test_budgets_on_the_sample_give_the_same_bytes_for_any_workers_and_partitions(tmp_path, task):
+    from test_plan import assert_same_across_variants
+
+    tok = word_tokenizer(tmp_path / "tok")
+    files = assert_same_across_variants(tmp_path, [f"tokenizer={tok}", "task.max_tokens=120", *task])
+    assert b'"too_long"' in files["quarantine.jsonl"]
