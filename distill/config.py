@@ -5,7 +5,6 @@ Every problem is reported with its dotted override key, all of them at once.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -23,8 +22,6 @@ from distill.split import SplitParams
 from distill.tokens import Tokenizer, load_tokenizer
 from distill.curation.steps import STEPS, Step, StepContext
 from distill.tasks import TASKS, Task
-
-log = logging.getLogger(__name__)
 
 
 class CurationConfig(BaseModel):
@@ -238,8 +235,6 @@ def build_settings(config: dict[str, Any]) -> Settings:
                 f"task.max_tokens={task_params.max_tokens}: no tokenizer is configured (tokenizer=PATH), so "
                 "conversations are measured with the length proxy, ceil(characters / 4)"
             )
-    for note in notes:
-        log.warning(note)
     return Settings(
         source=source,
         steps=steps,

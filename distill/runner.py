@@ -72,6 +72,8 @@ def run(
     command: str = "",
 ) -> RunResult:
     output_dir.mkdir(parents=True, exist_ok=True)
+    for note in settings.notes:
+        log.warning(note)
     layout = Layout.of(output_dir)
     executor = LocalExecutor(settings.executor.workers)
     with cyclic_gc_paused():
