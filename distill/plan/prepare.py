@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from distill.errors import DistillError
-from distill.hashing import canonical_json, sha256_hex
-from distill.output.files import file_sha256, write_bytes
+from distill.hashing import canonical_json, file_sha256, sha256_hex
+from distill.output.files import write_bytes
 from distill.plan.context import Layout
 from distill.sources.base import Shard
 
