@@ -92,7 +92,7 @@ def _problems(error: ValidationError, prefix: str) -> list[str]:
     problems = []
     for item in error.errors():
         key = ".".join([prefix, *(str(part) for part in item["loc"])]).strip(".")
-        problems.append(f"{key}: {item['msg']}")
+        problems.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
     return problems
 
 

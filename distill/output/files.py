@@ -1,17 +1,150 @@
-"""Output files: JSONL with sorted keys (or Parquet with a schema-derived layout), written atomically (temp file,
-then rename), hashed as written."""
+"""Output files: JSONL with sorted keys (or Parquet with a schema-derived layout), written atomically (a temporary
+file unique to the process, then rename), hashed as written; and the run directory they go to, which belongs to one
+run at a time (a lock) and is never silently mixed with an earlier run's outputs.
+
+Every temporary file is `.<name>.<pid>.<random>.tmp` beside its final file and is removed on every exit path
+(errors, Ctrl-C); only a SIGKILL leaves one behind, and the next run that claims the directory removes it.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from distill.errors import DistillError
+
 JSON_OPTIONS = orjson.OPT_SORT_KEYS
+TEMPORARY_SUFFIX = ".tmp"
+LOCK_NAME = ".distill.lock"
+MAX_NESTING = 200
+"""The deepest nesting a value may have to be written: orjson stops at 255 levels, and a value is written inside
+a few levels of its own (a quarantine row holds the record, which holds metadata)."""
+# Entries of a run directory that are no run's outputs: Hydra's record of the run and its log, the lock.
+_RUN_DIRECTORY_OWN = (".hydra", LOCK_NAME)
+# What distill itself writes at the top of a run directory besides the files its manifest lists.
+_DISTILL_NAMES = ("manifest.json", "stats.json", "quarantine.jsonl", "coverage")
+_DATASET_SUFFIXES = (".jsonl", ".parquet")
+
+
+class OutputError(DistillError):
+    """A file of the run could not be written (disk full, permissions, a bad directory)."""
+
+
+def _why(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as printable UTF-8 text: bytes that are not UTF-8 (a file name from another encoding) are
+    percent-encoded (`bad-\\xff.jsonl` -> `bad-%FF.jsonl`), so origins, ids and messages can always be written."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        # os.fsdecode keeps an undecodable byte B as the lone surrogate U+DC00+B.
+        escaped = "".join(f"%{ord(c) - 0xDC00:02X}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+        return escaped.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+# --- values a writer can hold ---------------------------------------------------------------------------------
+
+
+def nesting_depth_exceeds(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether dicts/lists nest deeper than `limit` levels (iterative: no recursion limit to hit)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def unwritable(value: Any) -> str | None:
+    """Why `value` cannot be written as JSON (nesting deeper than MAX_NESTING levels, an integer beyond 64 bits,
+    text that is not UTF-8), or None. Fast path: orjson itself, with the value wrapped in the levels of headroom a
+    writer needs, so only a failing value is walked in Python."""
+    wrapped: Any = value
+    for _ in range(255 - MAX_NESTING - 1):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+        return None
+    except orjson.JSONEncodeError as error:
+        if isinstance(value, (dict, list)) and nesting_depth_exceeds(value):
+            return f"nested deeper than {MAX_NESTING} levels"
+        return str(error)
+
+
+def json_ready(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` any writer can hold: nesting cut at MAX_NESTING levels (the rest as a marker string),
+    integers beyond 64 bits as text, text that is not UTF-8 with the bad code points escaped. For quarantine rows,
+    whose `record` is whatever the input held."""
+    if isinstance(value, dict):
+        if depth >= MAX_NESTING:
+            return f"(nested deeper than {MAX_NESTING} levels)"
+        return {json_ready(key, depth) if isinstance(key, str) else str(key): json_ready(item, depth + 1)
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        if depth >= MAX_NESTING:
+            return f"(nested deeper than {MAX_NESTING} levels)"
+        return [json_ready(item, depth + 1) for item in value]
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    try:
+        orjson.dumps(value)
+        return value
+    except orjson.JSONEncodeError:
+        return str(value)
+
+
+# --- atomic files -----------------------------------------------------------------------------------------------
+
+
+def temporary_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yields a temporary path to write; on success it replaces `path` whole. The temporary file is removed on
+    every exit path; an OSError (disk full, permissions) becomes a one-line OutputError naming the file."""
+    temporary = temporary_path(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as error:
+        raise OutputError(f"cannot write {shown_path(path)}: {_why(error)}") from None
+    finally:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def jsonl_bytes(row: Any) -> bytes:
@@ -22,22 +155,25 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
     """Writes one JSON object per line; returns {path, sha256, rows} for the manifest."""
     digest = hashlib.sha256()
     count = 0
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
+    with atomic_file(path) as temporary, temporary.open("wb") as handle:
         for row in rows:
-            data = jsonl_bytes(row)
+            try:
+                data = jsonl_bytes(row)
+            except orjson.JSONEncodeError as error:
+                raise OutputError(f"cannot write {shown_path(path)}: row {count + 1}: {error}") from None
             digest.update(data)
             handle.write(data)
             count += 1
-    os.replace(temporary, path)
     return {"path": path.name, "sha256": digest.hexdigest(), "rows": count}
 
 
 def write_json(path: Path, value: Any) -> dict[str, Any]:
-    data = orjson.dumps(value, option=JSON_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    try:
+        data = orjson.dumps(value, option=JSON_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError as error:
+        raise OutputError(f"cannot write {shown_path(path)}: {error}") from None
+    with atomic_file(path) as temporary:
+        temporary.write_bytes(data)
     return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -55,10 +191,9 @@ def write_parquet(path: Path, lines: Sequence[dict[str, Any]], schema_name: str)
 
     layout = table_layout(load_schema(schema_name), schema_name, pa)
     table = pa.Table.from_pylist([layout.row(line) for line in lines], schema=layout.arrow_schema)
-    temporary = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temporary, row_group_size=PARQUET_ROW_GROUP_ROWS, compression="zstd")
-    os.replace(temporary, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with atomic_file(path) as temporary:
+        pq.write_table(table, temporary, row_group_size=PARQUET_ROW_GROUP_ROWS, compression="zstd")
+        digest = hashlib.sha256(temporary.read_bytes()).hexdigest()
     return {"path": path.name, "sha256": digest, "rows": table.num_rows}
 
 
@@ -67,3 +202,108 @@ def write_dataset(path: Path, lines: Sequence[dict[str, Any]], output_format: st
     if output_format == "parquet":
         return write_parquet(path, lines, schema_name)
     return write_jsonl(path, lines)
+
+
+# --- the run directory ------------------------------------------------------------------------------------------
+
+_claimed: dict[str, int] = {}
+"""Run directories this process holds: resolved path -> the open lock file (released when the process exits)."""
+
+
+def remove_temporaries(directory: Path) -> list[str]:
+    """Removes every distill temporary file under `directory` (left by a killed run); returns their names."""
+    removed = []
+    for root, _dirs, names in os.walk(directory):
+        for name in names:
+            if is_temporary(name):
+                try:
+                    os.unlink(os.path.join(root, name))
+                    removed.append(name)
+                except OSError:
+                    pass
+    return removed
+
+
+def release_run_directories() -> None:
+    """For an interrupted run: removes the temporary files left in every run directory this process holds (a
+    worker stopped by a signal cannot remove its own), then lets the directories go."""
+    for directory in list(_claimed):
+        remove_temporaries(Path(directory))
+        os.close(_claimed.pop(directory))
+
+
+def _lock(directory: Path, key: str) -> None:
+    resolved = str(directory.resolve())
+    if resolved in _claimed:
+        return
+    try:
+        descriptor = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise OutputError(f"{key}: cannot write in {shown_path(directory)}: {_why(error)}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(descriptor)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise OutputError(
+                f"{key}: {shown_path(directory)} is in use by another distill run; choose another directory"
+            ) from None
+        raise OutputError(f"{key}: cannot lock {shown_path(directory)}: {_why(error)}") from None
+    _claimed[resolved] = descriptor
+
+
+def _earlier_outputs(directory: Path) -> list[str]:
+    return sorted(
+        entry.name for entry in directory.iterdir()
+        if entry.name not in _RUN_DIRECTORY_OWN and not entry.name.endswith(".log") and not is_temporary(entry.name)
+    )
+
+
+def _distill_outputs(directory: Path, names: list[str]) -> set[str]:
+    """Which of `names` an earlier distill run wrote: what its manifest lists, plus the files every run writes and
+    dataset files (`*.jsonl`, `*.parquet`) of a run that was stopped before its manifest."""
+    listed = set(_DISTILL_NAMES)
+    try:
+        manifest = orjson.loads((directory / "manifest.json").read_bytes())
+        listed.update(str(entry["path"]).split("/")[0] for entry in manifest.get("outputs", []))
+    except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        pass
+    return {name for name in names if name in listed or (name.endswith(_DATASET_SUFFIXES) and (directory / name).is_file())}
+
+
+def claim_run_directory(directory: Path, *, overwrite: bool = False, resume: bool = False,
+                        key: str = "hydra.run.dir") -> None:
+    """Makes `directory` this run's: creates it, takes its lock (a second run into it is refused while this process
+    lives), removes temporary files a killed run left, and refuses a directory holding an earlier run's outputs
+    unless `overwrite` (they are removed first, so no stale file lies beside the new ones outside the manifest) or
+    `resume` (they are kept for the run to pick up). Claiming a directory this process holds again checks again and
+    is otherwise a no-op. Raises OutputError with a one-line message naming `key`."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{key}: {shown_path(directory)} exists and is not a directory") from None
+    except OSError as error:
+        raise OutputError(f"{key}: cannot create {shown_path(directory)}: {_why(error)}") from None
+    _lock(directory, key)
+    remove_temporaries(directory)
+    earlier = _earlier_outputs(directory)
+    if not earlier or resume:
+        return
+    shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+    if not overwrite:
+        raise OutputError(
+            f"{key}: {shown_path(directory)} already holds an earlier run's outputs ({shown}); "
+            "choose another directory or pass overwrite=true to replace them"
+        )
+    foreign = sorted(set(earlier) - _distill_outputs(directory, earlier))
+    if foreign:
+        raise OutputError(
+            f"{key}: {shown_path(directory)} holds files distill did not write ({', '.join(foreign[:5])}); "
+            "overwrite=true only replaces a distill run's outputs: choose another directory"
+        )
+    for name in earlier:
+        target = directory / name
+        try:
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        except OSError as error:
+            raise OutputError(f"{key}: cannot remove the earlier {shown_path(target)}: {_why(error)}") from None

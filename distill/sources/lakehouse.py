@@ -21,7 +21,8 @@ from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
-from distill.sources.jsonl import numbered_lines
+from distill.output.files import shown_path
+from distill.sources.jsonl import numbered_lines, relative_name
 
 SCORED_DIR = Path("data/scored-runs")
 EVIDENCE_DIR = Path("data/evidence")
@@ -150,7 +151,7 @@ class LakehouseSource(Source):
             if evidence.sha256 is not None:
                 self._inputs.append(
                     {
-                        "path": str(evidence.path.resolve()),
+                        "path": shown_path(evidence.path.resolve()),
                         "sha256": evidence.sha256,
                         "rows": evidence.lines,
                         "role": "evidence",
@@ -159,7 +160,7 @@ class LakehouseSource(Source):
                 )
 
     def _read_scored_file(self, path: Path, evidence: EvidenceIndex) -> Iterator[Parsed]:
-        relative = path.relative_to(self.root).as_posix()
+        relative = relative_name(path, self.root)
         for line, origin in numbered_lines(path, relative, self._inputs, role="scored"):
             yield self._parse_scored(line, origin, evidence)
 

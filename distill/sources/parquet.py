@@ -11,13 +11,14 @@ from distill.errors import DistillError
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
-from distill.sources.jsonl import resolve_files
+from distill.output.files import shown_path
+from distill.sources.jsonl import InputPath, relative_name, resolve_files
 
 HASH_CHUNK_BYTES = 1 << 20
 
 
 class ParquetParams(SourceParams):
-    path: str
+    path: InputPath
     batch_rows: PositiveInt = 4096
 
 
@@ -59,7 +60,7 @@ class ParquetSource(Source):
         self.check()
         self._inputs = []
         for path in self.files:
-            relative = path.relative_to(self.root).as_posix()
+            relative = relative_name(path, self.root)
             rows = 0
             with self._open(path) as handle:
                 batches = handle.iter_batches(batch_size=self.params.batch_rows)
@@ -68,4 +69,4 @@ class ParquetSource(Source):
                 ):
                     rows += 1
                     yield parsed
-            self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": rows})
+            self._inputs.append({"path": shown_path(path.resolve()), "sha256": file_sha256(path), "rows": rows})
