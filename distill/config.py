@@ -65,6 +65,7 @@ class TopLevel(BaseModel):
     stats: StatsConfig = StatsConfig()
     batch_size: PositiveInt = 4096
     dry_run: bool = False
+    overwrite: bool = False
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Settings:
     dry_run: bool
     output_format: str
     token_counter: TokenCounter | None = None
+    overwrite: bool = False
 
     @property
     def step_order(self) -> list[str]:
@@ -186,4 +188,5 @@ def build_settings(config: dict[str, Any]) -> Settings:
         dry_run=top.dry_run,
         output_format=top.output.format,
         token_counter=token_counter,
+        overwrite=top.overwrite,
     )

@@ -29,7 +29,7 @@ from distill.output.stats import file_stats
 from distill.curation.steps.scrub_secrets import quarantine_redactor
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example, Task
 from distill.validation import schema_errors
-from distill.output.files import write_dataset, write_json, write_jsonl
+from distill.output.files import claim_run_directory, write_dataset, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,8 @@ def run(
     command: str = "",
 ) -> RunResult:
     with cyclic_gc_paused():
-        output_dir.mkdir(parents=True, exist_ok=True)
+        # The directory becomes this run's (lock, stale temporaries, no earlier outputs unless overwrite/resume).
+        claim_run_directory(output_dir, overwrite=settings.overwrite, resume=getattr(settings, "resume", False))
         ledger = Ledger()
         records, parse_report = read_records(settings, ledger)
         kept, dropped, chain_reports = run_chain(settings.steps, records, ledger, settings.batch_size)
