@@ -38,9 +38,9 @@ def turn(id: str, session: str, role: str, text: str, second: int, **fields) -> 
             "category": "accepted", **fields}
 
 
-def conversation(session: str, second: int = 0, **assistant_fields) -> list[dict]:
+def conversation(session: str, second: int = 0, answer: str | None = None, **assistant_fields) -> list[dict]:
     return [turn(f"{session}-u", session, "user", f"question of {session}", second),
-            turn(f"{session}-a", session, "assistant", f"answer of {session}", second + 1, **assistant_fields)]
+            turn(f"{session}-a", session, "assistant", answer or f"answer of {session}", second + 1, **assistant_fields)]
 
 
 def assert_finished_cleanly(run_dir: Path) -> dict:
@@ -107,7 +107,8 @@ def test_huge_numbers_are_kept_when_valid_and_quarantined_when_the_model_cannot_
     assert exported["answer of max-float"]["reward"] == 1e308
     stats = json.loads((tmp_path / "run" / "stats.json").read_text())
     assert stats["files"]["sft.jsonl"]["rewards"]["max"] == 1e308
-    assert manifest["counts"]["examples"] == 5
+    # tokens, rank, digits: the assistant turn is quarantined, so its conversation is no example.
+    assert manifest["counts"]["examples"] == 4
 
 
 @pytest.mark.parametrize("created_at", [1e20, -1e20, "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
@@ -144,7 +145,7 @@ def test_a_file_name_that_is_not_utf8_is_read_and_shown_percent_encoded(tmp_path
         handle.write(b"\n".join(json.dumps(row).encode() for row in conversation("latin", 10)) + b"\n{broken\n")
     run_pipeline(tmp_path / "run", [f"source.path={source}", "split=none"])
     manifest = assert_finished_cleanly(tmp_path / "run")
-    assert manifest["counts"] == {"input_rows": 5, "exported_records": 4, "quarantined_rows": 1}
+    assert manifest["counts"] == {"input_rows": 5, "exported_records": 4, "quarantined_rows": 1, "examples": 2}
     (row,) = read_jsonl(tmp_path / "run" / "quarantine.jsonl")
     assert row["origin"] == {"path": "bad-%FF.jsonl", "line": 3} and row["record_id"] == "bad-%FF.jsonl:3"
     assert {entry["path"].rsplit("/", 1)[-1] for entry in manifest["inputs"]} == {"bad-%FF.jsonl", "good.jsonl"}
@@ -168,22 +169,23 @@ def test_a_quarantined_row_with_any_value_is_written(tmp_path):
 def test_a_field_map_edit_does_not_switch_the_firewall_off(tmp_path, mapping):
     rows = [
         *conversation("ok"),
-        *conversation("rejected", 10, category="rejected", text="REJECTED TEXT"),
-        *conversation("partial", 20, category="partially_accepted", text="PARTIAL TEXT"),
+        *conversation("rejected", 10, category="rejected", answer="REJECTED TEXT"),
+        *conversation("partial", 20, category="partially_accepted", answer="PARTIAL TEXT"),
     ]
     logs = write_jsonl(tmp_path / "logs.jsonl", rows)
     run_pipeline(tmp_path / "run", [f"source.path={logs}", "split=none", mapping])
     assert_finished_cleanly(tmp_path / "run")
     exported = (tmp_path / "run" / "sft.jsonl").read_text()
     assert "REJECTED TEXT" not in exported and "PARTIAL TEXT" not in exported
-    quarantined = quarantine_by_id(tmp_path / "run")
+    # The field map failed, so the row has no record id yet: its quarantine row holds the raw row.
+    quarantined = {row["record"]["id"]: row for row in read_jsonl(tmp_path / "run" / "quarantine.jsonl")}
     for record_id in ("ok-u", "ok-a", "rejected-a", "partial-a"):
         assert quarantined[record_id]["reason"] == "schema_violation"
         assert quarantined[record_id]["errors"][0].startswith("category: the row has a 'category' key")
 
 
 def test_allow_unmapped_is_the_named_opt_in(tmp_path):
-    rows = [*conversation("ok"), *conversation("rejected", 10, category="rejected", text="REJECTED TEXT")]
+    rows = [*conversation("ok"), *conversation("rejected", 10, category="rejected", answer="REJECTED TEXT")]
     logs = write_jsonl(tmp_path / "logs.jsonl", rows)
     overrides = [f"source.path={logs}", "split=none", "+source.fields.category=verdict", "source.allow_unmapped=[category]"]
     run_pipeline(tmp_path / "run", overrides)
@@ -213,7 +215,7 @@ def test_a_json_file_holding_one_array_is_streamed_as_its_rows(tmp_path, monkeyp
     logs.write_text("\ufeff" + json.dumps([*rows, "not an object"], indent=2), encoding="utf-8")
     run_pipeline(tmp_path / "run", [f"source.path={logs}", "split=none"])
     manifest = assert_finished_cleanly(tmp_path / "run")
-    assert manifest["counts"] == {"input_rows": 5, "exported_records": 4, "quarantined_rows": 1}
+    assert manifest["counts"] == {"input_rows": 5, "exported_records": 4, "quarantined_rows": 1, "examples": 2}
     (row,) = read_jsonl(tmp_path / "run" / "quarantine.jsonl")
     assert row["origin"] == {"path": "logs.json", "row": 4} and row["reason"] == "schema_violation"
     lines = read_jsonl(tmp_path / "run" / "sft.jsonl")
@@ -349,7 +351,7 @@ def test_hostile_logs_through_the_cli_end_in_quarantine_rows(tmp_path):
     done = run_cli([f"source.path={source}", "split=none", "hydra.run.dir=run"], cwd=tmp_path)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     manifest = assert_finished_cleanly(tmp_path / "run")
-    assert manifest["counts"]["input_rows"] == 9
+    assert manifest["counts"]["input_rows"] == 8
     assert manifest["quarantine"]["schema_violation"] == 3
 
 

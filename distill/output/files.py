@@ -280,8 +280,9 @@ def claim_run_directory(directory: Path, *, overwrite: bool = False, resume: boo
     is otherwise a no-op. Raises OutputError with a one-line message naming `key`."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OutputError(f"{key}: {shown_path(directory)} exists and is not a directory") from None
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), directory)
+        raise OutputError(f"{key}: {shown_path(blocking)} exists and is not a directory") from None
     except OSError as error:
         raise OutputError(f"{key}: cannot create {shown_path(directory)}: {_why(error)}") from None
     _lock(directory, key)

@@ -73,15 +73,15 @@ class Source(ABC):
         if fields.get("id") in (None, ""):
             fields["id"] = fallback_id
         fields["origin"] = origin
+        record_id = fields["id"] if isinstance(fields["id"], str) else fallback_id
         for name in _FREE_FORM:
             value = fields.get(name)
             problem = value and unwritable(value)
             if problem:
-                return QuarantineRow("parse", Reason.schema_violation, (f"{name}: {problem}",), fallback_id, origin, row)
+                return QuarantineRow("parse", Reason.schema_violation, (f"{name}: {problem}",), record_id, origin, row)
         try:
             return Record.model_validate(fields)
         except ValidationError as error:
-            record_id = fields["id"] if isinstance(fields["id"], str) else fallback_id
             return QuarantineRow(
                 "parse", Reason.schema_violation, validation_messages(error), record_id, origin, row
             )
