@@ -25,7 +25,7 @@ from step_helpers import apply, make_step, rec
 
 from distill.config import build_settings
 from distill.errors import ConfigError
-from distill.output.files import LOCK_NAME, OutputError, claim_run_directory, write_jsonl as write_output_jsonl
+from distill.output.files import OutputError, claim_run_directory, write_jsonl as write_output_jsonl
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -294,7 +294,7 @@ def test_claiming_a_directory_removes_what_a_killed_run_left_and_refuses_earlier
         claim_run_directory(run_dir)
     assert not stray_temporaries(run_dir)
     claim_run_directory(run_dir, overwrite=True)
-    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_NAME]
+    assert sorted(p.name for p in run_dir.iterdir()) == []
 
 
 def test_overwrite_never_removes_files_distill_did_not_write(tmp_path):
@@ -376,7 +376,7 @@ def test_a_second_concurrent_run_into_one_directory_is_refused_and_the_first_is_
     command = [sys.executable, "-m", "distill", f"source.path={source}", "hydra.run.dir=shared"]
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "shared" / LOCK_NAME).exists() and time.monotonic() < deadline:
+    while not (tmp_path / "shared" / ".hydra").exists() and time.monotonic() < deadline:  # claimed, then set up
         time.sleep(0.01)
     second = run_cli([f"source.path={source}", "hydra.run.dir=shared"], cwd=tmp_path)
     out, err = first.communicate(timeout=120)

@@ -1,6 +1,6 @@
 """Output files: JSONL with sorted keys (or Parquet with a schema-derived layout), written atomically (a temporary
 file unique to the process, then rename), hashed as written; and the run directory they go to, which belongs to one
-run at a time (a lock) and is never silently mixed with an earlier run's outputs.
+run at a time (a lock on the directory) and is never silently mixed with an earlier run's outputs.
 
 Every temporary file is `.<name>.<pid>.<random>.tmp` beside its final file and is removed on every exit path
 (errors, Ctrl-C); only a SIGKILL leaves one behind, and the next run that claims the directory removes it.
@@ -25,12 +25,11 @@ from distill.errors import DistillError
 
 JSON_OPTIONS = orjson.OPT_SORT_KEYS
 TEMPORARY_SUFFIX = ".tmp"
-LOCK_NAME = ".distill.lock"
 MAX_NESTING = 200
 """The deepest nesting a value may have to be written: orjson stops at 255 levels, and a value is written inside
 a few levels of its own (a quarantine row holds the record, which holds metadata)."""
-# Entries of a run directory that are no run's outputs: Hydra's record of the run and its log, the lock.
-_RUN_DIRECTORY_OWN = (".hydra", LOCK_NAME)
+# Entries of a run directory that are no run's outputs: Hydra's record of the run (and its log, `*.log`).
+_RUN_DIRECTORY_OWN = (".hydra",)
 # What distill itself writes at the top of a run directory besides the files its manifest lists.
 _DISTILL_NAMES = ("manifest.json", "stats.json", "quarantine.jsonl", "coverage")
 _DATASET_SUFFIXES = (".jsonl", ".parquet")
@@ -233,13 +232,15 @@ def release_run_directories() -> None:
 
 
 def _lock(directory: Path, key: str) -> None:
+    """An exclusive flock on the directory itself (no lock file to clutter it): the kernel drops it when the
+    process ends, however it ends, so a killed run never leaves a stale lock."""
     resolved = str(directory.resolve())
     if resolved in _claimed:
         return
-    try:
-        descriptor = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as error:
-        raise OutputError(f"{key}: cannot write in {shown_path(directory)}: {_why(error)}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        problem = "read-only file system" if _read_only_mount(directory) else "Permission denied"
+        raise OutputError(f"{key}: {shown_path(directory)} is not writable ({problem})")
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
@@ -250,6 +251,13 @@ def _lock(directory: Path, key: str) -> None:
             ) from None
         raise OutputError(f"{key}: cannot lock {shown_path(directory)}: {_why(error)}") from None
     _claimed[resolved] = descriptor
+
+
+def _read_only_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _earlier_outputs(directory: Path) -> list[str]:
