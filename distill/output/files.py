@@ -14,24 +14,26 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
 from distill.errors import DistillError
 
 JSON_OPTIONS = orjson.OPT_SORT_KEYS
+PARQUET_ROW_GROUP_ROWS = 65_536
 TEMPORARY_SUFFIX = ".tmp"
 MAX_NESTING = 200
 """The deepest nesting a value may have to be written: orjson stops at 255 levels, and a value is written inside
 a few levels of its own (a quarantine row holds the record, which holds metadata)."""
 # Entries of a run directory that are no run's outputs: Hydra's record of the run (and its log, `*.log`).
 _RUN_DIRECTORY_OWN = (".hydra",)
-# What distill itself writes at the top of a run directory besides the files its manifest lists.
-_DISTILL_NAMES = ("manifest.json", "stats.json", "quarantine.jsonl", "coverage")
+# What distill itself writes at the top of a run directory besides the files its manifest lists; `.distill-work`
+# is the plan's working directory (distill.plan.context.WORK_DIR), left by an interrupted run for `resume=true`.
+_DISTILL_NAMES = ("manifest.json", "stats.json", "quarantine.jsonl", "coverage", ".distill-work")
 _DATASET_SUFFIXES = (".jsonl", ".parquet")
 
 
@@ -130,12 +132,14 @@ def is_temporary(name: str) -> bool:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yields a temporary path to write; on success it replaces `path` whole. The temporary file is removed on
-    every exit path; an OSError (disk full, permissions) becomes a one-line OutputError naming the file."""
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A binary handle on a temporary file (`temporary_path`) that becomes `path` only when the block ends without
+    an error. The temporary file is removed on every exit path (an error, Ctrl-C); an OSError (disk full,
+    permissions) becomes a one-line OutputError naming the file."""
     temporary = temporary_path(path)
     try:
-        yield temporary
+        with temporary.open("wb") as handle:
+            yield handle
         os.replace(temporary, path)
     except OSError as error:
         raise OutputError(f"cannot write {shown_path(path)}: {_why(error)}") from None
@@ -151,13 +155,14 @@ def jsonl_bytes(row: Any) -> bytes:
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
-    """Writes one JSON object per line; returns {path, sha256, rows} for the manifest."""
+    """Writes one JSON object per line (a row given as bytes is an already encoded line); returns {path, sha256,
+    rows} for the manifest."""
     digest = hashlib.sha256()
     count = 0
-    with atomic_file(path) as temporary, temporary.open("wb") as handle:
+    with atomic_file(path) as handle:
         for row in rows:
             try:
-                data = jsonl_bytes(row)
+                data = row if isinstance(row, bytes) else jsonl_bytes(row)
             except orjson.JSONEncodeError as error:
                 raise OutputError(f"cannot write {shown_path(path)}: row {count + 1}: {error}") from None
             digest.update(data)
@@ -166,22 +171,36 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
     return {"path": path.name, "sha256": digest.hexdigest(), "rows": count}
 
 
+def write_bytes(path: Path, data: bytes) -> dict[str, Any]:
+    with atomic_file(path) as handle:
+        handle.write(data)
+    return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def write_json(path: Path, value: Any) -> dict[str, Any]:
     try:
         data = orjson.dumps(value, option=JSON_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError as error:
         raise OutputError(f"cannot write {shown_path(path)}: {error}") from None
-    with atomic_file(path) as temporary:
-        temporary.write_bytes(data)
-    return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+    return write_bytes(path, data)
 
 
-PARQUET_ROW_GROUP_ROWS = 65_536
+def write_text(path: Path, text: str) -> dict[str, Any]:
+    return write_bytes(path, text.encode("utf-8"))
 
 
-def write_parquet(path: Path, lines: Sequence[dict[str, Any]], schema_name: str) -> dict[str, Any]:
-    """Writes the lines as Parquet rows, in order, with the Arrow schema derived from JSON Schema `schema_name`
-    (see `distill.output.parquet_schema`); returns {path, sha256, rows}. Same lines, same bytes."""
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_parquet(path: Path, lines: Iterable[dict[str, Any]], schema_name: str) -> dict[str, Any]:
+    """Writes the lines as Parquet rows, in order, in row groups of `PARQUET_ROW_GROUP_ROWS`, with the Arrow schema
+    derived from JSON Schema `schema_name` (see `distill.output.parquet_schema`); returns {path, sha256, rows}.
+    Same lines, same bytes; never more than one row group in memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -189,18 +208,20 @@ def write_parquet(path: Path, lines: Sequence[dict[str, Any]], schema_name: str)
     from distill.validation import load_schema
 
     layout = table_layout(load_schema(schema_name), schema_name, pa)
-    table = pa.Table.from_pylist([layout.row(line) for line in lines], schema=layout.arrow_schema)
-    with atomic_file(path) as temporary:
-        pq.write_table(table, temporary, row_group_size=PARQUET_ROW_GROUP_ROWS, compression="zstd")
-        digest = hashlib.sha256(temporary.read_bytes()).hexdigest()
-    return {"path": path.name, "sha256": digest, "rows": table.num_rows}
-
-
-def write_dataset(path: Path, lines: Sequence[dict[str, Any]], output_format: str, schema_name: str) -> dict[str, Any]:
-    """A task's dataset file in the configured `output.format`."""
-    if output_format == "parquet":
-        return write_parquet(path, lines, schema_name)
-    return write_jsonl(path, lines)
+    count = 0
+    with atomic_file(path) as handle:
+        with pq.ParquetWriter(handle, layout.arrow_schema, compression="zstd") as writer:
+            group: list[dict[str, Any]] = []
+            for line in lines:
+                group.append(layout.row(line))
+                if len(group) == PARQUET_ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_pylist(group, schema=layout.arrow_schema))
+                    count += len(group)
+                    group = []
+            if group or count == 0:
+                writer.write_table(pa.Table.from_pylist(group, schema=layout.arrow_schema))
+                count += len(group)
+    return {"path": path.name, "sha256": file_sha256(path), "rows": count}
 
 
 # --- the run directory ------------------------------------------------------------------------------------------

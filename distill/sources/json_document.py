@@ -15,6 +15,7 @@ import orjson
 
 BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 1 << 20
+HEAD_BYTES = 1 << 16
 _STRUCTURAL = re.compile(rb'[\[\]{},"]')
 _IN_STRING = re.compile(rb'["\\]')
 _WHITESPACE = b" \t\r\n"
@@ -26,16 +27,16 @@ def document_shape(handle: BinaryIO) -> Shape:
     """How a `.json` file holds its records, from its start: `array` (`[...]`), `object` (one record spread over
     lines) or `lines` (JSON Lines under a .json name: the first line is a whole JSON value). Rewinds the handle."""
     try:
-        first = handle.readline()
+        first = handle.readline(HEAD_BYTES)
         if first.startswith(BOM):
             first = first[len(BOM):]
         while first and not first.strip(_WHITESPACE):
-            first = handle.readline()
+            first = handle.readline(HEAD_BYTES)
         head = first.lstrip(_WHITESPACE)[:1]
         if head == b"[":
             return "array"
-        if head != b"{":
-            return "lines"
+        if head != b"{" or (len(first) >= HEAD_BYTES and not first.endswith(b"\n")):
+            return "lines"  # a line too long to be a pretty-printed object's first: one record per line
         try:
             orjson.loads(first)
             return "lines"
