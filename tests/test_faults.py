@@ -402,17 +402,22 @@ def test_two_runs_started_together_get_their_own_default_directories(tmp_path, l
 def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tmp_path):
     rows = [row for i in range(15000) for row in conversation(f"s{i}", i * 10)]
     source = write_jsonl(tmp_path / "many.jsonl", rows)
-    command = [sys.executable, "-m", "distill", f"source.path={source}", "hydra.run.dir=run"]
+    # Several shards: the map runs on a pool of worker processes, which Ctrl-C must stop too.
+    command = [sys.executable, "-m", "distill", f"source.path={source}", "hydra.run.dir=run",
+               "executor.workers=2", "executor.shard_mb=0.5"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
-    for line in process.stderr:  # the progress line: parsing is under way
+    for line in process.stderr:  # the plan is made: the map is under way
         seen.append(line)
-        if "read 10000 rows" in line:
+        if "plan:" in line:
             break
+    time.sleep(0.5)
     process.send_signal(signal.SIGINT)
+    started = time.monotonic()
     out, err = process.communicate(timeout=60)
     err = "".join(seen) + err
     assert process.returncode == 130, err
+    assert time.monotonic() - started < 20
     assert "Traceback" not in err and "distill: error: interrupted" in err
     assert not stray_temporaries(tmp_path / "run") and not (tmp_path / "run" / "manifest.json").exists()
 

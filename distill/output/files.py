@@ -321,9 +321,10 @@ def claim_run_directory(directory: Path, *, overwrite: bool = False, resume: boo
         return
     shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
     if not overwrite:
+        interrupted = "an interrupted run's work: pass resume=true to finish it, " if ".distill-work" in earlier else ""
         raise OutputError(
             f"{key}: {shown_path(directory)} already holds an earlier run's outputs ({shown}); "
-            "choose another directory or pass overwrite=true to replace them"
+            f"{interrupted}choose another directory or pass overwrite=true to replace them"
         )
     foreign = sorted(set(earlier) - _distill_outputs(directory, earlier))
     if foreign:
