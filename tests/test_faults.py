@@ -370,6 +370,33 @@ def test_a_bad_output_directory_is_one_line_before_hydra_sets_it_up(tmp_path, lo
     assert_one_line_error(done, "hydra.run.dir", fragment)
 
 
+def test_a_multirun_sweep_directory_blocked_by_a_file_is_one_line(tmp_path, logs):
+    (tmp_path / "taken").write_text("a file")
+    done = run_cli(["-m", f"source.path={logs}", "hydra.sweep.dir=taken/sweep", "split.seed=1,2"], cwd=tmp_path)
+    assert_one_line_error(done, "hydra.sweep.dir: taken exists and is not a directory")
+
+
+@pytest.fixture
+def read_only_mount() -> Iterator[Path]:
+    mount_point = Path(tempfile.mkdtemp(prefix="distill-ro-"))
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        mount_point.rmdir()
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+        mount_point.rmdir()
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["the-mount", "below-it"])
+def test_an_output_directory_on_a_read_only_mount_is_one_line(tmp_path, logs, read_only_mount, inside):
+    target = read_only_mount / "run" if inside else read_only_mount
+    done = run_cli([f"source.path={logs}", f"hydra.run.dir={target}"], cwd=tmp_path)
+    assert_one_line_error(done, "hydra.run.dir", "ead-only file system")
+
+
 def test_a_second_concurrent_run_into_one_directory_is_refused_and_the_first_is_intact(tmp_path):
     rows = [row for i in range(3000) for row in conversation(f"s{i}", i * 10)]
     source = write_jsonl(tmp_path / "many.jsonl", rows)
@@ -399,7 +426,9 @@ def test_two_runs_started_together_get_their_own_default_directories(tmp_path, l
         assert_finished_cleanly(directory)
 
 
-def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tmp_path):
+@pytest.mark.parametrize("stop, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tmp_path, stop, code, said):
     rows = [row for i in range(15000) for row in conversation(f"s{i}", i * 10)]
     source = write_jsonl(tmp_path / "many.jsonl", rows)
     # Several shards: the map runs on a pool of worker processes, which Ctrl-C must stop too.
@@ -412,13 +441,13 @@ def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tm
         if "plan:" in line:
             break
     time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     started = time.monotonic()
     out, err = process.communicate(timeout=60)
     err = "".join(seen) + err
-    assert process.returncode == 130, err
+    assert process.returncode == code, err
     assert time.monotonic() - started < 20
-    assert "Traceback" not in err and "distill: error: interrupted" in err
+    assert "Traceback" not in err and f"distill: error: {said}" in err
     assert not stray_temporaries(tmp_path / "run") and not (tmp_path / "run" / "manifest.json").exists()
 
 
@@ -457,8 +486,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, tiny_dis
         ("hydra:\n  job_logging:\n    handlers:\n      x:\n        (): pathlib.Path.touch\n        self: {marker}\n",
          "hydra.job_logging.handlers.x.()"),
         ("hydra:\n  job_logging:\n    handlers:\n      x:\n        class: pathlib.Path\n", "hydra.job_logging.handlers.x.class"),
+        ("hydra:\n  job:\n    env_set:\n      LD_PRELOAD: {marker}.so\n", "hydra.job.env_set.LD_PRELOAD"),
     ],
-    ids=["callback", "logging-factory", "logging-class"],
+    ids=["callback", "logging-factory", "logging-class", "environment"],
 )
 def test_a_config_that_names_code_under_hydra_is_refused_and_creates_nothing(tmp_path, logs, experiment, fragment):
     marker = tmp_path / "created-by-config"
