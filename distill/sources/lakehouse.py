@@ -22,7 +22,7 @@ from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
 from distill.output.files import shown_path
-from distill.sources.jsonl import numbered_lines, relative_name
+from distill.sources.jsonl import numbered_lines, relative_name, resolve_files
 
 SCORED_DIR = Path("data/scored-runs")
 EVIDENCE_DIR = Path("data/evidence")
@@ -137,9 +137,7 @@ class LakehouseSource(Source):
         scored_dir = self.root / SCORED_DIR
         if not scored_dir.is_dir():
             raise DistillError(f"source.root: no {SCORED_DIR.as_posix()}/ directory under {self.params.root}")
-        self.scored_files = sorted(p for p in scored_dir.rglob("*.jsonl") if p.is_file())
-        if not self.scored_files:
-            raise DistillError(f"source.root: no .jsonl files under {(self.root / SCORED_DIR).as_posix()}")
+        self.scored_files = resolve_files(str(scored_dir), "source.root", (".jsonl",))[1]
 
     def read(self) -> Iterator[Parsed]:
         self.check()
