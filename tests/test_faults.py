@@ -378,16 +378,7 @@ def test_a_multirun_sweep_directory_blocked_by_a_file_is_one_line(tmp_path, logs
 
 @pytest.fixture
 def read_only_mount() -> Iterator[Path]:
-    mount_point = Path(tempfile.mkdtemp(prefix="distill-ro-"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount_point)], capture_output=True)
-    if done.returncode != 0:
-        mount_point.rmdir()
-        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
-        mount_point.rmdir()
+    yield from mounted_tmpfs("size=1m,ro")
 
 
 @pytest.mark.parametrize("inside", [False, True], ids=["the-mount", "below-it"])
@@ -451,18 +442,23 @@ def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tm
     assert not stray_temporaries(tmp_path / "run") and not (tmp_path / "run" / "manifest.json").exists()
 
 
-@pytest.fixture
-def tiny_disk() -> Iterator[Path]:
+def mounted_tmpfs(options: str) -> Iterator[Path]:
+    """A tmpfs mounted with `options` for the test's length (needs root: skipped, saying why, without)."""
     mount_point = Path(tempfile.mkdtemp(prefix="distill-tmpfs-"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], capture_output=True)
     if done.returncode != 0:
         mount_point.rmdir()
-        pytest.skip(f"cannot mount a 2 MiB tmpfs here (needs root): {done.stderr.decode(errors='replace').strip()}")
+        pytest.skip(f"cannot mount a tmpfs ({options}) here (needs root): {done.stderr.decode(errors='replace').strip()}")
     try:
         yield mount_point
     finally:
         subprocess.run(["umount", str(mount_point)], check=False)
         mount_point.rmdir()
+
+
+@pytest.fixture
+def tiny_disk() -> Iterator[Path]:
+    yield from mounted_tmpfs("size=2m")
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, tiny_disk):
