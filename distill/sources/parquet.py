@@ -11,12 +11,13 @@ from distill.hashing import file_sha256
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Shard, Source, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
-from distill.sources.jsonl import resolve_files
+from distill.output.files import shown_path
+from distill.sources.jsonl import InputPath, relative_name, resolve_files
 
 
 
 class ParquetParams(SourceParams):
-    path: str
+    path: InputPath
     batch_rows: PositiveInt = 4096
 
 
@@ -59,7 +60,7 @@ class ParquetSource(Source):
         self.check()
         return [
             Shard(
-                index, str(path), path.relative_to(self.root).as_posix(), size=path.stat().st_size,
+                index, str(path), relative_name(path, self.root), size=path.stat().st_size,
                 sha256=file_sha256(path),
             )
             for index, path in enumerate(self.files)
@@ -72,7 +73,7 @@ class ParquetSource(Source):
         return self._read_file(Path(shard.path), shard.sha256)
 
     def _read_file(self, path: Path, sha256: str | None = None) -> Iterator[Parsed]:
-        relative = path.relative_to(self.root).as_posix()
+        relative = relative_name(path, self.root)
         rows = 0
         with self._open(path) as handle:
             batches = handle.iter_batches(batch_size=self.params.batch_rows)
@@ -81,4 +82,4 @@ class ParquetSource(Source):
             ):
                 rows += 1
                 yield parsed
-        self._inputs = [{"path": str(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows}]
+        self._inputs = [{"path": shown_path(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows}]
