@@ -60,7 +60,7 @@ class ExecutorConfig(BaseModel):
     workers: PositiveInt | None = None
     """Worker processes for map and reduce; null: every core this process may use."""
     memory_gb: float | None = Field(default=None, gt=0)
-    """The memory budget the partition count follows; null: a quarter of the machine, at most 1 GB per worker."""
+    """The memory budget the partition count follows; null: a quarter of the machine, at most 0.75 GB per worker."""
     partitions: PositiveInt | None = None
     """Fix the partition count instead of deriving it from the input size and the budget."""
     shard_mb: float = Field(default=64, gt=0)
@@ -91,6 +91,7 @@ class TopLevel(BaseModel):
     resume: bool = False
     batch_size: PositiveInt = 4096
     dry_run: bool = False
+    overwrite: bool = False
 
 
 def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
@@ -99,7 +100,7 @@ def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
         memory = int(config.memory_gb * 2**30)
     else:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        memory = min(total // 4, workers * 2**30)
+        memory = min(total // 4, workers * 3 * 2**28)
     return ExecutorSettings(
         config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills
     )
@@ -122,6 +123,7 @@ class Settings:
     executor: ExecutorSettings
     resume: bool = False
     token_counter: Tokenizer | None = None
+    overwrite: bool = False
     notes: list[str] = dataclass_field(default_factory=list)
     """Things the run did differently from what its config asked, for the log and the manifest's `notes`."""
 
@@ -134,7 +136,7 @@ def _problems(error: ValidationError, prefix: str) -> list[str]:
     problems = []
     for item in error.errors():
         key = ".".join([prefix, *(str(part) for part in item["loc"])]).strip(".")
-        problems.append(f"{key}: {item['msg']}")
+        problems.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
     return problems
 
 
@@ -249,5 +251,6 @@ def build_settings(config: dict[str, Any]) -> Settings:
         executor=executor_settings(top.executor),
         resume=top.resume,
         token_counter=token_counter,
+        overwrite=top.overwrite,
         notes=notes,
     )
