@@ -164,5 +164,5 @@ def test_the_old_instruction_flag_names_the_new_task(tmp_path):
     done = run_cli(["task=sft", "task.format=instruction"], tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "distill: error: task.format: Value error, instruction SFT is its own task now: use task=sft_instruction"
+        "distill: error: task.format: instruction SFT is its own task now: use task=sft_instruction"
     ]

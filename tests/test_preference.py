@@ -227,7 +227,7 @@ def test_the_old_category_pairing_flag_names_the_new_task(tmp_path, source):
 
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "distill: error: task.pairing: Value error, category pairing is its own task now: use task=preference_category"
+        "distill: error: task.pairing: category pairing is its own task now: use task=preference_category"
     ]
 
 
