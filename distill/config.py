@@ -65,6 +65,7 @@ class TopLevel(BaseModel):
     stats: StatsConfig = StatsConfig()
     batch_size: PositiveInt = 4096
     dry_run: bool = False
+    report: bool = True
 
 
 @dataclass

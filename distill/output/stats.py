@@ -14,6 +14,14 @@ from distill.tokens import TokenCounter, token_length
 
 NONE_KEY = "__none__"
 
+# Fixed bin edges, the same for every run, so two runs' (or a sweep's jobs') histograms compare bin by bin.
+# Bin i counts edges[i] <= v < edges[i + 1], the last bin includes its top edge; `under` / `over` count the rest.
+HISTOGRAM_EDGES: dict[str, tuple[float, ...]] = {
+    "tokens_per_example": (0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072),
+    "turns_per_example": (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 32, 64, 128),
+    "rewards": tuple(round(-1 + i / 10, 1) for i in range(21)),
+}
+
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """count, min, median, p95, max, mean (None when empty), as plain JSON numbers."""
@@ -32,6 +40,19 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
         "p95": number(np.percentile(array, 95)),
         "max": number(array.max()),
         "mean": number(array.mean()),
+    }
+
+
+def histogram(values: Sequence[float], edges: Sequence[float]) -> dict[str, Any]:
+    """Counts of `values` in the fixed bins `edges` (see HISTOGRAM_EDGES)."""
+    array = np.asarray(values, dtype=np.float64)
+    inside = array[(array >= edges[0]) & (array <= edges[-1])]
+    counts = np.histogram(inside, bins=np.asarray(edges, dtype=np.float64))[0] if inside.size else np.zeros(len(edges) - 1)
+    return {
+        "edges": [int(e) if float(e).is_integer() else e for e in edges],
+        "counts": [int(c) for c in counts],
+        "under": int((array < edges[0]).sum()),
+        "over": int((array > edges[-1]).sum()),
     }
 
 
@@ -58,6 +79,7 @@ def file_stats(
     methods = {method for _, method in measured.values()}
     method = methods.pop() if len(methods) == 1 else "mixed" if methods else "length_proxy"
     rewards = [r.reward for r in records if r.reward is not None]
+    turns = [len(example.records) for example in examples]
     return {
         "task": task,
         "form": form,
@@ -75,4 +97,9 @@ def file_stats(
             "by_source": _counts([r.reward_source for r in records if r.reward is not None]),
         },
         "excluded_by_step": excluded,
+        "histograms": {
+            "tokens_per_example": histogram(lengths, HISTOGRAM_EDGES["tokens_per_example"]),
+            "turns_per_example": histogram(turns, HISTOGRAM_EDGES["turns_per_example"]),
+            "rewards": histogram(rewards, HISTOGRAM_EDGES["rewards"]),
+        },
     }
