@@ -274,7 +274,9 @@ def run(
     )
     if not settings.dry_run:
         digest = RunDigest(manifest, stats, quarantine_samples(ledger, redact), example_samples(settings, result))
-        outputs.extend(write_documents(digest, output_dir))
+        documents = write_documents(digest, output_dir)
+        outputs.extend(documents)
+        files.extend(entry["path"] for entry in documents)
     write_json(output_dir / "manifest.json", manifest)
     files.append("manifest.json")
     return RunResult(output_dir, manifest, files)

@@ -39,3 +39,7 @@ def write_documents(digest: RunDigest, output_dir: Path) -> list[dict[str, Any]]
         if entry is not None:
             entries.append(entry)
     return entries
+
+
+# The documents register themselves on import; imported last, as they use the names above.
+from distill.output import report  # noqa: E402,F401
