@@ -6,7 +6,6 @@ stderr and exit 2, without a traceback.
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from distill.config import build_settings
 from distill.errors import ConfigError, DistillError
+from distill.multirun import exit_status, job_command, sweep_job
 from distill.runner import run
 
 EXIT_USAGE = 2
@@ -45,20 +45,22 @@ def app(cfg: DictConfig) -> None:
     runtime = HydraConfig.get().runtime
     choices = {group: option for group, option in runtime.choices.items() if not group.startswith("hydra/")}
     try:
-        settings = build_settings(config)
-        result = run(
-            settings,
-            Path(runtime.output_dir),
-            config=config,
-            choices=choices,
-            command=shlex.join(["distill", *sys.argv[1:]]),
-        )
+        with sweep_job(config):  # in a multirun, a failing job records its error and the sweep goes on
+            settings = build_settings(config)
+            result = run(
+                settings,
+                Path(runtime.output_dir),
+                config=config,
+                choices=choices,
+                command=job_command(sys.argv[1:]),
+            )
+            print(result.summary())
     except ConfigError as error:
         fail(error.problems)
     except DistillError as error:
         fail([str(error)])
-    print(result.summary())
 
 
 def main() -> None:
     app()
+    sys.exit(exit_status())

@@ -21,7 +21,7 @@ from distill.reasons import Reason
 from distill.record import Record, format_timestamp
 from distill.split import ALL, assign_sides
 from distill.curation.steps.scrub_secrets import quarantine_redactor
-from distill.output.documents import SAMPLES_PER_FILE, SAMPLES_PER_REASON, RunDigest, write_documents
+from distill.output.documents import SAMPLES_PER_FILE, SAMPLES_PER_REASON, RunDigest, named_records, write_documents
 from distill.output.files import write_dataset, write_json, write_jsonl
 from distill.output.manifest import SCHEMA_VERSION, build_manifest
 from distill.output.stats import file_stats
@@ -193,14 +193,20 @@ def write_outputs(
     return outputs, files, stats
 
 
-def quarantine_samples(ledger: Ledger, redact: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, list[Any]]:
-    """The first rows of each reason in quarantine order, redacted as the quarantine file is."""
+def quarantine_samples(
+    ledger: Ledger, redact: Callable[[dict[str, Any]], dict[str, Any]], named: set[str] = frozenset()
+) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """The first rows of each reason in quarantine order, and the rows of the `named` records, redacted as the
+    quarantine file is."""
     samples: dict[str, list[Any]] = {}
+    by_id: dict[str, Any] = {}
     for row in ledger.sorted_rows():
         taken = samples.setdefault(row.reason.value, [])
         if len(taken) < SAMPLES_PER_REASON:
             taken.append(redact(row.to_json()))
-    return dict(sorted(samples.items()))
+        if row.record_id in named and row.record_id not in by_id:
+            by_id[row.record_id] = redact(row.to_json())
+    return dict(sorted(samples.items())), by_id
 
 
 def example_samples(settings: Settings, result: TaskResult) -> dict[str, list[dict[str, Any]]]:
@@ -273,7 +279,8 @@ def run(
         dry_run=settings.dry_run,
     )
     if not settings.dry_run:
-        digest = RunDigest(manifest, stats, quarantine_samples(ledger, redact), example_samples(settings, result))
+        samples, named = quarantine_samples(ledger, redact, named_records(stages))
+        digest = RunDigest(manifest, stats, samples, example_samples(settings, result), named)
         documents = write_documents(digest, output_dir)
         outputs.extend(documents)
         files.extend(entry["path"] for entry in documents)

@@ -12,9 +12,13 @@ from markupsafe import Markup, escape
 from distill.output.render import fmt_number
 
 WIDTH, HEIGHT = 420, 190
-LEFT, RIGHT, TOP, BOTTOM = 46, 8, 22, 48
+LEFT, RIGHT, TOP, BOTTOM = 46, 8, 26, 56
 # Colour-blind-safe (Okabe-Ito), cycled for stacked series.
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000")
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _bin_label(low: float, high: float | None) -> str:
@@ -49,24 +53,30 @@ def stacked_bar_chart(
 ) -> Markup:
     """Bars stacked from `series` (name -> one value per label), with a legend when there is more than one series."""
     names = list(series)
+    legend = names[:8] if len(names) > 1 else []
+    top_margin = TOP + 12 * ((len(legend) + 2) // 3)
     totals = [sum(series[name][i] or 0 for name in names) for i in range(len(labels))]
     top = max(totals, default=0) or 1
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - top_margin - BOTTOM
     step = plot_w / max(len(labels), 1)
     bar_w = max(step * 0.8, 1)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{WIDTH}" height="{HEIGHT}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
-        f'<text x="{LEFT}" y="14" class="chart-title">{escape(title)}</text>',
-        f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" y2="{TOP + plot_h}" class="axis"/>',
-        f'<text x="{LEFT - 4}" y="{TOP + 4}" class="tick" text-anchor="end">{escape(fmt_number(top))}</text>',
-        f'<text x="{LEFT - 4}" y="{TOP + plot_h}" class="tick" text-anchor="end">0</text>',
+        f'<text x="4" y="12" class="chart-title">{escape(title)}</text>',
+        f'<line x1="{LEFT}" y1="{top_margin + plot_h}" x2="{WIDTH - RIGHT}" y2="{top_margin + plot_h}" class="axis"/>',
+        f'<text x="{LEFT - 4}" y="{top_margin + 4}" class="tick" text-anchor="end">{escape(fmt_number(top))}</text>',
+        f'<text x="{LEFT - 4}" y="{top_margin + plot_h}" class="tick" text-anchor="end">0</text>',
     ]
+    for k, name in enumerate(legend):
+        lx, ly = 4 + 138 * (k % 3), TOP + 12 * (k // 3)
+        parts.append(f'<rect x="{lx}" y="{ly - 8}" width="8" height="8" fill="{colors[k % len(colors)]}"/>')
+        parts.append(f'<text x="{lx + 11}" y="{ly}" class="tick">{escape(_short(name, 24))}</text>')
     label_every = max(1, len(labels) // 12)
     for i, label in enumerate(labels):
         x = LEFT + i * step + (step - bar_w) / 2
-        base = TOP + plot_h
+        base = top_margin + plot_h
         for k, name in enumerate(names):
             value = series[name][i] or 0
             if value <= 0:
@@ -79,18 +89,11 @@ def stacked_bar_chart(
                 f'fill="{colors[k % len(colors)]}"><title>{escape(tip)}</title></rect>'
             )
         if i % label_every == 0:
-            cx, cy = x + bar_w / 2, TOP + plot_h + 10
+            cx, cy = x + bar_w / 2, top_margin + plot_h + 10
             parts.append(
                 f'<text x="{cx:.2f}" y="{cy}" class="tick" text-anchor="end" '
-                f'transform="rotate(-40 {cx:.2f} {cy})">{escape(label)}</text>'
+                f'transform="rotate(-40 {cx:.2f} {cy})">{escape(_short(label, 22))}</text>'
             )
-    if len(names) > 1:
-        x = LEFT + 150
-        for k, name in enumerate(names[:8]):
-            y = 8 + 10 * (k % 4)
-            lx = x + 120 * (k // 4)
-            parts.append(f'<rect x="{lx}" y="{y - 7}" width="8" height="8" fill="{colors[k % len(colors)]}"/>')
-            parts.append(f'<text x="{lx + 11}" y="{y}" class="tick">{escape(name)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

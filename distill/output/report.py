@@ -54,6 +54,7 @@ def report_context(digest: RunDigest) -> dict[str, Any]:
     sample_rows = {
         row.get("record_id"): row for rows in digest.quarantine_samples.values() for row in rows if row.get("record_id")
     }
+    sample_rows.update(digest.named_samples)
     return {
         "manifest": manifest,
         "counts": manifest["counts"],
@@ -65,7 +66,7 @@ def report_context(digest: RunDigest) -> dict[str, Any]:
         "mix_titles": MIXES,
         "quarantine": _quarantine_view(manifest, digest.quarantine_samples),
         "near_dedup": [_near_dedup_view(stage, sample_rows) for stage in manifest["stages"] if stage.get("kind") == "near_dedup"],
-        "decontamination": [_decontam_view(stage) for stage in manifest["stages"] if stage.get("kind") == "decontaminate"],
+        "decontamination": [_decontam_view(stage, sample_rows) for stage in manifest["stages"] if stage.get("kind") == "decontaminate"],
     }
 
 
@@ -91,21 +92,29 @@ def _quarantine_view(manifest: Mapping[str, Any], samples: Mapping[str, list[dic
     return [{"reason": reason, "count": n, "steps": steps.get(reason, []), "rows": samples.get(reason, [])} for reason, n in ordered]
 
 
+def _sampled_text(sample_rows: Mapping[str, dict[str, Any]], record_id: str | None) -> str | None:
+    """The text of a record's quarantine row, when the digest holds it."""
+    row = sample_rows.get(record_id) if record_id else None
+    record = row.get("record") if row else None
+    return record.get("text") if isinstance(record, dict) else None
+
+
 def _near_dedup_view(stage: Mapping[str, Any], sample_rows: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    clusters = []
-    for cluster in stage.get("largest_clusters", []):
-        row = sample_rows.get(cluster.get("duplicate_record"))
-        record = row.get("record") if row else None
-        text = record.get("text") if isinstance(record, dict) else None
-        clusters.append({**cluster, "duplicate_text": text})
+    clusters = [
+        {**cluster, "duplicate_text": _sampled_text(sample_rows, cluster.get("duplicate_record"))}
+        for cluster in stage.get("largest_clusters", [])
+    ]
     figures = {k: v for k, v in stage.items() if k not in ("step", "kind", "kept", "dropped", "largest_clusters")}
     return {"step": stage["step"], "figures": figures, "clusters": clusters}
 
 
-def _decontam_view(stage: Mapping[str, Any]) -> dict[str, Any]:
+def _decontam_view(stage: Mapping[str, Any], sample_rows: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     items = stage.get("eval_items", {})
     hits = stage.get("hits", {})
-    first = stage.get("first_hits", {})
+    first = {
+        name: {**hit, "text": _sampled_text(sample_rows, hit.get("record_id"))}
+        for name, hit in stage.get("first_hits", {}).items()
+    }
     sets = sorted(set(items) | set(hits), key=lambda name: (-hits.get(name, 0), name))
     rows = [{"eval_set": name, "items": items.get(name), "hits": hits.get(name, 0), "first": first.get(name)} for name in sets]
     figures = {
