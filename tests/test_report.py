@@ -90,7 +90,8 @@ def test_near_duplicate_clusters_and_decontamination_hits_reach_the_report(tmp_p
     assert cluster["size"] == 3 and cluster["survivor"] == "s2" and cluster["duplicate"] == "s3"
     assert stages["decontaminate"]["first_hits"]["trivia"]["record_id"] == "a5"
     html = (tmp_path / REPORT_FILE).read_text()
-    assert "please restart the billing worker" in html  # the duplicate's text, from its quarantine row
+    assert cluster["duplicate_record"] == "a3"  # the duplicate conversation's last record, its text from its quarantine row
+    assert "please restart the billing worker" in html
     assert stages["decontaminate"]["first_hits"]["trivia"]["matched_ngram"] in html
     assert html.count("&lt;script&gt;window.distillPwned") >= 2 and "<script>window" not in html
 

@@ -112,8 +112,8 @@ class NearDedup(GlobalStep[NearKeys]):
         if self.params.scope == "group":
             drops = {record_id: drops[units[m]] for record_id, m in zip(ids, member_of.tolist()) if units[m] in drops}
         self._figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
-        first_record = ids if self.params.scope == "record" else _first_members(ids, member_of, len(units))
-        self._figures["largest_clusters"] = _largest_clusters(survivor, similarity, units, first_record, self.params.scope)
+        shown_record = ids if self.params.scope == "record" else _last_members(ids, member_of, len(units))
+        self._figures["largest_clusters"] = _largest_clusters(survivor, similarity, units, shown_record, self.params.scope)
         return drops
 
     def _cluster(self, signatures: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,20 +148,20 @@ class NearDedup(GlobalStep[NearKeys]):
 LARGEST_CLUSTERS = 5
 
 
-def _first_members(ids: list[str], member_of: np.ndarray, count: int) -> list[str]:
-    """Each group's first record id (records arrive in (created_at, id) order)."""
-    first: dict[int, str] = {}
+def _last_members(ids: list[str], member_of: np.ndarray, count: int) -> list[str]:
+    """Each group's last record id in (created_at, id) order: in a conversation, usually its last answer."""
+    last: dict[int, str] = {}
     for record_id, unit in zip(ids, member_of.tolist()):
-        first.setdefault(unit, record_id)
-    return [first.get(unit, "") for unit in range(count)]
+        last[unit] = record_id
+    return [last.get(unit, "") for unit in range(count)]
 
 
 def _largest_clusters(
-    survivor: np.ndarray, similarity: np.ndarray, units: list[str], first_record: list[str], scope: str
+    survivor: np.ndarray, similarity: np.ndarray, units: list[str], shown_record: list[str], scope: str
 ) -> list[dict[str, Any]]:
     """The LARGEST_CLUSTERS largest clusters (ties: earliest survivor), each with its survivor, its first duplicate,
-    that duplicate's similarity and a record of it (`duplicate_record`, for a report to show its text): bounded,
-    for the manifest."""
+    that duplicate's similarity and a record of it (`duplicate_record`, its last record in group scope, for a report
+    to show its text): bounded, for the manifest."""
     moved = np.flatnonzero(survivor != np.arange(len(survivor)))
     if not len(moved):
         return []
@@ -173,7 +173,7 @@ def _largest_clusters(
             "size": int(sizes[k]) + 1,
             "survivor": shown(units[int(heads[k])]),
             "duplicate": shown(units[int(moved[first_index[k]])]),
-            "duplicate_record": first_record[int(moved[first_index[k]])],
+            "duplicate_record": shown_record[int(moved[first_index[k]])],
             "similarity": round(float(similarity[moved[first_index[k]]]), 4),
         }
         for k in order.tolist()
