@@ -227,3 +227,35 @@ def test_a_sweep_goes_on_past_a_failing_job_and_reports_every_job(browser, tmp_p
     assert rows[0].find_element(By.CSS_SELECTOR, "td.examples").text == f"{examples:,}"
     assert "Input should be less than or equal to 1" in browser.find_element(By.ID, "failures").text
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart")) == 4
+
+
+# -- the shared rendering helpers -------------------------------------------------------------------------------
+
+
+def test_helpers_format_numbers_clip_text_and_cut_long_mixes() -> None:
+    from distill.output.render import clip, fmt_number, md_text, top_counts
+
+    assert fmt_number(1234567) == "1,234,567" and fmt_number(0.5700000000000001) == "0.57" and fmt_number(None) == "–"
+    assert clip("x" * 10, 4) == "xxxx… [6 more characters]"
+    assert md_text("<b>*hi*</b> | `x`") == "&lt;b&gt;\\*hi\\*&lt;/b&gt; \\| \\`x\\`"
+    mix = top_counts({f"t{i}": i for i in range(20)}, limit=3)
+    assert mix == [("t19", 19), ("t18", 18), ("… 18 others", sum(range(18)))]
+
+
+def test_histograms_use_fixed_bins_with_under_and_over() -> None:
+    from distill.output.stats import histogram
+
+    assert histogram([-3, 0, 0.5, 1, 1, 9], (0, 1, 2)) == {"edges": [0, 1, 2], "counts": [2, 2], "under": 1, "over": 1}
+    assert histogram([], (0, 1)) == {"edges": [0, 1], "counts": [0], "under": 0, "over": 0}
+
+
+def test_the_sweep_report_lists_a_job_that_has_not_finished(tmp_path: Path) -> None:
+    from distill.output.sweep import read_jobs, write_sweep_report
+
+    for name, value in (("0", "1"), ("1", "2")):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(f"- split.seed={value}\n- task=sft\n")
+    jobs, swept = read_jobs(tmp_path)
+    assert swept == ["split.seed"] and [job.status for job in jobs] == ["running or stopped"] * 2
+    write_sweep_report(tmp_path)
+    assert "running or stopped" in (tmp_path / "sweep_report.html").read_text()
