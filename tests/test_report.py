@@ -110,10 +110,13 @@ def test_stats_histograms_count_every_example(tmp_path: Path) -> None:
 def test_the_report_stays_bounded_when_records_are_huge(tmp_path: Path) -> None:
     result = run_pipeline(tmp_path)
     stats = json.loads((tmp_path / "stats.json").read_text())
-    line = {"id": "x", "messages": [{"role": "user", "content": "y" * 1_000_000}] * 500}
-    row = {"step": "parse", "reason": "invalid_json", "errors": ["e" * 100_000], "record_id": None, "record": "z" * 65536}
-    html = render_report(RunDigest(result.manifest, stats, {"invalid_json": [row] * 5}, {"sft.train.jsonl": [line] * 3}))
-    assert len(html.encode()) < 1_000_000
+    messages = [{"role": "user", "content": "y" * 1_000_000, "tool_calls": [{"a": "b" * 100_000}]}] * 500
+    line = {"id": "x", "messages": messages, "candidates": [{"messages": messages, "rank": 1}] * 100}
+    row = {"step": "parse", "reason": "invalid_json", "errors": ["e" * 100_000] * 10_000, "record_id": None, "record": "z" * 65536}
+    manifest = {**result.manifest, "outputs": [{"path": f"f{i}", "sha256": "0" * 64} for i in range(100_000)]}
+    stats["files"]["sft.train.jsonl"]["by_tenant"] = {f"tenant-{i}": 1 for i in range(100_000)}
+    html = render_report(RunDigest(manifest, stats, {"invalid_json": [row] * 5}, {"sft.train.jsonl": [line] * 3}))
+    assert len(html.encode()) < 5_000_000
 
 
 def test_a_run_that_exports_nothing_names_the_stage_that_emptied_it(tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ from distill.output.render import (
 
 REPORT_FILE = "report.html"
 MESSAGES_SHOWN = 40
+CANDIDATES_SHOWN = 8
 EVAL_SETS_SHOWN = 50
+FILES_SHOWN = 50
+ERRORS_SHOWN = 5
 MIXES = (("by_category", "category"), ("by_role", "role"), ("by_source", "source"), ("by_tenant", "tenant"))
 HISTOGRAMS = (
     ("tokens_per_example", "tokens per example"),
@@ -57,6 +60,11 @@ def report_context(digest: RunDigest) -> dict[str, Any]:
     sample_rows.update(digest.named_samples)
     return {
         "manifest": manifest,
+        "inputs": manifest["inputs"][:FILES_SHOWN],
+        "outputs": manifest["outputs"][:FILES_SHOWN],
+        "more_inputs": max(0, len(manifest["inputs"]) - FILES_SHOWN),
+        "more_outputs": max(0, len(manifest["outputs"]) - FILES_SHOWN),
+        "errors_shown": ERRORS_SHOWN,
         "counts": manifest["counts"],
         "funnel": funnel_rows(manifest),
         "emptied": emptied_by(manifest),
@@ -131,25 +139,31 @@ def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
 
 
-def _transcript(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    shown = messages[:MESSAGES_SHOWN]
-    return {"messages": shown, "more": len(messages) - len(shown)}
-
-
 def example_view(line: Mapping[str, Any]) -> dict[str, Any]:
     """An exported line as parts a person reads: (label, transcript | text | JSON) in the line's key order, with
     its id, provenance and scores apart. Works for every task's shape: chat messages, prompt/chosen/rejected,
-    candidates or responses (each with its messages), and plain text fields."""
+    candidates or responses (each with its messages), and plain text fields. At most MESSAGES_SHOWN messages in all
+    and CANDIDATES_SHOWN candidates per list, so one huge line cannot blow up the page."""
     parts: list[dict[str, Any]] = []
+    budget = MESSAGES_SHOWN
+
+    def transcript(label: str, messages: list[dict[str, Any]]) -> None:
+        nonlocal budget
+        shown = messages[:budget]
+        budget -= len(shown)
+        parts.append({"label": label, "transcript": {"messages": shown, "more": len(messages) - len(shown)}})
+
     for key, value in line.items():
         if key in META_KEYS:
             continue
         if _is_messages(value):
-            parts.append({"label": key, "transcript": _transcript(value)})
+            transcript(key, value)
         elif isinstance(value, list) and value and all(isinstance(v, dict) and _is_messages(v.get("messages")) for v in value):
-            for i, candidate in enumerate(value, 1):
+            for i, candidate in enumerate(value[:CANDIDATES_SHOWN], 1):
                 scores = ", ".join(f"{k} {candidate[k]}" for k in ("rank", "reward", "reward_source") if candidate.get(k) is not None)
-                parts.append({"label": f"{key} #{i}" + (f" ({scores})" if scores else ""), "transcript": _transcript(candidate["messages"])})
+                transcript(f"{key} #{i}" + (f" ({scores})" if scores else ""), candidate["messages"])
+            if len(value) > CANDIDATES_SHOWN:
+                parts.append({"label": f"{key}: {len(value) - CANDIDATES_SHOWN:,} more not shown", "text": ""})
         elif isinstance(value, str):
             parts.append({"label": key, "text": value})
         elif value is not None:
