@@ -195,3 +195,15 @@ def test_resume_refuses_a_changed_config(tmp_path, corpus):
     assert changed.returncode != 0
     assert changed.stderr.strip().splitlines()[-1].startswith("distill: error: resume=true: the config or the inputs")
     assert "Traceback" not in changed.stderr
+
+
+def test_a_group_larger_than_a_workers_memory_budget_is_a_one_line_error(tmp_path):
+    rows = [{"id": f"r{i}", "session_id": "huge", "role": "user", "text": "x" * 2000} for i in range(300)]
+    path = write_jsonl(tmp_path / "a.jsonl", rows)
+    done = run_cli(
+        [f"source.path={path}", "executor.memory_gb=0.001", "executor.partitions=2", "hydra.run.dir=out"], cwd=tmp_path
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("distill: error: group 'huge' holds 300 records") and "executor.memory_gb" in last
+    assert "Traceback" not in done.stderr

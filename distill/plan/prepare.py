@@ -33,10 +33,13 @@ class ExecutorSettings:
     compress_spills: bool
 
 
+MAX_PARTITIONS = 4096
+
+
 def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
     """Enough partitions that one partition's records fit a worker's share of the memory budget."""
     per_worker = executor.memory_bytes / max(executor.workers, 1) * WORKER_BUDGET_SHARE
-    return max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker))
+    return min(MAX_PARTITIONS, max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker)))
 
 
 def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
