@@ -71,6 +71,7 @@ def sweep_job(config: dict[str, Any]) -> Iterator[None]:
 def exit_status() -> int:
     """Non-zero when a job of the sweep failed."""
     if FAILED_JOBS:
-        print(f"distill: {len(FAILED_JOBS)} job(s) failed: {', '.join(FAILED_JOBS)} (see error.json in each)", file=sys.stderr)
+        failed = ", ".join(FAILED_JOBS)
+        print(f"distill: {len(FAILED_JOBS)} job(s) failed: {failed} (see error.json in each)", file=sys.stderr)
         return EXIT_JOBS_FAILED
     return 0

@@ -34,6 +34,7 @@ HISTOGRAMS = (
     ("rewards", "rewards"),
 )
 # Keys of an example line shown as the example's meta data rather than as content.
+SCORE_KEYS = ("rank", "reward", "reward_source")
 META_KEYS = ("id", "provenance", "group_id", "reward", "reward_source", "label", "rank", "source_run_id")
 
 
@@ -70,11 +71,13 @@ def report_context(digest: RunDigest) -> dict[str, Any]:
         "emptied": emptied_by(manifest),
         "reproduce": reproduce_command(manifest),
         "choices": config_choices(manifest),
-        "files": [_file_view(name, section, digest.example_samples.get(name, [])) for name, section in stats_files.items()],
+        "files": [
+            _file_view(name, section, digest.example_samples.get(name, [])) for name, section in stats_files.items()
+        ],
         "mix_titles": MIXES,
         "quarantine": _quarantine_view(manifest, digest.quarantine_samples),
-        "near_dedup": [_near_dedup_view(stage, sample_rows) for stage in manifest["stages"] if stage.get("kind") == "near_dedup"],
-        "decontamination": [_decontam_view(stage, sample_rows) for stage in manifest["stages"] if stage.get("kind") == "decontaminate"],
+        "near_dedup": [_near_dedup_view(stage, sample_rows) for stage in _stages_of(manifest, "near_dedup")],
+        "decontamination": [_decontam_view(stage, sample_rows) for stage in _stages_of(manifest, "decontaminate")],
     }
 
 
@@ -97,7 +100,14 @@ def _quarantine_view(manifest: Mapping[str, Any], samples: Mapping[str, list[dic
             steps.setdefault(reason, []).append(stage["step"])
     counts = manifest.get("quarantine", {})
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return [{"reason": reason, "count": n, "steps": steps.get(reason, []), "rows": samples.get(reason, [])} for reason, n in ordered]
+    return [
+        {"reason": reason, "count": n, "steps": steps.get(reason, []), "rows": samples.get(reason, [])}
+        for reason, n in ordered
+    ]
+
+
+def _stages_of(manifest: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    return [stage for stage in manifest["stages"] if stage.get("kind") == kind]
 
 
 def _sampled_text(sample_rows: Mapping[str, dict[str, Any]], record_id: str | None) -> str | None:
@@ -124,12 +134,16 @@ def _decontam_view(stage: Mapping[str, Any], sample_rows: Mapping[str, dict[str,
         for name, hit in stage.get("first_hits", {}).items()
     }
     sets = sorted(set(items) | set(hits), key=lambda name: (-hits.get(name, 0), name))
-    rows = [{"eval_set": name, "items": items.get(name), "hits": hits.get(name, 0), "first": first.get(name)} for name in sets]
+    rows = [
+        {"eval_set": name, "items": items.get(name), "hits": hits.get(name, 0), "first": first.get(name)}
+        for name in sets
+    ]
     figures = {
         k: v for k, v in stage.items()
         if k not in ("step", "kind", "kept", "dropped", "hits", "eval_items", "first_hits")
     }
-    return {"step": stage["step"], "figures": figures, "rows": rows[:EVAL_SETS_SHOWN], "more": max(0, len(rows) - EVAL_SETS_SHOWN)}
+    shown = rows[:EVAL_SETS_SHOWN]
+    return {"step": stage["step"], "figures": figures, "rows": shown, "more": len(rows) - len(shown)}
 
 
 # -- examples as transcripts --------------------------------------------------------------------------------------
@@ -137,6 +151,11 @@ def _decontam_view(stage: Mapping[str, Any], sample_rows: Mapping[str, dict[str,
 
 def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def _is_candidates(value: Any) -> bool:
+    """A list of candidates or responses, each with its own messages."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and _is_messages(v.get("messages")) for v in value)
 
 
 def example_view(line: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,9 +177,9 @@ def example_view(line: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if _is_messages(value):
             transcript(key, value)
-        elif isinstance(value, list) and value and all(isinstance(v, dict) and _is_messages(v.get("messages")) for v in value):
+        elif _is_candidates(value):
             for i, candidate in enumerate(value[:CANDIDATES_SHOWN], 1):
-                scores = ", ".join(f"{k} {candidate[k]}" for k in ("rank", "reward", "reward_source") if candidate.get(k) is not None)
+                scores = ", ".join(f"{k} {candidate[k]}" for k in SCORE_KEYS if candidate.get(k) is not None)
                 transcript(f"{key} #{i}" + (f" ({scores})" if scores else ""), candidate["messages"])
             if len(value) > CANDIDATES_SHOWN:
                 parts.append({"label": f"{key}: {len(value) - CANDIDATES_SHOWN:,} more not shown", "text": ""})

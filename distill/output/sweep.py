@@ -47,6 +47,10 @@ class Job:
         return total / weight if weight else None
 
     @property
+    def examples(self) -> int | None:
+        return (self.manifest or {}).get("counts", {}).get("examples")
+
+    @property
     def tokens_mean(self) -> float | None:
         return self._weighted("tokens_per_example", "mean")
 
@@ -109,7 +113,8 @@ def sweep_context(sweep_dir: Path) -> dict[str, Any]:
     plotted = ranked[:REASONS_PLOTTED]
     # Short axis labels: the job and its swept values (the table names the keys).
     labels = [
-        " ".join([f"#{job.name}", *(job.overrides.get(key, "-") for key in swept)] + ([] if job.manifest else [f"({job.status})"]))
+        " ".join([f"#{job.name}", *(job.overrides.get(key, "-") for key in swept)])
+        + ("" if job.manifest else f" ({job.status})")
         for job in jobs
     ]
     series = {reason: [job.dropped.get(reason, 0) for job in jobs] for reason in plotted}
@@ -120,7 +125,7 @@ def sweep_context(sweep_dir: Path) -> dict[str, Any]:
         return [value(job) or 0 for job in jobs]
 
     charts = [
-        bar_chart("examples kept per job", list(zip(labels, per_job(lambda j: (j.manifest or {}).get("counts", {}).get("examples"))))),
+        bar_chart("examples kept per job", list(zip(labels, per_job(lambda j: j.examples)))),
         stacked_bar_chart("quarantined rows per job, by reason", labels, series),
         bar_chart("mean tokens per example", list(zip(labels, per_job(lambda j: j.tokens_mean)))),
         bar_chart("mean reward", list(zip(labels, per_job(lambda j: j.reward_mean)))),
