@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from helpers import run_cli, run_pipeline, write_jsonl
 
+from jsonschema import Draft202012Validator
+
 from distill.output.documents import RunDigest
 from distill.output.report import REPORT_FILE, render_report
 from distill.output.render import emptied_by, funnel_rows
+from distill.validation import load_schema
 
 SCRIPT = "<script>window.distillPwned = 1; document.title = 'pwned';</script>"
 LEAK = "the capital of the small island nation is a harbour town founded by fishermen in the ninth century"
@@ -217,6 +220,7 @@ def test_a_sweep_goes_on_past_a_failing_job_and_reports_every_job(browser, tmp_p
     error = json.loads((sweep / "1" / "error.json").read_text())
     source = f"source.path={logs / 'logs.jsonl'}"
     assert error["overrides"] == [source, "split.eval_fraction=7"] and error["error"] == "ConfigError"
+    Draft202012Validator(load_schema("job_error")).validate(error)
     manifest = json.loads((sweep / "2" / "manifest.json").read_text())
     assert manifest["command"] == f"distill {source} split.eval_fraction=0.3"  # this job's own command
 
