@@ -243,7 +243,7 @@ def test_folder_names_cannot_climb_out_of_coverage(tmp_path: Path) -> None:
     for name in directories:
         assert (coverage / name).resolve().parent == coverage
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "coverage", "manifest.json", "quarantine.jsonl", "stats.json",
+        "coverage", "manifest.json", "quarantine.jsonl", "report.html", "stats.json",
     ]
 
 
