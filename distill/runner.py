@@ -245,6 +245,7 @@ def run(
         result = build_examples(settings.task, sides, ledger)
         counts = ledger.close(set(result.exported))
         counts["examples"] = result.examples
+        counts["input_lines"] = settings.source.input_lines()
         stages = stage_entries(parse_report, chain_reports, len(kept), settings.task, result)
         outputs, files = write_outputs(settings, output_dir, result, stages, ledger)
 

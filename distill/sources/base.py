@@ -47,6 +47,11 @@ class Source(ABC):
         File sources append one entry per file to `self._inputs` as they finish reading it."""
         return list(self._inputs)
 
+    def input_lines(self) -> int:
+        """For the manifest's `counts.input_lines`, after `read`: lines (or columnar rows) read. A line may yield
+        several records, so this can be less than `input_rows`."""
+        return sum(entry.get("rows") or 0 for entry in self.inputs())
+
     def to_record(self, row: Any, origin: Origin, fallback_id: str) -> Parsed:
         """Maps one decoded row onto a Record, or a `schema_violation` quarantine row saying what is wrong."""
         if not isinstance(row, dict):

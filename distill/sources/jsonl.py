@@ -1,58 +1,22 @@
 from __future__ import annotations
 
-import glob
-import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from distill.errors import DistillError
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+from distill.sources.files import numbered_lines, resolve_files, with_compression
+
+
+JSONL_SUFFIXES = with_compression((".jsonl", ".json", ".ndjson"))
 
 
 class JsonlParams(SourceParams):
     path: str
-
-
-def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
-    """(root, files in sorted order) for a file, a directory (searched recursively) or a glob."""
-    path = Path(pattern).expanduser()
-    if path.is_file():
-        return path.parent, [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
-        if not files:
-            raise DistillError(f"{key}: no {'/'.join(suffixes)} files under {pattern}")
-        return path, files
-    if glob.has_magic(pattern):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
-        if not files:
-            raise DistillError(f"{key}: the glob {pattern} matches no file")
-        root = Path(os.path.commonpath([str(p.parent) for p in files]))
-        return root, files
-    raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
-
-
-def numbered_lines(
-    path: Path, origin_path: str, inputs: list[dict[str, Any]], **entry: Any
-) -> Iterator[tuple[bytes, Origin]]:
-    """The file's non-blank lines with their origin; once read, appends {path, sha256, rows, **entry} to `inputs`."""
-    digest = hashlib.sha256()
-    rows = 0
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            digest.update(line)
-            if not line.strip():
-                continue
-            rows += 1
-            yield line, Origin(path=origin_path, line=number)
-    inputs.append({"path": str(path.resolve()), "sha256": digest.hexdigest(), "rows": rows, **entry})
 
 
 @SOURCES.register("jsonl")
@@ -60,7 +24,7 @@ class JsonlSource(Source):
     """JSON Lines files: one logged record per line, read in sorted file order, line by line.
 
     A line that is not UTF-8 (`invalid_utf8`) or not JSON (`invalid_json`) becomes a quarantine row and the rest of
-    the file is still read; blank lines are not rows.
+    the file is still read; blank lines are not rows. Files may be gzip, zstd, bz2 or xz compressed.
     """
 
     kind = "jsonl"
@@ -69,14 +33,18 @@ class JsonlSource(Source):
 
 
     def check(self) -> None:
-        self.root, self.files = resolve_files(self.params.path, "source.path", (".jsonl", ".json", ".ndjson"))
+        self.root, self.files = resolve_files(self.params.path, "source.path", JSONL_SUFFIXES)
 
     def read(self) -> Iterator[Parsed]:
         self.check()
         self._inputs = []
         for path in self.files:
-            for line, origin in numbered_lines(path, path.relative_to(self.root).as_posix(), self._inputs):
-                yield self._parse_line(line, origin)
+            yield from self.read_file(path, path.relative_to(self.root).as_posix())
+
+    def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
+        """One file's rows (a map shard); appends its entry to the inputs once read."""
+        for line, origin in numbered_lines(path, relative, self._inputs):
+            yield self._parse_line(line, origin)
 
     def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
         fallback_id = f"{origin.path}:{origin.line}"

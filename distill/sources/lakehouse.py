@@ -8,7 +8,6 @@ ROOT/data/evidence/YYYY/MM/DD/<stem>.jsonl      one EvidenceRecord per line (sam
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +20,12 @@ from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
-from distill.sources.jsonl import numbered_lines
+from distill.sources.files import file_sha256, numbered_lines, read_bytes, with_compression
 
 SCORED_DIR = Path("data/scored-runs")
 EVIDENCE_DIR = Path("data/evidence")
 PARSE_STEP = "parse"
+SCORED_SUFFIXES = with_compression((".jsonl",))
 
 # Scored-run keys the join consumes; every other key of either row is kept under `metadata`.
 _SCORED_KEYS = {"evidence_run_id", "evidence_task_id", "category", "reasons", "provenance"}
@@ -47,8 +47,8 @@ class EvidenceIndex:
         self.sha256: str | None = None
         if not path.is_file():
             return
-        data = path.read_bytes()
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        data = read_bytes(path, "source.root")
+        self.sha256 = file_sha256(path)
         for line in data.splitlines():
             if not line.strip():
                 continue
@@ -136,7 +136,7 @@ class LakehouseSource(Source):
         scored_dir = self.root / SCORED_DIR
         if not scored_dir.is_dir():
             raise DistillError(f"source.root: no {SCORED_DIR.as_posix()}/ directory under {self.params.root}")
-        self.scored_files = sorted(p for p in scored_dir.rglob("*.jsonl") if p.is_file())
+        self.scored_files = sorted(p for p in scored_dir.rglob("*") if p.is_file() and p.name.endswith(SCORED_SUFFIXES))
         if not self.scored_files:
             raise DistillError(f"source.root: no .jsonl files under {(self.root / SCORED_DIR).as_posix()}")
 
@@ -144,24 +144,26 @@ class LakehouseSource(Source):
         self.check()
         self._inputs = []
         for scored_path in self.scored_files:
-            partition = scored_path.relative_to(self.root / SCORED_DIR)
-            evidence = EvidenceIndex(self.root / EVIDENCE_DIR / partition)
-            yield from self._read_scored_file(scored_path, evidence)
-            if evidence.sha256 is not None:
-                self._inputs.append(
-                    {
-                        "path": str(evidence.path.resolve()),
-                        "sha256": evidence.sha256,
-                        "rows": evidence.lines,
-                        "role": "evidence",
-                        "unreadable_rows": evidence.unreadable,
-                    }
-                )
+            yield from self.read_file(scored_path, scored_path.relative_to(self.root).as_posix())
 
-    def _read_scored_file(self, path: Path, evidence: EvidenceIndex) -> Iterator[Parsed]:
-        relative = path.relative_to(self.root).as_posix()
-        for line, origin in numbered_lines(path, relative, self._inputs, role="scored"):
+    def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
+        """One scored-runs file joined with its evidence file (a map shard); appends both to the inputs."""
+        evidence = EvidenceIndex(self.root / EVIDENCE_DIR / path.relative_to(self.root / SCORED_DIR))
+        for line, origin in numbered_lines(path, relative, self._inputs, key="source.root", role="scored"):
             yield self._parse_scored(line, origin, evidence)
+        if evidence.sha256 is not None:
+            self._inputs.append(
+                {
+                    "path": str(evidence.path.resolve()),
+                    "sha256": evidence.sha256,
+                    "rows": evidence.lines,
+                    "role": "evidence",
+                    "unreadable_rows": evidence.unreadable,
+                }
+            )
+
+    def input_lines(self) -> int:
+        return sum(entry["rows"] for entry in self._inputs if entry.get("role") == "scored")
 
     def _parse_scored(self, line: bytes, origin: Origin, evidence: EvidenceIndex) -> Parsed:
         # Quarantine rows are keyed by the line (origin), not the run id: a run id may repeat across scored rows,

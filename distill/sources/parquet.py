@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,22 +10,12 @@ from distill.errors import DistillError
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
-from distill.sources.jsonl import resolve_files
-
-HASH_CHUNK_BYTES = 1 << 20
+from distill.sources.files import file_sha256, resolve_files
 
 
 class ParquetParams(SourceParams):
     path: str
     batch_rows: PositiveInt = 4096
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @SOURCES.register("parquet")
@@ -59,13 +48,16 @@ class ParquetSource(Source):
         self.check()
         self._inputs = []
         for path in self.files:
-            relative = path.relative_to(self.root).as_posix()
-            rows = 0
-            with self._open(path) as handle:
-                batches = handle.iter_batches(batch_size=self.params.batch_rows)
-                for parsed in parse_batches(
-                    self, batches, lambda row: Origin(path=relative, row=row), lambda row: f"{relative}#{row}"
-                ):
-                    rows += 1
-                    yield parsed
-            self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": rows})
+            yield from self.read_file(path, path.relative_to(self.root).as_posix())
+
+    def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
+        """One file's rows (a map shard); appends its entry to the inputs once read."""
+        rows = 0
+        with self._open(path) as handle:
+            batches = handle.iter_batches(batch_size=self.params.batch_rows)
+            for parsed in parse_batches(
+                self, batches, lambda row: Origin(path=relative, row=row), lambda row: f"{relative}#{row}"
+            ):
+                rows += 1
+                yield parsed
+        self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": rows})

@@ -1,0 +1,158 @@
+"""Reading input files: which files a path names, and their bytes whatever the compression.
+
+One place for every reader (file sources, the lakehouse, eval sets): gzip, zstd, bz2 and xz are recognised by their
+magic bytes (so a misnamed file still reads) as well as by suffix; a binary file of no known compression, or a
+compressed file that is cut short or corrupt, is a one-line `DistillError`, never decoded as text.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import hashlib
+import io
+import lzma
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from distill.errors import DistillError
+from distill.record import Origin
+
+HASH_CHUNK_BYTES = 1 << 20
+SNIFF_BYTES = 8192
+
+# Magic bytes -> compression name.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2", ".xz": "xz"}
+
+
+def with_compression(suffixes: tuple[str, ...]) -> tuple[str, ...]:
+    """The suffixes, each also followed by every compression suffix: `.jsonl` -> `.jsonl`, `.jsonl.gz`, ..."""
+    return (*suffixes, *(s + c for s in suffixes for c in COMPRESSION_SUFFIXES))
+
+
+def strip_compression(name: str) -> str:
+    """`HumanEval.jsonl.gz` -> `HumanEval.jsonl`."""
+    for suffix in COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def compression_of(path: Path, key: str) -> str | None:
+    """The file's compression by its magic bytes (None: plain). A suffix that promises a compression the bytes do
+    not have, or a binary file of no known compression, is a DistillError naming `key`."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as error:
+        raise DistillError(f"{key}: cannot read {path} ({error.strerror or error})") from None
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    promised = COMPRESSION_SUFFIXES.get(path.suffix)
+    if promised is not None:
+        raise DistillError(f"{key}: {path} is named as {promised} but its bytes are not {promised}")
+    if b"\x00" in head:
+        raise DistillError(f"{key}: {path} is a binary file of no known compression (gzip, zstd, bz2, xz), not text")
+    return None
+
+
+def _open(path: Path, compression: str | None) -> IO[bytes]:
+    if compression == "gzip":
+        return gzip.open(path, "rb")
+    if compression == "bz2":
+        return bz2.open(path, "rb")
+    if compression == "xz":
+        return lzma.open(path, "rb")
+    if compression == "zstd":
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), read_across_frames=True, closefd=True)
+        return io.BufferedReader(reader)  # zstandard's reader has no readline: buffer it for line iteration
+    return path.open("rb")
+
+
+# What a truncated or corrupt stream raises while it is read, per library.
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, lzma.LZMAError)
+try:
+    import zstandard as _zstandard
+
+    _STREAM_ERRORS = (*_STREAM_ERRORS, _zstandard.ZstdError)
+except ImportError:  # pragma: no cover - a base dependency
+    pass
+
+
+@contextmanager
+def open_input(path: Path, key: str) -> Iterator[IO[bytes]]:
+    """The file's decompressed bytes as a binary stream. Errors while opening or reading it (a truncated or corrupt
+    compressed file) become one DistillError naming `key` and the file."""
+    compression = compression_of(path, key)
+    try:
+        with _open(path, compression) as handle:
+            yield handle
+    except _STREAM_ERRORS as error:
+        what = f"{compression} file" if compression else "file"
+        raise DistillError(f"{key}: {path}: unreadable {what} ({error})") from None
+
+
+def read_bytes(path: Path, key: str) -> bytes:
+    with open_input(path, key) as handle:
+        return handle.read()
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file as it is on disk (compressed or not): what the manifest lists."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
+    """(root, files in sorted order) for a file, a directory (searched recursively for `suffixes`) or a glob."""
+    path = Path(pattern).expanduser()
+    if path.is_file():
+        return path.parent, [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+        if not files:
+            raise DistillError(f"{key}: no {'/'.join(suffixes)} files under {pattern}")
+        return path, files
+    if glob.has_magic(pattern):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
+        if not files:
+            raise DistillError(f"{key}: the glob {pattern} matches no file")
+        root = Path(os.path.commonpath([str(p.parent) for p in files]))
+        return root, files
+    raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
+
+
+def numbered_lines(
+    path: Path, origin_path: str, inputs: list[dict[str, Any]], key: str = "source.path", **entry: Any
+) -> Iterator[tuple[bytes, Origin]]:
+    """The file's non-blank lines (decompressed) with their origin; once read, appends
+    {path, sha256 (of the file on disk), rows, **entry} to `inputs`."""
+    compression = compression_of(path, key)
+    digest = hashlib.sha256() if compression is None else None
+    rows = 0
+    with open_input(path, key) as handle:
+        for number, line in enumerate(handle, start=1):
+            if digest is not None:
+                digest.update(line)
+            if not line.strip():
+                continue
+            rows += 1
+            yield line, Origin(path=origin_path, line=number)
+    sha256 = digest.hexdigest() if digest is not None else file_sha256(path)
+    inputs.append({"path": str(path.resolve()), "sha256": sha256, "rows": rows, **entry})
