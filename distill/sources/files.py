@@ -19,7 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from distill.errors import DistillError
+from distill.quarantine import QuarantineRow
+from distill.reasons import Reason
 from distill.record import Origin
 
 HASH_CHUNK_BYTES = 1 << 20
@@ -156,3 +160,19 @@ def numbered_lines(
             yield line, Origin(path=origin_path, line=number)
     sha256 = digest.hexdigest() if digest is not None else file_sha256(path)
     inputs.append({"path": str(path.resolve()), "sha256": sha256, "rows": rows, **entry})
+
+
+def decode_line(line: bytes, origin: Origin, row_id: str) -> Any:
+    """One JSON line decoded, or the quarantine row saying why not (`invalid_utf8`, `invalid_json`)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as bad_bytes:
+            text = line.decode("utf-8", errors="replace")
+            return QuarantineRow(
+                "parse", Reason.invalid_utf8, (f"byte {bad_bytes.start}: {bad_bytes.reason}",),
+                row_id, origin, text.rstrip("\r\n"),
+            )
+        return QuarantineRow("parse", Reason.invalid_json, (str(error),), row_id, origin, text.rstrip("\r\n"))

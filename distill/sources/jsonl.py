@@ -3,13 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
-
 from distill.quarantine import QuarantineRow
-from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
-from distill.sources.files import numbered_lines, resolve_files, with_compression
+from distill.sources.files import decode_line, numbered_lines, resolve_files, with_compression
 
 
 JSONL_SUFFIXES = with_compression((".jsonl", ".json", ".ndjson"))
@@ -48,16 +45,5 @@ class JsonlSource(Source):
 
     def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
         fallback_id = f"{origin.path}:{origin.line}"
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as error:
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as bad_bytes:
-                text = line.decode("utf-8", errors="replace")
-                return QuarantineRow(
-                    "parse", Reason.invalid_utf8, (f"byte {bad_bytes.start}: {bad_bytes.reason}",),
-                    fallback_id, origin, text.rstrip("\r\n"),
-                )
-            return QuarantineRow("parse", Reason.invalid_json, (str(error),), fallback_id, origin, text.rstrip("\r\n"))
-        return self.to_record(row, origin, fallback_id)
+        row = decode_line(line, origin, fallback_id)
+        return row if isinstance(row, QuarantineRow) else self.to_record(row, origin, fallback_id)

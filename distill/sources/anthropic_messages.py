@@ -1,0 +1,121 @@
+"""Anthropic Messages API logs: request/response pairs whose content is a list of blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from distill.record import Role
+from distill.sources.base import SOURCES
+from distill.sources.chatlog import (
+    Call,
+    ChatLogSource,
+    FormatError,
+    Turn,
+    leftovers,
+    require_dict,
+    require_list,
+    text_of,
+    tool_call,
+)
+from distill.sources.openai_chat import CONVERSATION_KEYS, conversation_of
+
+TIME_KEYS = ("created_at", "timestamp", "time")
+
+
+def _joined(texts: list[str]) -> str | None:
+    return "\n".join(texts) if texts else None
+
+
+def _result_text(content: Any) -> str:
+    """A tool_result's content: text, or text blocks; anything else as JSON."""
+    text = text_of(content)
+    if text is not None:
+        return text
+    return orjson.dumps(content).decode() if content is not None else ""
+
+
+def message_turns(message: Any, where: str) -> list[Turn]:
+    """One Messages API message as turns. A user message's `tool_result` blocks are tool turns (in order, before
+    its text); an assistant message is one turn: `text` blocks its text, `tool_use` its tool calls, `thinking` its
+    reasoning. Other blocks (images, documents, redacted thinking) stay in `metadata.content_blocks`."""
+    message = require_dict(message, where)
+    role = message.get("role")
+    if role not in (Role.user.value, Role.assistant.value):
+        raise FormatError(f"{where}.role: {role!r} is neither user nor assistant")
+    content = message.get("content")
+    if isinstance(content, str):
+        return [Turn(role=role, text=content, metadata=leftovers(message, ("role", "content")))]
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[dict[str, Any]] = []
+    tools: list[Turn] = []
+    others: list[Any] = []
+    for block in require_list(content, f"{where}.content"):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "thinking":
+            thinking.append(block.get("thinking") or "")
+        elif kind == "tool_use":
+            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
+        elif kind == "tool_result":
+            extra = leftovers(block, ("type", "tool_use_id", "content"))
+            tools.append(Turn(role=Role.tool.value, text=_result_text(block.get("content")),
+                              tool_call_id=block.get("tool_use_id"), metadata=extra))
+        else:
+            others.append(block)
+    metadata = leftovers(message, ("role", "content"))
+    if others:
+        metadata["content_blocks"] = others
+    if role == Role.user.value:
+        user = [Turn(role=role, text=_joined(texts), metadata=metadata)] if texts or others or not tools else []
+        return [*tools, *user]
+    return [Turn(role=role, text=_joined(texts), tool_calls=calls or None, reasoning=_joined(thinking), metadata=metadata)]
+
+
+@SOURCES.register("anthropic_messages")
+class AnthropicMessagesSource(ChatLogSource):
+    """Anthropic Messages API logs, one call per line: `{"request": {system, messages, tools, model, ...},
+    "response": {id, content: [blocks], stop_reason, usage}, "created_at": ...}`.
+
+    `system` (text or text blocks) is the system turn; content blocks map as in `message_turns`; the response is the
+    answer: `usage.output_tokens` its `tokens_used`, `id` its `run_id`. The time is the line's `created_at` (or
+    `timestamp`); the conversation is `conversation_id` / `session_id` / `thread_id` of the line or of
+    `request.metadata`, else the one whose opening the call repeats.
+    """
+
+    kind = "anthropic_messages"
+
+    def calls(self, item: Any) -> Iterable[Call]:
+        item = require_dict(item, "the line")
+        request = require_dict(item.get("request"), "request")
+        response = require_dict(item.get("response"), "response")
+        messages: list[Turn] = []
+        system = request.get("system")
+        if system is not None:
+            messages.append(Turn(role=Role.system.value, text=text_of(system)))
+        for index, message in enumerate(require_list(request.get("messages"), "request.messages")):
+            messages.extend(message_turns(message, f"request.messages[{index}]"))
+        answer = message_turns({"role": "assistant", "content": response.get("content")}, "response")
+        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        fields = {"run_id": response.get("id"), "tokens_used": usage.get("output_tokens")}
+        metadata = leftovers(item, ("request", "response", *CONVERSATION_KEYS, *TIME_KEYS))
+        request_rest = leftovers(request, ("system", "messages"))
+        response_rest = leftovers(response, ("content", "id", "role"))
+        if request_rest:
+            metadata["request"] = request_rest
+        if response_rest:
+            metadata["response"] = response_rest
+        return [
+            Call(
+                messages=messages,
+                outputs=answer,
+                conversation=conversation_of(item, request.get("metadata")),
+                created_at=next((item[key] for key in TIME_KEYS if item.get(key) is not None), None),
+                fields={k: v for k, v in fields.items() if v is not None},
+                metadata=metadata,
+            )
+        ]
