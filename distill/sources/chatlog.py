@@ -213,10 +213,10 @@ class HistoryMerger:
                     node.fields.setdefault(name, value)
                 for name, value in call.metadata.items():
                     node.metadata.setdefault(name, value)
-                if turn.role == Role.assistant.value:
-                    self.answers.setdefault(prefix, set()).add(key)
             else:
                 chain = key
+            if turn.role == Role.assistant.value:
+                self.answers.setdefault(prefix, set()).add(key)
         return first + len(turns)
 
     def _session(self, call: Call, line_label: str) -> tuple[str, bool]:
