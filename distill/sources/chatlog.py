@@ -43,6 +43,7 @@ from distill.sources.files import (
     numbered_lines,
     read_bytes,
     resolve_files,
+    row_label,
     strip_compression,
     with_compression,
 )
@@ -186,7 +187,7 @@ class HistoryMerger:
         """Adds one call logged at `origin`; its turns are numbered from `first` within the line (a line may hold
         several calls). Returns the next number."""
         created = parse_timestamp(call.created_at)
-        line_label = origin.label()
+        line_label = row_label(origin)
         session, named = self._session(call, line_label)
         chain = sha256_hex(f"conversation\x1f{session}")
         turns = [(turn, False) for turn in call.messages] + [(turn, True) for turn in call.outputs]
@@ -315,7 +316,7 @@ class ChatLogSource(Source):
         rejected: list[QuarantineRow] = []
         skipped: dict[str, int] = {}
         for origin, item in self._items(path, relative):
-            row_id = origin.label()
+            row_id = row_label(origin)
             if isinstance(item, QuarantineRow):
                 rejected.append(item)
                 continue
@@ -359,7 +360,7 @@ class ChatLogSource(Source):
                     yield Origin(path=relative, row=row), item
                 return
         for line, origin in numbered_lines(path, relative, self._inputs):
-            yield origin, decode_line(line, origin, origin.label())
+            yield origin, decode_line(line, origin, row_label(origin))
 
     def _listed(self, document: Any) -> list[Any]:
         if isinstance(document, list):

@@ -52,6 +52,13 @@ def strip_compression(name: str) -> str:
     return name
 
 
+def row_label(origin: Origin) -> str:
+    """`origin.label()` without a compression suffix: ids derived from it stay the same when a file is compressed."""
+    if origin.path is None:
+        return origin.label()
+    return origin.model_copy(update={"path": strip_compression(origin.path)}).label()
+
+
 def compression_of(path: Path, key: str) -> str | None:
     """The file's compression by its magic bytes (None: plain). A suffix that promises a compression the bytes do
     not have, or a binary file of no known compression, is a DistillError naming `key`."""

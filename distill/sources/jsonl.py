@@ -6,7 +6,7 @@ from pathlib import Path
 from distill.quarantine import QuarantineRow
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
-from distill.sources.files import decode_line, numbered_lines, resolve_files, with_compression
+from distill.sources.files import decode_line, numbered_lines, resolve_files, row_label, with_compression
 
 
 JSONL_SUFFIXES = with_compression((".jsonl", ".json", ".ndjson"))
@@ -44,6 +44,6 @@ class JsonlSource(Source):
             yield self._parse_line(line, origin)
 
     def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
-        fallback_id = f"{origin.path}:{origin.line}"
+        fallback_id = row_label(origin)
         row = decode_line(line, origin, fallback_id)
         return row if isinstance(row, QuarantineRow) else self.to_record(row, origin, fallback_id)
