@@ -254,3 +254,46 @@ def _without_paths(rows):
          if isinstance(row["record"], dict) and "origin" in row["record"] else row["record"]}
         for row in rows
     ]
+
+
+# A compact chat template that reads messages the way the Qwen3 template does: `reasoning_content` in <think>,
+# `tool_calls[].function.{name, arguments}` (arguments as an object) in <tool_call>, tool messages in
+# <tool_response>.
+CHAT_TEMPLATE = (
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{%- if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}"
+    "{%- for c in m.tool_calls or [] %}<tool_call>{\"name\": \"{{ c.function.name }}\", \"arguments\": "
+    "{{ c.function.arguments | tojson }}}</tool_call>{% endfor %}<|im_end|>\n"
+    "{%- elif m.role == 'tool' %}<|im_start|>user\n<tool_response>{{ m.content }}</tool_response><|im_end|>\n"
+    "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endif %}"
+    "{%- endfor %}"
+)
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_each_sft_export_loads_with_datasets_and_renders_its_tool_calls_through_trl(tmp_path, kind):
+    from task_fixtures import load_with_datasets
+
+    trl_data = pytest.importorskip("trl.data_utils")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models
+
+    export(tmp_path, kind, None, "task.include_reasoning=true")
+    rows = load_with_datasets(tmp_path / "out" / "sft.jsonl", tmp_path / "cache")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")), unk_token="[UNK]")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    calls = 0
+    for row in rows:
+        assert trl_data.is_conversational(row)
+        text = trl_data.apply_chat_template({"messages": row["messages"]}, tokenizer)["text"]
+        for message in row["messages"]:
+            for call in message.get("tool_calls") or []:
+                calls += 1
+                assert f'"name": "{call["function"]["name"]}"' in text
+                assert json.dumps({k: v for k, v in call["function"]["arguments"].items() if v is not None}) in text
+            if message["role"] == "tool":
+                assert f"<tool_response>{message['content']}</tool_response>" in text
+    assert calls >= 1
+    assert "<think>" in "".join(trl_data.apply_chat_template({"messages": r["messages"]}, tokenizer)["text"] for r in rows)
