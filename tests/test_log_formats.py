@@ -297,3 +297,18 @@ def test_each_sft_export_loads_with_datasets_and_renders_its_tool_calls_through_
                 assert f"<tool_response>{message['content']}</tool_response>" in text
     assert calls >= 1
     assert "<think>" in "".join(trl_data.apply_chat_template({"messages": r["messages"]}, tokenizer)["text"] for r in rows)
+
+
+@pytest.mark.parametrize("task", ["preference", "rollout"])
+def test_preference_and_rollout_lines_carry_tool_call_ids_and_reasoning_only_when_asked(tmp_path, task):
+    texts = {}
+    for name, extra in (("plain", []), ("reasoned", ["task.include_reasoning=true"])):
+        out = tmp_path / name
+        result = run_pipeline(out, ["source=langfuse", f"source.path={LOGS / FORMATS['langfuse'][0]}", "split=none",
+                                    f"task={task}", *extra])
+        assert result.manifest["stages"][-1]["dropped"] == {}  # nothing refused by the line schema at write time
+        texts[name] = (out / f"{task}.jsonl").read_text()
+    assert '"tool_call_id":"call_L1"' in texts["plain"].replace(" ", "")
+    assert "reasoning_content" not in texts["plain"]
+    if task == "rollout":  # every candidate is a response, the one with reasoning too
+        assert "reasoning_content" in texts["reasoned"]
