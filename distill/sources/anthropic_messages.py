@@ -5,36 +5,35 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from distill.record import Role
 from distill.sources.base import SOURCES
 from distill.sources.chatlog import (
     Call,
     ChatLogSource,
     FormatError,
+    PartKinds,
     Turn,
     leftovers,
     require_dict,
     require_list,
+    split_parts,
     text_of,
-    tool_call,
 )
 from distill.sources.openai_chat import CONVERSATION_KEYS, conversation_of
 
 TIME_KEYS = ("created_at", "timestamp", "time")
 
 
+BLOCKS = PartKinds(
+    text=("text", "text"),
+    reasoning=("thinking", "thinking"),
+    call=("tool_use", "id", "name", "input"),
+    reply=("tool_result", "tool_use_id", "content"),
+)
+
+
 def _joined(texts: list[str]) -> str | None:
     return "\n".join(texts) if texts else None
-
-
-def _result_text(content: Any) -> str:
-    """A tool_result's content: text, or text blocks; anything else as JSON."""
-    text = text_of(content)
-    if text is not None:
-        return text
-    return orjson.dumps(content).decode() if content is not None else ""
 
 
 def message_turns(message: Any, where: str) -> list[Turn]:
@@ -46,34 +45,17 @@ def message_turns(message: Any, where: str) -> list[Turn]:
     if role not in (Role.user.value, Role.assistant.value):
         raise FormatError(f"{where}.role: {role!r} is neither user nor assistant")
     content = message.get("content")
-    if isinstance(content, str):
-        return [Turn(role=role, text=content, metadata=leftovers(message, ("role", "content")))]
-    texts: list[str] = []
-    thinking: list[str] = []
-    calls: list[dict[str, Any]] = []
-    tools: list[Turn] = []
-    others: list[Any] = []
-    for block in require_list(content, f"{where}.content"):
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text":
-            texts.append(block.get("text") or "")
-        elif kind == "thinking":
-            thinking.append(block.get("thinking") or "")
-        elif kind == "tool_use":
-            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
-        elif kind == "tool_result":
-            extra = leftovers(block, ("type", "tool_use_id", "content"))
-            tools.append(Turn(role=Role.tool.value, text=_result_text(block.get("content")),
-                              tool_call_id=block.get("tool_use_id"), metadata=extra))
-        else:
-            others.append(block)
     metadata = leftovers(message, ("role", "content"))
-    if others:
-        metadata["content_blocks"] = others
+    if isinstance(content, str):
+        return [Turn(role=role, text=content, metadata=metadata)]
+    parts = split_parts(content, BLOCKS, f"{where}.content")
+    if parts.others:
+        metadata["content_blocks"] = parts.others
     if role == Role.user.value:
-        user = [Turn(role=role, text=_joined(texts), metadata=metadata)] if texts or others or not tools else []
-        return [*tools, *user]
-    return [Turn(role=role, text=_joined(texts), tool_calls=calls or None, reasoning=_joined(thinking), metadata=metadata)]
+        user = [Turn(role=role, text=_joined(parts.texts), metadata=metadata)] if parts.texts or parts.others or not parts.replies else []
+        return [*parts.replies, *user]
+    return [Turn(role=role, text=_joined(parts.texts), tool_calls=parts.calls or None, reasoning=_joined(parts.reasoning),
+                 metadata=metadata)]
 
 
 @SOURCES.register("anthropic_messages")

@@ -160,6 +160,63 @@ def require_list(value: Any, what: str) -> list[Any]:
     return value
 
 
+@dataclass(frozen=True)
+class PartKinds:
+    """How a format names the parts of a message (content blocks, OTel parts): the part `type` and the keys that
+    hold what distill reads from it."""
+
+    text: tuple[str, str]
+    """(type, key of the text)"""
+    reasoning: tuple[str, str]
+    """(type, key of the reasoning text)"""
+    call: tuple[str, str, str, str]
+    """(type, key of the call id, of the tool name, of the arguments)"""
+    reply: tuple[str, str, str]
+    """(type, key of the id of the call answered, of the result)"""
+
+
+@dataclass
+class Parts:
+    """A message's parts, sorted by what they are."""
+
+    texts: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    replies: list[Turn] = field(default_factory=list)
+    others: list[Any] = field(default_factory=list)
+
+
+def reply_text(value: Any) -> str:
+    """A tool result as text: text (or text parts) as it is, anything else as JSON."""
+    text = text_of(value)
+    if text is not None:
+        return text
+    return orjson.dumps(value).decode() if value is not None else ""
+
+
+def split_parts(parts: Any, kinds: PartKinds, where: str) -> Parts:
+    """Sorts a message's parts: texts, reasoning, tool calls, tool replies (each a tool turn) and the rest."""
+    found = Parts()
+    for part in require_list(parts, where):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == kinds.text[0]:
+            found.texts.append(part.get(kinds.text[1]) or "")
+        elif kind == kinds.reasoning[0]:
+            found.reasoning.append(part.get(kinds.reasoning[1]) or "")
+        elif kind == kinds.call[0]:
+            _, id_key, name_key, arguments_key = kinds.call
+            found.calls.append(tool_call(part.get(id_key), part.get(name_key), part.get(arguments_key)))
+        elif kind == kinds.reply[0]:
+            _, id_key, result_key = kinds.reply
+            extra = leftovers(part, ("type", id_key, result_key))
+            found.replies.append(
+                Turn(role=Role.tool.value, text=reply_text(part.get(result_key)), tool_call_id=part.get(id_key), metadata=extra)
+            )
+        else:
+            found.others.append(part)
+    return found
+
+
 @dataclass
 class _Node:
     """One turn of one conversation, however many calls repeated it."""

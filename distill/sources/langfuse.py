@@ -3,13 +3,19 @@ JSONL)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from distill.record import Role
 from distill.sources.base import SOURCES
-from distill.sources.chatlog import Call, ChatLogSource, Skipped, Turn, leftovers, require_dict
-from distill.sources.langsmith import FeedbackParams, chat_turn, feedback_fields, generation_turns, input_turns, json_column
+from distill.sources.chatlog import Call, Turn, leftovers, require_dict
+from distill.sources.langsmith import (
+    TraceExportSource,
+    chat_turn,
+    feedback_fields,
+    generation_turns,
+    input_turns,
+    json_column,
+)
 
 # The API lists observations in camelCase; blob-storage exports write the same fields in snake_case.
 _ALIASES = {
@@ -52,7 +58,7 @@ def _scores(scores: Any) -> dict[str, float]:
 
 
 @SOURCES.register("langfuse")
-class LangfuseSource(ChatLogSource):
+class LangfuseSource(TraceExportSource):
     """Langfuse observations: the API listing (`{"data": [...]}` or a list, as JSON), one observation per JSONL
     line, or an export (Parquet; camelCase or snake_case keys). Observations of type `GENERATION` are calls; spans
     and events are skipped and counted in the manifest input's `skipped`.
@@ -65,15 +71,11 @@ class LangfuseSource(ChatLogSource):
     """
 
     kind = "langfuse"
-    Params = FeedbackParams
-    params: FeedbackParams
-    suffixes = (".jsonl", ".json", ".ndjson", ".parquet")
     listing_keys = ("data",)
+    type_key = "type"
+    call_type = "GENERATION"
 
-    def calls(self, item: Any) -> Iterable[Call | Skipped]:
-        row = require_dict(item, "the observation")
-        if row.get("type") != "GENERATION":
-            return [Skipped(str(row.get("type") or "unknown"))]
+    def call(self, row: dict[str, Any]) -> Call:
         outputs = _answers(row.get("output"))
         usage = json_column(_get(row, "usageDetails")) or json_column(row.get("usage")) or {}
         tokens = usage.get("output") if isinstance(usage, dict) else None
@@ -88,13 +90,11 @@ class LangfuseSource(ChatLogSource):
         if usage:
             metadata["usage_details"] = usage
         conversation = _get(row, "sessionId") or _get(row, "traceId")
-        return [
-            Call(
-                messages=input_turns(row.get("input"), "input"),
-                outputs=outputs,
-                conversation=str(conversation) if conversation else None,
-                created_at=_get(row, "startTime"),
-                fields={k: v for k, v in fields.items() if v is not None},
-                metadata=metadata,
-            )
-        ]
+        return Call(
+            messages=input_turns(row.get("input"), "input"),
+            outputs=outputs,
+            conversation=str(conversation) if conversation else None,
+            created_at=_get(row, "startTime"),
+            fields={k: v for k, v in fields.items() if v is not None},
+            metadata=metadata,
+        )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -149,13 +150,34 @@ def generation_turns(outputs: Any) -> list[Turn]:
     raise FormatError("outputs: no generations")
 
 
+class TraceExportSource(ChatLogSource):
+    """What tracing-platform exports share: items of one type are model calls, the others are skipped; the API
+    listing (JSON), JSONL or Parquet; feedback or scores as reward and label."""
+
+    Params = FeedbackParams
+    params: FeedbackParams
+    suffixes = (".jsonl", ".json", ".ndjson", ".parquet")
+    type_key: ClassVar[str]
+    call_type: ClassVar[str]
+
+    def calls(self, item: Any) -> Iterable[Call | Skipped]:
+        row = require_dict(item, "the item")
+        if row.get(self.type_key) != self.call_type:
+            return [Skipped(str(row.get(self.type_key) or "unknown"))]
+        return [self.call(row)]
+
+    @abstractmethod
+    def call(self, row: dict[str, Any]) -> Call:
+        """The model call one item of the call type logs."""
+
+
 _RUN_KEYS = (
     "id", "run_type", "inputs", "outputs", "start_time", "feedback_stats", "trace_id", "completion_tokens", "extra",
 )
 
 
 @SOURCES.register("langsmith")
-class LangSmithSource(ChatLogSource):
+class LangSmithSource(TraceExportSource):
     """LangSmith runs: the runs API listing (`{"runs": [...]}` or a list, as JSON), one run per JSONL line, or a
     bulk export (Parquet, nested columns as JSON text). Runs of type `llm` are calls; other runs (chains, tools,
     retrievers) are skipped and counted in the manifest input's `skipped`.
@@ -168,15 +190,11 @@ class LangSmithSource(ChatLogSource):
     """
 
     kind = "langsmith"
-    Params = FeedbackParams
-    params: FeedbackParams
-    suffixes = (".jsonl", ".json", ".ndjson", ".parquet")
     listing_keys = ("runs",)
+    type_key = "run_type"
+    call_type = "llm"
 
-    def calls(self, item: Any) -> Iterable[Call | Skipped]:
-        run = require_dict(item, "the run")
-        if run.get("run_type") != "llm":
-            return [Skipped(str(run.get("run_type") or "unknown"))]
+    def call(self, run: dict[str, Any]) -> Call:
         outputs = generation_turns(run.get("outputs"))
         extra = json_column(run.get("extra"))
         extra = extra if isinstance(extra, dict) else {}
@@ -195,13 +213,11 @@ class LangSmithSource(ChatLogSource):
             metadata["extra"] = extra
         if feedback:
             metadata["feedback_stats"] = feedback
-        return [
-            Call(
-                messages=input_turns(run.get("inputs"), "inputs.messages"),
-                outputs=outputs,
-                conversation=str(conversation or run.get("trace_id") or "") or None,
-                created_at=run.get("start_time"),
-                fields={k: v for k, v in fields.items() if v is not None},
-                metadata=metadata,
-            )
-        ]
+        return Call(
+            messages=input_turns(run.get("inputs"), "inputs.messages"),
+            outputs=outputs,
+            conversation=str(conversation or run.get("trace_id") or "") or None,
+            created_at=run.get("start_time"),
+            fields={k: v for k, v in fields.items() if v is not None},
+            metadata=metadata,
+        )

@@ -15,14 +15,15 @@ from distill.sources.chatlog import (
     Call,
     ChatLogSource,
     FormatError,
+    PartKinds,
     Skipped,
     Turn,
     leftovers,
     require_dict,
     require_list,
     role_of,
+    split_parts,
     text_of,
-    tool_call,
 )
 from distill.sources.openai_chat import openai_turn
 
@@ -77,35 +78,29 @@ def structured(value: Any, what: str) -> Any:
     return value
 
 
+PARTS = PartKinds(
+    text=("text", "content"),
+    reasoning=("reasoning", "content"),
+    call=("tool_call", "id", "name", "arguments"),
+    reply=("tool_call_response", "id", "response"),
+)
+
+
 def part_turns(message: Any, where: str) -> list[Turn]:
     """One semantic-convention message {role, parts, name?, finish_reason?} as turns: `text` parts its text,
     `tool_call` parts its tool calls, `reasoning` parts its reasoning; each `tool_call_response` part a tool turn.
     Other parts (blobs, uris, files) stay in `metadata.parts`."""
     message = require_dict(message, where)
     role = role_of(message.get("role"))
-    texts, reasoning, calls, replies, others = [], [], [], [], []
-    for part in require_list(message.get("parts"), f"{where}.parts"):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            texts.append(part.get("content") or "")
-        elif kind == "reasoning":
-            reasoning.append(part.get("content") or "")
-        elif kind == "tool_call":
-            calls.append(tool_call(part.get("id"), part.get("name"), part.get("arguments")))
-        elif kind == "tool_call_response":
-            response = part.get("response")
-            text = response if isinstance(response, str) else orjson.dumps(response).decode()
-            replies.append(Turn(role=Role.tool.value, text=text, tool_call_id=part.get("id")))
-        else:
-            others.append(part)
+    parts = split_parts(message.get("parts"), PARTS, f"{where}.parts")
     metadata = leftovers(message, ("role", "parts"))
-    if others:
-        metadata["parts"] = others
-    if replies and not texts and not calls:
-        return replies
-    turn = Turn(role=role, text="".join(texts) if texts else None, tool_calls=calls or None,
-                reasoning="\n".join(reasoning) if reasoning else None, metadata=metadata)
-    return [*replies, turn]
+    if parts.others:
+        metadata["parts"] = parts.others
+    if parts.replies and not parts.texts and not parts.calls:
+        return parts.replies
+    turn = Turn(role=role, text="".join(parts.texts) if parts.texts else None, tool_calls=parts.calls or None,
+                reasoning="\n".join(parts.reasoning) if parts.reasoning else None, metadata=metadata)
+    return [*parts.replies, turn]
 
 
 def _event_body(event: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +177,7 @@ class OtelGenAiSource(ChatLogSource):
         events = span.get("events") or []
         has_events = any(isinstance(e, dict) and (e.get("name") in EVENT_ROLES or e.get("name") == CHOICE_EVENT) for e in events)
         if operation not in INFERENCE_OPERATIONS and not has_events:
-            return Skipped(str(operation or span.get("name") or "span"))
+            return Skipped(str(operation or "other"))
         where = f"span {span.get('spanId')}"
         if "gen_ai.input.messages" in attrs or "gen_ai.output.messages" in attrs:
             inputs: list[Turn] = []
