@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,6 +27,26 @@ class SourceParams(BaseModel):
 Parsed = Record | QuarantineRow
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One independently readable piece of a source's input, numbered in the plan's read order: a byte range of a
+    plain text file (with the number of its first line, so origins and derived ids stay those of a whole-file read),
+    a whole file, or the whole source when the source cannot be cut."""
+
+    index: int
+    path: str | None = None
+    """The file (absolute); None: the whole source is one shard."""
+    relative: str | None = None
+    start: int = 0
+    stop: int | None = None
+    """The byte range [start, stop) of a text file; None: to the end of the file."""
+    first_line: int = 1
+    size: int = 0
+    """Bytes to read, for planning and progress."""
+    sha256: str | None = None
+    """The whole file's hash, when the plan computed it while cutting the file."""
+
+
 class Source(ABC):
     kind: ClassVar[str]
     Params: ClassVar[type[SourceParams]] = SourceParams
@@ -42,15 +64,28 @@ class Source(ABC):
     def read(self) -> Iterator[Parsed]:
         """Every input row, in a deterministic order, as a Record or a quarantine row."""
 
+    def shards(self, target_bytes: int) -> list[Shard]:
+        """The input cut into pieces of about `target_bytes` that the plan maps in parallel. A source that cannot be
+        cut is one shard."""
+        return [Shard(0)]
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        """Every row of one shard, in order. The default reads the whole source (a one-shard source)."""
+        return self.read()
+
+    def shard_inputs(self, shard: Shard) -> list[dict[str, Any]]:
+        """After `read_shard`: the manifest's input entries for what it read (summed per file by the plan)."""
+        return self.inputs()
+
     def inputs(self) -> list[dict[str, Any]]:
         """For the manifest, after `read`: what was read ([{path, sha256, rows}] or [{uri, version, rows}]).
         File sources append one entry per file to `self._inputs` as they finish reading it."""
         return list(self._inputs)
 
-    def input_lines(self) -> int:
-        """For the manifest's `counts.input_lines`, after `read`: lines (or columnar rows) read. A line may yield
-        several records, so this can be less than `input_rows`."""
-        return sum(entry.get("rows") or 0 for entry in self.inputs())
+    def input_lines(self, inputs: list[dict[str, Any]]) -> int:
+        """The manifest's `counts.input_lines` from its `inputs` entries: lines (or columnar rows) read. A line may
+        yield several records, so this can be less than `input_rows`."""
+        return sum(entry.get("rows") or 0 for entry in inputs)
 
     def to_record(self, row: Any, origin: Origin, fallback_id: str) -> Parsed:
         """Maps one decoded row onto a Record, or a `schema_violation` quarantine row saying what is wrong."""
@@ -73,6 +108,47 @@ class Source(ABC):
             return QuarantineRow(
                 "parse", Reason.schema_violation, validation_messages(error), record_id, origin, row
             )
+
+
+class FileSource(Source):
+    """A source of files (`source.path`: a file, a directory searched recursively for `suffixes`, or a glob), read in
+    sorted order one file at a time by `read_file`. Each file is one map shard: a format whose records depend on
+    earlier lines of the same file (history merging) reads it as one unit."""
+
+    suffixes: ClassVar[tuple[str, ...]]
+
+    def check(self) -> None:
+        from distill.sources.files import resolve_files
+
+        self.root, self.files = resolve_files(self.params.path, "source.path", self.suffixes)  # type: ignore[attr-defined]
+
+    def read(self) -> Iterator[Parsed]:
+        self.check()
+        self._inputs = []
+        for path in self.files:
+            yield from self.read_file(path, path.relative_to(self.root).as_posix())
+
+    @abstractmethod
+    def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
+        """One file's rows, in order (`relative`: its path from the source root, for origins and ids); appends the
+        file's manifest entry to `self._inputs` once read."""
+
+    def shards(self, target_bytes: int) -> list[Shard]:
+        self.check()
+        return [
+            Shard(index, str(path), path.relative_to(self.root).as_posix(), size=path.stat().st_size)
+            for index, path in enumerate(self.files)
+        ]
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        if shard.path is None:
+            yield from self.read()
+            return
+        self._inputs = []
+        yield from self.read_file(Path(shard.path), shard.relative or Path(shard.path).name)
+
+    def shard_inputs(self, shard: Shard) -> list[dict[str, Any]]:
+        return list(self._inputs)
 
 
 def validation_messages(error: ValidationError) -> tuple[str, ...]:

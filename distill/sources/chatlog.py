@@ -36,7 +36,7 @@ from distill.hashing import canonical_json, sha256_hex
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin, Role, format_timestamp, parse_timestamp
-from distill.sources.base import Parsed, Source, SourceParams
+from distill.sources.base import FileSource, Parsed, SourceParams
 from distill.sources.files import (
     decode_line,
     file_sha256,
@@ -341,7 +341,7 @@ class ChatLogParams(SourceParams):
     batch_rows: PositiveInt = 4096
 
 
-class ChatLogSource(Source):
+class ChatLogSource(FileSource):
     """A file source of logged calls: JSONL (one item per line), a JSON document (an API listing: its items) or,
     where the format has bulk exports, Parquet (one item per row), any of them compressed (Parquet aside)."""
 
@@ -354,13 +354,7 @@ class ChatLogSource(Source):
     def check(self) -> None:
         plain = tuple(s for s in self.suffixes if s != ".parquet")
         suffixes = with_compression(plain) + ((".parquet",) if ".parquet" in self.suffixes else ())
-        self.root, self.files = resolve_files(self.params.path, "source.path", suffixes)
-
-    def read(self) -> Iterator[Parsed]:
-        self.check()
-        self._inputs = []
-        for path in self.files:
-            yield from self.read_file(path, path.relative_to(self.root).as_posix())
+        self.root, self.files = resolve_files(self.params.path, "source.path", suffixes)  # Parquet: never compressed
 
     @abstractmethod
     def calls(self, item: Any) -> Iterable[Call | Skipped]:

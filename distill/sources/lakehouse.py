@@ -19,7 +19,7 @@ from distill.errors import DistillError
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
-from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+from distill.sources.base import SOURCES, FileSource, Parsed, SourceParams
 from distill.sources.files import file_sha256, numbered_lines, read_bytes, with_compression
 
 SCORED_DIR = Path("data/scored-runs")
@@ -116,7 +116,7 @@ def joined_row(scored: dict[str, Any], evidence: dict[str, Any], provenance: dic
 
 
 @SOURCES.register("lakehouse")
-class LakehouseSource(Source):
+class LakehouseSource(FileSource):
     """Scored runs joined with their evidence rows (`source.root`), partitions and lines in sorted order.
 
     Each scored-runs file is read with the evidence file of the same relative path, and that file is read once.
@@ -136,15 +136,9 @@ class LakehouseSource(Source):
         scored_dir = self.root / SCORED_DIR
         if not scored_dir.is_dir():
             raise DistillError(f"source.root: no {SCORED_DIR.as_posix()}/ directory under {self.params.root}")
-        self.scored_files = sorted(p for p in scored_dir.rglob("*") if p.is_file() and p.name.endswith(SCORED_SUFFIXES))
-        if not self.scored_files:
+        self.files = sorted(p for p in scored_dir.rglob("*") if p.is_file() and p.name.endswith(SCORED_SUFFIXES))
+        if not self.files:
             raise DistillError(f"source.root: no .jsonl files under {(self.root / SCORED_DIR).as_posix()}")
-
-    def read(self) -> Iterator[Parsed]:
-        self.check()
-        self._inputs = []
-        for scored_path in self.scored_files:
-            yield from self.read_file(scored_path, scored_path.relative_to(self.root).as_posix())
 
     def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
         """One scored-runs file joined with its evidence file (a map shard); appends both to the inputs."""
@@ -162,8 +156,8 @@ class LakehouseSource(Source):
                 }
             )
 
-    def input_lines(self) -> int:
-        return sum(entry["rows"] for entry in self._inputs if entry.get("role") == "scored")
+    def input_lines(self, inputs: list[dict[str, Any]]) -> int:
+        return sum(entry["rows"] for entry in inputs if entry.get("role") == "scored")
 
     def _parse_scored(self, line: bytes, origin: Origin, evidence: EvidenceIndex) -> Parsed:
         # Quarantine rows are keyed by the line (origin), not the run id: a run id may repeat across scored rows,

@@ -8,9 +8,9 @@ from pydantic import PositiveInt
 
 from distill.errors import DistillError
 from distill.record import Origin
-from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+from distill.sources.base import SOURCES, FileSource, Parsed, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
-from distill.sources.files import file_sha256, resolve_files
+from distill.sources.files import file_sha256
 
 
 class ParquetParams(SourceParams):
@@ -19,7 +19,7 @@ class ParquetParams(SourceParams):
 
 
 @SOURCES.register("parquet")
-class ParquetSource(Source):
+class ParquetSource(FileSource):
     """Parquet files (a file, a directory searched recursively, or a glob), read in sorted file order and streamed
     in record batches (pyarrow), so a file larger than memory is never loaded whole.
 
@@ -30,11 +30,11 @@ class ParquetSource(Source):
     kind = "parquet"
     Params = ParquetParams
     params: ParquetParams
-
+    suffixes = (".parquet",)
 
     def check(self) -> None:
         self.parquet = import_columnar("pyarrow.parquet", "source.kind")
-        self.root, self.files = resolve_files(self.params.path, "source.path", (".parquet",))
+        super().check()
         for path in self.files:
             self._open(path).close()
 
@@ -43,12 +43,6 @@ class ParquetSource(Source):
             return self.parquet.ParquetFile(path)
         except (OSError, ValueError) as error:
             raise DistillError(f"source.path: {path} is not a readable Parquet file ({error})") from None
-
-    def read(self) -> Iterator[Parsed]:
-        self.check()
-        self._inputs = []
-        for path in self.files:
-            yield from self.read_file(path, path.relative_to(self.root).as_posix())
 
     def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
         """One file's rows (a map shard); appends its entry to the inputs once read."""
