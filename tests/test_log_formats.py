@@ -312,3 +312,23 @@ def test_preference_and_rollout_lines_carry_tool_call_ids_and_reasoning_only_whe
     assert "reasoning_content" not in texts["plain"]
     if task == "rollout":  # every candidate is a response, the one with reasoning too
         assert "reasoning_content" in texts["reasoned"]
+
+
+@pytest.mark.parametrize("kind", ["openai_chat", "langsmith"])
+def test_a_directory_of_logs_maps_one_file_per_shard_on_worker_processes(tmp_path, kind):
+    fixture = LOGS / FORMATS[kind][0]
+    logs = tmp_path / "logs"
+    for name in ("a", "b"):  # the same log twice: the second file's turns are the first one's ids again
+        (logs / name).mkdir(parents=True)
+        shutil.copy(fixture, logs / name / fixture.name)
+    (logs / "b" / fixture.name).rename(logs / "b" / (fixture.name + ".gz"))
+    (logs / "b" / (fixture.name + ".gz")).write_bytes(gzip.compress(fixture.read_bytes(), mtime=0))
+    outputs = {}
+    for workers in (1, 2):
+        _, quarantine, result = export(tmp_path / str(workers), kind, logs, f"executor.workers={workers}")
+        counts = result.manifest["counts"]
+        assert counts["input_lines"] == 2 * FORMATS[kind][2]
+        assert counts["input_rows"] == counts["exported_records"] + counts["quarantined_rows"]
+        outputs[workers] = ((tmp_path / str(workers) / "out" / "sft.jsonl").read_bytes(), quarantine)
+    assert outputs[1] == outputs[2]
+    assert "duplicate" in {row["reason"] for row in outputs[2][1]}  # a named conversation's turns, read again

@@ -144,6 +144,8 @@ class FileSource(Source):
         if shard.path is None:
             yield from self.read()
             return
+        if not hasattr(self, "files"):  # a worker builds its own source from the config: check it once there
+            self.check()
         self._inputs = []
         yield from self.read_file(Path(shard.path), shard.relative or Path(shard.path).name)
 
