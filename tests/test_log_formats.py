@@ -332,3 +332,27 @@ def test_a_directory_of_logs_maps_one_file_per_shard_on_worker_processes(tmp_pat
         outputs[workers] = ((tmp_path / str(workers) / "out" / "sft.jsonl").read_bytes(), quarantine)
     assert outputs[1] == outputs[2]
     assert "duplicate" in {row["reason"] for row in outputs[2][1]}  # a named conversation's turns, read again
+
+
+def test_a_jsonl_line_holding_a_listing_page_gives_its_items(tmp_path):
+    page = json.loads((LOGS / FORMATS["langfuse"][0]).read_text())
+    path = tmp_path / "pages.jsonl"
+    path.write_text(json.dumps(page) + "\n")
+    from_listing, _, _ = parsed("langfuse")
+    from_page, rejected, _ = parsed("langfuse", path)
+    assert len(from_page) == len(from_listing) and len(rejected) == 1  # the bad observation takes its line along
+
+
+def test_a_bad_span_is_quarantined_alone_and_the_other_spans_of_its_line_are_read(tmp_path):
+    lines = (LOGS / "otel_genai.jsonl").read_text().splitlines()
+    batch = json.loads(lines[0])
+    spans = batch["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    broken = json.loads(json.dumps(spans[1]))
+    for attribute in broken["attributes"]:
+        if attribute["key"] == "gen_ai.input.messages":
+            attribute["value"]["stringValue"] = "[{\"role\": \"narrator\", \"parts\": []}]"
+    spans.insert(2, broken)
+    path = tmp_path / "otel.jsonl"
+    path.write_text(json.dumps(batch) + "\n")
+    records, (rejected,), _ = parsed("otel_genai", path)
+    assert len(records) == 3 and rejected.record_id == "otel.jsonl:1@2" and "narrator" in rejected.errors[0]

@@ -22,7 +22,7 @@ lands in the record's `metadata`.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -97,6 +97,32 @@ class Skipped:
     """An item of the log that is no model call (a chain or tool run, a span of another kind): counted, not a row."""
 
     kind: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One item of a line that holds several (spans of an OTLP batch, runs of a listing page) that is not the format:
+    quarantined alone (`schema_violation`), the line's other items still read."""
+
+    why: str
+    item: Any
+
+
+# What a value of the wrong kind deep inside an item raises.
+WRONG_KIND = (ValueError, TypeError, AttributeError, KeyError)
+
+
+def per_item(items: Iterable[Any], parse: Callable[[Any], Iterable[Call | Skipped | Rejected]]) -> list[Call | Skipped | Rejected]:
+    """The calls of every item, an item that fails becoming `Rejected` instead of failing its whole line."""
+    found: list[Call | Skipped | Rejected] = []
+    for item in items:
+        try:
+            found.extend(parse(item))
+        except FormatError as error:
+            found.append(Rejected(str(error), item))
+        except WRONG_KIND as error:
+            found.append(Rejected(f"{type(error).__name__}: {error}", item))
+    return found
 
 
 def text_of(value: Any) -> str | None:
@@ -357,7 +383,7 @@ class ChatLogSource(FileSource):
         self.root, self.files = resolve_files(self.params.path, "source.path", suffixes)  # Parquet: never compressed
 
     @abstractmethod
-    def calls(self, item: Any) -> Iterable[Call | Skipped]:
+    def calls(self, item: Any) -> Iterable[Call | Skipped | Rejected]:
         """The calls one logged item holds. Raises FormatError when the item is not the format."""
 
     def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
@@ -376,14 +402,19 @@ class ChatLogSource(FileSource):
             except FormatError as error:
                 rejected.append(QuarantineRow(PARSE_STEP, Reason.schema_violation, (str(error),), row_id, origin, item))
                 continue
-            except (ValueError, TypeError, AttributeError, KeyError) as error:  # a value of the wrong kind, deep inside
+            except WRONG_KIND as error:  # a value of the wrong kind, deep inside
                 why = f"not the {self.kind} format ({type(error).__name__}: {error})"
                 rejected.append(QuarantineRow(PARSE_STEP, Reason.schema_violation, (why,), row_id, origin, item))
                 continue
             numbered = 0
-            for call in found:
+            for index, call in enumerate(found):
                 if isinstance(call, Skipped):
                     skipped[call.kind] = skipped.get(call.kind, 0) + 1
+                    continue
+                if isinstance(call, Rejected):
+                    rejected.append(QuarantineRow(
+                        PARSE_STEP, Reason.schema_violation, (call.why,), f"{row_id}@{index}", origin, call.item
+                    ))
                     continue
                 try:
                     numbered = merger.add(call, origin, numbered)

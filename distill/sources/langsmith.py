@@ -15,9 +15,11 @@ from distill.sources.chatlog import (
     ChatLogParams,
     ChatLogSource,
     FormatError,
+    Rejected,
     Skipped,
     Turn,
     leftovers,
+    per_item,
     require_dict,
     text_of,
     tool_call,
@@ -160,8 +162,11 @@ class TraceExportSource(ChatLogSource):
     type_key: ClassVar[str]
     call_type: ClassVar[str]
 
-    def calls(self, item: Any) -> Iterable[Call | Skipped]:
+    def calls(self, item: Any) -> Iterable[Call | Skipped | Rejected]:
         row = require_dict(item, "the item")
+        for key in self.listing_keys:  # a JSONL line holding a whole listing page
+            if isinstance(row.get(key), list) and self.type_key not in row:
+                return per_item(row[key], self.calls)
         if row.get(self.type_key) != self.call_type:
             return [Skipped(str(row.get(self.type_key) or "unknown"))]
         return [self.call(row)]

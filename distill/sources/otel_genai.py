@@ -16,9 +16,11 @@ from distill.sources.chatlog import (
     ChatLogSource,
     FormatError,
     PartKinds,
+    Rejected,
     Skipped,
     Turn,
     leftovers,
+    per_item,
     require_dict,
     require_list,
     role_of,
@@ -167,9 +169,9 @@ class OtelGenAiSource(ChatLogSource):
 
     kind = "otel_genai"
 
-    def calls(self, item: Any) -> Iterable[Call | Skipped]:
+    def calls(self, item: Any) -> Iterable[Call | Skipped | Rejected]:
         item = require_dict(item, "the line")
-        return [self._span_call(resource, scope, span) for resource, scope, span in spans(item)]
+        return per_item(spans(item), lambda found: [self._span_call(*found)])
 
     def _span_call(self, resource: dict[str, Any], scope: dict[str, Any], span: dict[str, Any]) -> Call | Skipped:
         attrs = attributes(span.get("attributes"))
