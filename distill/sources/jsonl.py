@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from distill.quarantine import QuarantineRow
 from distill.record import Origin, Record
 from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
-from distill.sources.files import compression_of, decode_line, numbered_lines, resolve_files, row_label, with_compression
+from distill.sources.files import compression_of, decode_line, numbered_lines, row_label, with_compression
 
 JSONL_SUFFIXES = with_compression((".jsonl", ".json", ".ndjson"))
 
