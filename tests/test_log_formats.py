@@ -356,3 +356,17 @@ def test_a_bad_span_is_quarantined_alone_and_the_other_spans_of_its_line_are_rea
     path.write_text(json.dumps(batch) + "\n")
     records, (rejected,), _ = parsed("otel_genai", path)
     assert len(records) == 3 and rejected.record_id == "otel.jsonl:1@2" and "narrator" in rejected.errors[0]
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_every_produced_record_fits_the_input_record_schema(kind):
+    from distill.validation import load_schema
+
+    validator = __import__("jsonschema").Draft202012Validator(load_schema("input_record"))
+    records, _, _ = parsed(kind)
+    for record in records:
+        row = record.to_json()
+        row.pop("origin", None)
+        validator.validate(row)
+    assert any(r.reasoning for r in records)
+    assert any(r.tool_call_id for r in records) or kind == "sharegpt"  # ShareGPT pairs calls and replies in order
