@@ -7,7 +7,6 @@ from typing import Any
 
 from distill.record import Role
 from distill.sources.base import SOURCES
-from distill.sources.chatlog import Call, Turn, leftovers, require_dict
 from distill.sources.langsmith import (
     TraceExportSource,
     chat_turn,
@@ -16,6 +15,7 @@ from distill.sources.langsmith import (
     input_turns,
     json_column,
 )
+from distill.sources.messages import Call, Turn, leftovers, require_dict
 
 # The API lists observations in camelCase; blob-storage exports write the same fields in snake_case.
 _ALIASES = {

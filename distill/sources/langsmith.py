@@ -10,10 +10,9 @@ import orjson
 
 from distill.record import Role
 from distill.sources.base import SOURCES
-from distill.sources.chatlog import (
+from distill.sources.chatlog import ChatLogParams, ChatLogSource
+from distill.sources.messages import (
     Call,
-    ChatLogParams,
-    ChatLogSource,
     FormatError,
     Rejected,
     Skipped,

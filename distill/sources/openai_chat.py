@@ -11,10 +11,10 @@ import orjson
 from distill.errors import DistillError
 from distill.record import Role
 from distill.sources.base import SOURCES
-from distill.sources.chatlog import (
+from distill.sources.chatlog import ChatLogParams, ChatLogSource
+from distill.sources.files import numbered_lines, resolve_files, with_compression
+from distill.sources.messages import (
     Call,
-    ChatLogParams,
-    ChatLogSource,
     FormatError,
     Turn,
     leftovers,
@@ -24,7 +24,6 @@ from distill.sources.chatlog import (
     text_of,
     tool_call,
 )
-from distill.sources.files import numbered_lines, resolve_files, with_compression
 
 # Message roles of other names: `developer` is the newer name of `system`; `function` the legacy tool reply.
 ROLE_ALIASES = {"developer": Role.system.value, "function": Role.tool.value}

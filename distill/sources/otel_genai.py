@@ -11,9 +11,9 @@ import orjson
 
 from distill.record import Role
 from distill.sources.base import SOURCES
-from distill.sources.chatlog import (
+from distill.sources.chatlog import ChatLogSource
+from distill.sources.messages import (
     Call,
-    ChatLogSource,
     FormatError,
     PartKinds,
     Rejected,

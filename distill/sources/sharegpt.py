@@ -10,7 +10,8 @@ import orjson
 
 from distill.record import Role
 from distill.sources.base import SOURCES
-from distill.sources.chatlog import Call, ChatLogSource, FormatError, Turn, leftovers, require_dict, require_list, tool_call
+from distill.sources.chatlog import ChatLogSource
+from distill.sources.messages import Call, FormatError, Turn, leftovers, require_dict, require_list, tool_call
 
 # `from` values -> roles. function_call / observation are LLaMA-Factory's tool call and tool result.
 SPEAKERS = {
