@@ -58,7 +58,7 @@ class ExecutorConfig(BaseModel):
     workers: PositiveInt | None = None
     """Worker processes for map and reduce; null: every core this process may use."""
     memory_gb: float | None = Field(default=None, gt=0)
-    """The memory budget the partition count follows; null: a quarter of the machine, at most 1 GB per worker."""
+    """The memory budget the partition count follows; null: a quarter of the machine, at most 0.75 GB per worker."""
     partitions: PositiveInt | None = None
     """Fix the partition count instead of deriving it from the input size and the budget."""
     shard_mb: float = Field(default=64, gt=0)
@@ -94,7 +94,7 @@ def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
         memory = int(config.memory_gb * 2**30)
     else:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        memory = min(total // 4, workers * 2**30)
+        memory = min(total // 4, workers * 3 * 2**28)
     return ExecutorSettings(
         config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills
     )

@@ -19,7 +19,6 @@ from distill.output.files import write_json
 from distill.output.manifest import build_manifest
 from distill.output.writers import dataset_writer
 from distill.plan.context import Layout, PlanContext
-from distill.plan.decide import decide
 from distill.plan.merge import merge
 from distill.plan.prepare import prepare
 from distill.plan.spill import read_marker
@@ -93,7 +92,7 @@ def run(
         map_results = [finished[s.index] for s in shards]
         shard_ids = [s.index for s in shards]
 
-        decisions = decide(ctx, shard_ids)
+        decisions = executor.run_decide(ctx, shard_ids)
 
         reduced = {p: read_marker(layout.reduce_done(p)) for p in range(partitions)}
         todo_partitions = [p for p, result in reduced.items() if result is None]

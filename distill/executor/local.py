@@ -14,6 +14,7 @@ from typing import Any
 from distill.executor.progress import Progress
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
+from distill.plan.decide import Decisions, decide
 from distill.plan.map import MapResult, map_shard
 from distill.plan.reduce import ReduceResult, reduce_partition
 from distill.sources.base import Shard
@@ -32,6 +33,12 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
     ctx.setup()
     writer = dataset_writer(settings.task, layout.root.parent, layout, settings.output_format, compress)
     _WORKER.update(ctx=ctx, writer=writer, shards=shards)
+
+
+def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
+    ctx = _WORKER["ctx"]
+    decisions = decide(ctx, shard_ids)
+    return decisions, {step.name: step.figures for step in ctx.settings.steps}
 
 
 def _map_task(shard: Shard) -> MapResult:
@@ -56,8 +63,12 @@ class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def _run(self, ctx: PlanContext, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
-        if self.workers <= 1 or len(items) <= 1 or ctx.config is None:
+    def _run(
+        self, ctx: PlanContext, task: Callable[[Any], Any], items: Sequence[Any], *, processes: bool = False
+    ) -> Iterator[Any]:
+        """Runs `task` over `items`: in this process with one worker (or one item, unless `processes`), else on a
+        pool."""
+        if self.workers <= 1 or (len(items) <= 1 and not processes) or ctx.config is None:
             yield from map(task, items)
             return
         context = multiprocessing.get_context("forkserver")
@@ -82,6 +93,15 @@ class LocalExecutor:
             results.append(result)
             kill_hook("map", len(results))
         return results
+
+    def run_decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
+        """The decide phase in a process of its own (with more than one worker): what it held (every global step's
+        keys) goes back to the system when it ends, instead of staying in the driver through the reduce."""
+        _WORKER.update(ctx=ctx)
+        ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=True))
+        for step in ctx.settings.steps:
+            step.figures = figures.get(step.name, {})
+        return decisions
 
     def run_reduce(
         self, ctx: PlanContext, partitions: Sequence[int], shards: Sequence[int], writer: DatasetWriter,

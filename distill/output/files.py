@@ -12,6 +12,8 @@ from typing import IO, Any
 
 import orjson
 
+from distill.hashing import file_sha256
+
 JSON_OPTIONS = orjson.OPT_SORT_KEYS
 PARQUET_ROW_GROUP_ROWS = 65_536
 
@@ -62,14 +64,6 @@ def write_json(path: Path, value: Any) -> dict[str, Any]:
 
 def write_text(path: Path, text: str) -> dict[str, Any]:
     return write_bytes(path, text.encode("utf-8"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_parquet(path: Path, lines: Iterable[dict[str, Any]], schema_name: str) -> dict[str, Any]:

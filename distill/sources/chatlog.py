@@ -12,13 +12,13 @@ import orjson
 from pydantic import PositiveInt
 
 from distill.errors import DistillError
+from distill.hashing import file_sha256
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import FileSource, Parsed, SourceParams
 from distill.sources.files import (
     decode_line,
-    file_sha256,
     numbered_lines,
     read_bytes,
     resolve_files,

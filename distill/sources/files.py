@@ -22,11 +22,11 @@ from typing import IO, Any
 import orjson
 
 from distill.errors import DistillError
+from distill.hashing import file_sha256
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
 
-HASH_CHUNK_BYTES = 1 << 20
 SNIFF_BYTES = 8192
 
 # Magic bytes -> compression name.
@@ -119,15 +119,6 @@ def open_input(path: Path, key: str) -> Iterator[IO[bytes]]:
 def read_bytes(path: Path, key: str) -> bytes:
     with open_input(path, key) as handle:
         return handle.read()
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of the file as it is on disk (compressed or not): what the manifest lists."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:

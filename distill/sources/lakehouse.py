@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 
 from distill.errors import DistillError
+from distill.hashing import file_sha256
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, FileSource, Parsed, SourceParams
-from distill.sources.files import file_sha256, numbered_lines, read_bytes, with_compression
+from distill.sources.files import numbered_lines, read_bytes, with_compression
 
 SCORED_DIR = Path("data/scored-runs")
 EVIDENCE_DIR = Path("data/evidence")

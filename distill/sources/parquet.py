@@ -7,10 +7,10 @@ from typing import Any
 from pydantic import PositiveInt
 
 from distill.errors import DistillError
+from distill.hashing import file_sha256
 from distill.record import Origin
-from distill.sources.base import SOURCES, FileSource, Parsed, SourceParams
+from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
-from distill.sources.files import file_sha256
 
 
 class ParquetParams(SourceParams):
@@ -44,8 +44,23 @@ class ParquetSource(FileSource):
         except (OSError, ValueError) as error:
             raise DistillError(f"source.path: {path} is not a readable Parquet file ({error})") from None
 
-    def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
-        """One file's rows (a map shard); appends its entry to the inputs once read."""
+    def shards(self, target_bytes: int) -> list[Shard]:
+        """One shard per file (rows are numbered per file, so a file is read whole), hashed once here."""
+        return [
+            Shard(shard.index, shard.path, shard.relative, size=shard.size, sha256=file_sha256(shard.path))
+            for shard in super().shards(target_bytes)
+        ]
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        if shard.path is None:
+            return self.read()
+        # A worker builds its own source: it needs pyarrow, not the driver's check of every file.
+        self.parquet = import_columnar("pyarrow.parquet", "source.kind")
+        self._inputs = []
+        return self.read_file(Path(shard.path), shard.relative or Path(shard.path).name, shard.sha256)
+
+    def read_file(self, path: Path, relative: str, sha256: str | None = None) -> Iterator[Parsed]:
+        """One file's rows; appends its entry to the inputs once read."""
         rows = 0
         with self._open(path) as handle:
             batches = handle.iter_batches(batch_size=self.params.batch_rows)
@@ -54,4 +69,4 @@ class ParquetSource(FileSource):
             ):
                 rows += 1
                 yield parsed
-        self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": rows})
+        self._inputs.append({"path": str(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows})

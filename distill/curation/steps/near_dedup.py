@@ -70,7 +70,6 @@ class NearDedup(GlobalStep[NearKeys]):
         super().__init__(*args, **kwargs)
         p = self.params
         self.bands, self.rows = (p.bands, p.rows) if p.bands else minhash.lsh_parameters(p.threshold, p.num_perm)
-        self._figures: dict[str, Any] = {}
 
     def keys(self, batch: Sequence[Record]) -> NearKeys:
         chosen = in_roles(batch, self.params.roles, has_text)
@@ -111,7 +110,7 @@ class NearDedup(GlobalStep[NearKeys]):
             )
         if self.params.scope == "group":
             drops = {record_id: drops[units[m]] for record_id, m in zip(ids, member_of.tolist()) if units[m] in drops}
-        self._figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
+        self.figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
         return drops
 
     def _cluster(self, signatures: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,13 +133,13 @@ class NearDedup(GlobalStep[NearKeys]):
         similarity = np.ones(count)
         moved = np.flatnonzero(survivor != np.arange(count))
         similarity[moved] = minhash.agreement(signatures, moved, survivor[moved])
-        self._figures.update(
+        self.figures.update(
             bands=self.bands, rows=self.rows, candidate_pairs=int(len(left)), verified_pairs=int(verified.sum())
         )
         return survivor, similarity
 
     def manifest_extra(self) -> dict[str, Any]:
-        return dict(self._figures)
+        return dict(self.figures)
 
 
 @cache
