@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from distill.output.files import unwritable
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
-from distill.record import Origin, Record
+from distill.record import RECORD_FIELDS, Origin, Record
 from distill.registry import Registry
 from distill.sources.fieldmap import FieldMap, FieldSpec
+from distill.sources.files import relative_name, resolve_files
 
 
 class SourceParams(BaseModel):
@@ -22,6 +24,17 @@ class SourceParams(BaseModel):
 
     kind: str
     fields: dict[str, FieldSpec] = {}
+    allow_unmapped: tuple[str, ...] = ()
+    """Record fields whose same-named input key may be ignored when the field map reads the field from elsewhere
+    and that path is absent (otherwise such a row is a `schema_violation`: see FieldMap)."""
+
+    @field_validator("allow_unmapped")
+    @classmethod
+    def _record_fields(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(names) - set(RECORD_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown record field(s) {unknown}")
+        return names
 
 
 Parsed = Record | QuarantineRow
@@ -53,7 +66,7 @@ class Source(ABC):
 
     def __init__(self, params: SourceParams) -> None:
         self.params = params
-        self.field_map = FieldMap(params.fields)
+        self.field_map = FieldMap(params.fields, params.allow_unmapped)
         self._inputs: list[dict[str, Any]] = []
 
     @abstractmethod
@@ -101,13 +114,22 @@ class Source(ABC):
         if fields.get("id") in (None, ""):
             fields["id"] = fallback_id
         fields["origin"] = origin
+        record_id = fields["id"] if isinstance(fields["id"], str) else fallback_id
+        for name in _FREE_FORM:
+            value = fields.get(name)
+            problem = value and unwritable(value)
+            if problem:
+                return QuarantineRow("parse", Reason.schema_violation, (f"{name}: {problem}",), record_id, origin, row)
         try:
             return Record.model_validate(fields)
         except ValidationError as error:
-            record_id = fields["id"] if isinstance(fields["id"], str) else fallback_id
             return QuarantineRow(
                 "parse", Reason.schema_violation, validation_messages(error), record_id, origin, row
             )
+
+
+# The record fields that hold whatever the logs put there; every other field has a type that bounds it.
+_FREE_FORM = ("metadata", "tool_calls", "provenance")
 
 
 class FileSource(Source):
@@ -118,15 +140,13 @@ class FileSource(Source):
     suffixes: ClassVar[tuple[str, ...]]
 
     def check(self) -> None:
-        from distill.sources.files import resolve_files
-
         self.root, self.files = resolve_files(self.params.path, "source.path", self.suffixes)  # type: ignore[attr-defined]
 
     def read(self) -> Iterator[Parsed]:
         self.check()
         self._inputs = []
         for path in self.files:
-            yield from self.read_file(path, path.relative_to(self.root).as_posix())
+            yield from self.read_file(path, relative_name(path, self.root))
 
     @abstractmethod
     def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
@@ -136,7 +156,7 @@ class FileSource(Source):
     def shards(self, target_bytes: int) -> list[Shard]:
         self.check()
         return [
-            Shard(index, str(path), path.relative_to(self.root).as_posix(), size=path.stat().st_size)
+            Shard(index, str(path), relative_name(path, self.root), size=path.stat().st_size)
             for index, path in enumerate(self.files)
         ]
 

@@ -13,6 +13,7 @@ from pydantic import PositiveInt
 
 from distill.errors import DistillError
 from distill.hashing import file_sha256
+from distill.output.files import shown_path
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
@@ -107,7 +108,7 @@ class ChatLogSource(FileSource):
             document = _json_document(read_bytes(path, "source.path"))
             if document is not None:
                 items = self._listed(document)
-                self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": len(items)})
+                self._inputs.append({"path": shown_path(path.resolve()), "sha256": file_sha256(path), "rows": len(items)})
                 for row, item in enumerate(items):
                     yield Origin(path=relative, row=row), item
                 return
@@ -130,14 +131,14 @@ class ChatLogSource(FileSource):
         try:
             handle = parquet.ParquetFile(path)
         except (OSError, ValueError) as error:
-            raise DistillError(f"source.path: {path} is not a readable Parquet file ({error})") from None
+            raise DistillError(f"source.path: {shown_path(path)} is not a readable Parquet file ({error})") from None
         row = 0
         with handle:
             for batch in handle.iter_batches(batch_size=self.params.batch_rows):
                 for item in batch.to_pylist():
                     yield Origin(path=relative, row=row), json_safe(item)
                     row += 1
-        self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": row})
+        self._inputs.append({"path": shown_path(path.resolve()), "sha256": file_sha256(path), "rows": row})
 
 
 def _json_document(data: bytes) -> Any:

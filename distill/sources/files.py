@@ -23,9 +23,11 @@ import orjson
 
 from distill.errors import DistillError
 from distill.hashing import file_sha256
+from distill.output.files import shown_path
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
+from distill.sources.json_document import BOM
 
 SNIFF_BYTES = 8192
 
@@ -66,15 +68,15 @@ def compression_of(path: Path, key: str) -> str | None:
         with path.open("rb") as handle:
             head = handle.read(SNIFF_BYTES)
     except OSError as error:
-        raise DistillError(f"{key}: cannot read {path} ({error.strerror or error})") from None
+        raise DistillError(f"{key}: cannot read {shown_path(path)} ({error.strerror or error})") from None
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
     promised = COMPRESSION_SUFFIXES.get(path.suffix)
     if promised is not None:
-        raise DistillError(f"{key}: {path} is named as {promised} but its bytes are not {promised}")
+        raise DistillError(f"{key}: {shown_path(path)} is named as {promised} but its bytes are not {promised}")
     if b"\x00" in head:
-        raise DistillError(f"{key}: {path} is a binary file of no known compression (gzip, zstd, bz2, xz), not text")
+        raise DistillError(f"{key}: {shown_path(path)} is a binary file of no known compression (gzip, zstd, bz2, xz), not text")
     return None
 
 
@@ -113,7 +115,7 @@ def open_input(path: Path, key: str) -> Iterator[IO[bytes]]:
             yield handle
     except _STREAM_ERRORS as error:
         what = f"{compression} file" if compression else "file"
-        raise DistillError(f"{key}: {path}: unreadable {what} ({error})") from None
+        raise DistillError(f"{key}: {shown_path(path)}: unreadable {what} ({error})") from None
 
 
 def read_bytes(path: Path, key: str) -> bytes:
@@ -121,30 +123,61 @@ def read_bytes(path: Path, key: str) -> bytes:
         return handle.read()
 
 
+def _listed(directory: Path, suffixes: tuple[str, ...], unreadable: list[str]) -> list[Path]:
+    """Files under `directory` (recursively) with one of `suffixes`; a sub-directory that cannot be listed is
+    added to `unreadable` (Path.rglob would skip it silently)."""
+    def refused(error: OSError) -> None:
+        unreadable.append(f"{shown_path(error.filename)}/ ({error.strerror})")
+
+    found = []
+    for folder, _, names in os.walk(directory, onerror=refused):
+        found.extend(Path(folder, name) for name in names if name.endswith(suffixes))
+    return sorted(path for path in found if path.is_file())
+
+
+def _unreadable(path: Path) -> str | None:
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as error:
+        return f"{shown_path(path)} ({error.strerror})"
+
+
 def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
-    """(root, files in sorted order) for a file, a directory (searched recursively for `suffixes`) or a glob."""
+    """(root, files in sorted order) for a file, a directory (searched recursively for `suffixes`) or a glob. Every
+    input that cannot be read (a file or a sub-directory without permission) is named up front, in one error."""
     path = Path(pattern).expanduser()
+    unreadable: list[str] = []
     if path.is_file():
-        return path.parent, [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
-        if not files:
+        root, files = path.parent, [path]
+    elif path.is_dir():
+        root, files = path, _listed(path, suffixes, unreadable)
+        if not files and not unreadable:
             raise DistillError(f"{key}: no {'/'.join(suffixes)} files under {pattern}")
-        return path, files
-    if glob.has_magic(pattern):
+    elif glob.has_magic(pattern):
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
         if not files:
             raise DistillError(f"{key}: the glob {pattern} matches no file")
         root = Path(os.path.commonpath([str(p.parent) for p in files]))
-        return root, files
-    raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
+    else:
+        raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
+    unreadable.extend(problem for problem in map(_unreadable, files) if problem)
+    if unreadable:
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        raise DistillError(f"{key}: cannot read {', '.join(unreadable[:5])}{more}")
+    return root, files
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """The file relative to the source root, as origins and ids show it (a name that is not UTF-8 percent-encoded)."""
+    return shown_path(path.relative_to(root).as_posix())
 
 
 def numbered_lines(
     path: Path, origin_path: str, inputs: list[dict[str, Any]], key: str = "source.path", **entry: Any
 ) -> Iterator[tuple[bytes, Origin]]:
-    """The file's non-blank lines (decompressed) with their origin; once read, appends
-    {path, sha256 (of the file on disk), rows, **entry} to `inputs`."""
+    """The file's non-blank lines (decompressed) with their origin (a UTF-8 byte order mark before the first is not
+    part of it); once read, appends {path, sha256 (of the file on disk), rows, **entry} to `inputs`."""
     compression = compression_of(path, key)
     digest = hashlib.sha256() if compression is None else None
     rows = 0
@@ -152,12 +185,14 @@ def numbered_lines(
         for number, line in enumerate(handle, start=1):
             if digest is not None:
                 digest.update(line)
+            if number == 1 and line.startswith(BOM):
+                line = line[len(BOM):]
             if not line.strip():
                 continue
             rows += 1
             yield line, Origin(path=origin_path, line=number)
     sha256 = digest.hexdigest() if digest is not None else file_sha256(path)
-    inputs.append({"path": str(path.resolve()), "sha256": sha256, "rows": rows, **entry})
+    inputs.append({"path": shown_path(path.resolve()), "sha256": sha256, "rows": rows, **entry})
 
 
 def decode_line(line: bytes, origin: Origin, row_id: str) -> Any:

@@ -20,8 +20,9 @@ from distill.hashing import file_sha256
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
+from distill.output.files import shown_path
 from distill.sources.base import SOURCES, FileSource, Parsed, SourceParams
-from distill.sources.files import numbered_lines, read_bytes, with_compression
+from distill.sources.files import numbered_lines, read_bytes, resolve_files, with_compression
 
 SCORED_DIR = Path("data/scored-runs")
 EVIDENCE_DIR = Path("data/evidence")
@@ -137,9 +138,7 @@ class LakehouseSource(FileSource):
         scored_dir = self.root / SCORED_DIR
         if not scored_dir.is_dir():
             raise DistillError(f"source.root: no {SCORED_DIR.as_posix()}/ directory under {self.params.root}")
-        self.files = sorted(p for p in scored_dir.rglob("*") if p.is_file() and p.name.endswith(SCORED_SUFFIXES))
-        if not self.files:
-            raise DistillError(f"source.root: no .jsonl files under {(self.root / SCORED_DIR).as_posix()}")
+        self.files = resolve_files(str(scored_dir), "source.root", SCORED_SUFFIXES)[1]
 
     def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
         """One scored-runs file joined with its evidence file (a map shard); appends both to the inputs."""
@@ -149,7 +148,7 @@ class LakehouseSource(FileSource):
         if evidence.sha256 is not None:
             self._inputs.append(
                 {
-                    "path": str(evidence.path.resolve()),
+                    "path": shown_path(evidence.path.resolve()),
                     "sha256": evidence.sha256,
                     "rows": evidence.lines,
                     "role": "evidence",

@@ -8,6 +8,7 @@ from pydantic import PositiveInt
 
 from distill.errors import DistillError
 from distill.hashing import file_sha256
+from distill.output.files import shown_path
 from distill.record import Origin
 from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
@@ -42,7 +43,7 @@ class ParquetSource(FileSource):
         try:
             return self.parquet.ParquetFile(path)
         except (OSError, ValueError) as error:
-            raise DistillError(f"source.path: {path} is not a readable Parquet file ({error})") from None
+            raise DistillError(f"source.path: {shown_path(path)} is not a readable Parquet file ({error})") from None
 
     def shards(self, target_bytes: int) -> list[Shard]:
         """One shard per file (rows are numbered per file, so a file is read whole), hashed once here."""
@@ -69,4 +70,4 @@ class ParquetSource(FileSource):
             ):
                 rows += 1
                 yield parsed
-        self._inputs.append({"path": str(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows})
+        self._inputs.append({"path": shown_path(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows})
