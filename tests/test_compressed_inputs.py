@@ -129,3 +129,18 @@ def test_compressed_lakehouse_partitions_are_read(tmp_path):
     assert (tmp_path / "a" / "rag.jsonl").read_bytes() == (tmp_path / "b" / "rag.jsonl").read_bytes()
     assert read_jsonl(tmp_path / "b" / "quarantine.jsonl")
     assert result.manifest["counts"]["input_lines"] == result.manifest["counts"]["input_rows"]
+
+
+@pytest.mark.parametrize("suffix", ["gz", "zst"])
+def test_a_compressed_json_array_reads_like_the_plain_one(tmp_path, suffix):
+    rows = [json.loads(line) for line in logs()]
+    plain = tmp_path / "plain" / "logs.json"
+    plain.parent.mkdir()
+    plain.write_text(json.dumps(rows, indent=2))
+    packed = tmp_path / "packed" / f"logs.json.{suffix}"
+    packed.parent.mkdir()
+    packed.write_bytes(COMPRESS[suffix](plain.read_bytes()))
+    run_pipeline(tmp_path / "a", [f"source.path={plain.parent}", "split=none"])
+    result = run_pipeline(tmp_path / "b", [f"source.path={packed.parent}", "split=none"])
+    assert (tmp_path / "a" / "sft.jsonl").read_bytes() == (tmp_path / "b" / "sft.jsonl").read_bytes()
+    assert result.manifest["counts"]["input_lines"] == len(rows)
