@@ -30,6 +30,7 @@ class Reason(StrEnum):
     no_pair_signal = "no_pair_signal"
     unused_candidate = "unused_candidate"
     too_long = "too_long"
+    broken_tool_chain = "broken_tool_chain"
 
 
 # Valid records that simply ended in no example: the ledger closes with these, but they are not errors.

@@ -123,7 +123,9 @@ def run(
         notes=settings.notes,
     )
     if not settings.dry_run:
-        digest = RunDigest(manifest, merged.stats, merged.quarantine_samples, merged.example_samples)
+        digest = RunDigest(
+            manifest, merged.stats, merged.quarantine_samples, merged.example_samples, merged.named_samples
+        )
         documents = write_documents(digest, output_dir)
         merged.outputs.extend(documents)
         merged.files.extend(entry["path"] for entry in documents)

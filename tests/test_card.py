@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from helpers import run_cli, run_pipeline
 
-from distill.output.render import format_count, funnel_rows, reproduce_command
+from distill.output.render import fmt_number, funnel_rows, reproduce_command
 
 
 def card_parts(run_dir: Path) -> tuple[dict, str]:
@@ -73,7 +73,11 @@ def test_render_helpers():
     }
     assert reproduce_command(manifest) == "distill task=sft split.seed=3"
     assert reproduce_command({"command": "", "choices": {"task": "rag", "source": "jsonl"}}) == "distill source=jsonl task=rag"
-    assert [(r["rows_in"], r["kept"], r["dropped"], r["reasons"]) for r in funnel_rows(manifest)] == [
-        (10, 9, 1, "invalid_json=1"), (9, 5, 4, "after_gap=1, not_selected=3"),
+    # The report pins the command to the run's source commit; the card lists the commit under Versions.
+    pinned = reproduce_command({**manifest, "git_commit": "abc123"}, pin_commit=True)
+    assert pinned == "git checkout abc123 && distill task=sft split.seed=3"
+    assert reproduce_command({**manifest, "git_commit": None}, pin_commit=True) == "distill task=sft split.seed=3"
+    assert [(r.entered, r.kept, r.dropped_total, r.dropped) for r in funnel_rows(manifest)] == [
+        (10, 9, 1, [("invalid_json", 1)]), (9, 5, 4, [("not_selected", 3), ("after_gap", 1)]),
     ]
-    assert (format_count(1234567), format_count(0.25), format_count(None)) == ("1,234,567", "0.25", "-")
+    assert (fmt_number(1234567), fmt_number(0.25), fmt_number(None)) == ("1,234,567", "0.25", "–")

@@ -109,6 +109,37 @@ def test_a_conversation_whose_first_answer_does_not_fit_is_left_out_whole(tmp_pa
     assert run.reasons() == {"t0": "too_long", "t1": "too_long"}
 
 
+def test_a_cut_never_ends_on_an_assistant_turn_whose_tool_calls_it_would_leave_unanswered(tmp_path):
+    tok = word_tokenizer(tmp_path / "tok")
+    call = {"id": "c1", "type": "function", "function": {"name": "f"}}
+    rows = [
+        turn("t0", "user", "q", 0),
+        turn("t1", "assistant", "calling", 1, tool_calls=[call]),
+        turn("t2", "tool", "result", 2, tool_call_id="c1"),
+        turn("t3", "assistant", "done", 3),
+        turn("t4", "user", "more words here", 4),
+        turn("t5", "assistant", "final answer", 5),
+    ]
+    sent = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "calling", "tool_calls": [call]},
+        {"role": "tool", "content": "result", "tool_call_id": "c1"},
+        {"role": "assistant", "content": "done"},
+    ]
+    counter = load_tokenizer(str(tok))
+    up_to_answer = counter.count_messages(sent)
+    run = run_task(tmp_path / "fits", rows, f"tokenizer={tok}", f"task.max_tokens={up_to_answer}")
+    assert run.lines[0]["messages"] == sent  # the chain whole, with its ids, counted as written
+    assert run.reasons() == {"t4": "too_long", "t5": "too_long"}
+
+    # Only the call itself fits: cutting there would send a call without its reply, so nothing goes out.
+    up_to_call = counter.count_messages(sent[:2])
+    assert up_to_call < up_to_answer
+    run = run_task(tmp_path / "call", rows, f"tokenizer={tok}", f"task.max_tokens={up_to_call}")
+    assert run.lines == []
+    assert set(run.reasons().values()) == {"too_long"} and len(run.reasons()) == 6
+
+
 def test_a_conversation_the_template_refuses_is_a_schema_violation(tmp_path):
     tok = word_tokenizer(tmp_path / "tok", "{{ raise_exception('no assistants here') }}")
     run = run_task(tmp_path, conversation("q", "a"), f"tokenizer={tok}", "task.max_tokens=100")

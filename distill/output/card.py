@@ -11,8 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.output.documents import DOCUMENTS, RunDigest
-from distill.output.files import write_bytes
-from distill.output.render import funnel_rows, reproduce_command, template
+from distill.output.files import write_text
+from distill.output.render import funnel_rows, render, reproduce_command
 
 CARD_FILE = "README.md"
 # Hugging Face task categories by distill task kind.
@@ -31,7 +31,8 @@ SIZE_CATEGORIES = [
     (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
 ]
 DEDUP_KINDS = ("exact_dedup", "near_dedup", "semantic_dedup", "decontaminate")
-STAGE_KEYS = {"step", "kind", "kept", "dropped"}
+# A stage's keys that are no figure of its own (the samples the report shows are left to the report).
+STAGE_KEYS = {"step", "kind", "kept", "dropped", "largest_clusters", "first_hits"}
 # Task settings that open or close its firewall.
 FIREWALL_SETTINGS = ("include_partial", "include_review", "require_category")
 
@@ -109,12 +110,12 @@ def body_context(digest: RunDigest) -> dict[str, Any]:
 def render_card(digest: RunDigest) -> str:
     card = CardConfig.model_validate(digest.manifest["config"].get("card") or {})
     matter = yaml.safe_dump(front_matter(digest, card), sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return f"---\n{matter}---\n\n" + template("card.md.j2").render(**body_context(digest))
+    return f"---\n{matter}---\n\n" + render("card.md.j2", **body_context(digest))
 
 
 def dataset_card(digest: RunDigest, output_dir: Path) -> dict[str, Any]:
     """Writes `README.md` (the dataset card); returns its manifest output entry."""
-    return write_bytes(output_dir / CARD_FILE, render_card(digest).encode("utf-8"))
+    return write_text(output_dir / CARD_FILE, render_card(digest))
 
 
 DOCUMENTS.append(dataset_card)

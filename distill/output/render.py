@@ -1,74 +1,209 @@
-"""What the documents for people (the run report, the dataset card) share: the funnel of stages, the command that
-reproduces a run, number formatting, and their jinja2 templates (`distill/output/templates/`)."""
+"""What every document for people shares (report.html, sweep_report.html, the dataset card `README.md`): the template
+loader (`distill/output/templates/`), number formatting, the funnel read from the manifest's stages, the command
+that reproduces a run, and the helpers that keep log text inert. Documents are written with
+`distill.output.files.write_text` (atomic, returns the manifest output entry).
+
+Log text is untrusted. HTML templates are autoescaped, and nothing here marks record data as safe: a record holding
+`<script>` shows as text. Markdown templates (the card) are not autoescaped; they pass record text through
+`md_text`.
+"""
 
 from __future__ import annotations
 
 import shlex
-from functools import cache
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
+import orjson
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup, escape
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-# Overrides that choose where a run writes, not what it writes: a rerun may pick another directory.
+__all__ = [
+    "Markup", "escape", "FunnelRow", "funnel_rows", "emptied_by", "reproduce_command", "config_choices", "fmt_int",
+    "fmt_number", "fmt_share", "short_hash", "clip", "pretty_json", "md_text", "top_counts", "environment", "render",
+]
+
+# Bounds that keep a document's size independent of the input: record text and JSON shown per sample, values of
+# one mix table.
+TEXT_CHARS = 2_000
+JSON_CHARS = 4_000
+MIX_ROWS = 12
+# Overrides that choose where a run writes, not what it writes: a rerun may pick another directory (and must, as a
+# run directory that holds a run is refused without overwrite=true).
 PLACEMENT_OVERRIDES = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
 
 
-def format_count(n: int | float | None) -> str:
-    """1234567 -> '1,234,567'; a fraction keeps up to 4 significant decimals; None -> '-'."""
-    if n is None:
-        return "-"
-    if isinstance(n, float) and not n.is_integer():
-        return f"{n:,.4g}" if abs(n) < 1000 else f"{n:,.1f}"
-    return f"{int(n):,}"
+# -- numbers ---------------------------------------------------------------------------------------------------
 
 
-def funnel_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per stage of `manifest.stages`, in order: step, kind, rows in, kept, dropped (total), and the
-    dropped rows by reason as `reason=n` text."""
-    rows = []
-    before = manifest["counts"]["input_rows"]
+def fmt_int(value: int | float | None) -> str:
+    """1234567 -> '1,234,567'; None -> '–'."""
+    if value is None:
+        return "–"
+    return f"{int(value):,}"
+
+
+def fmt_number(value: int | float | None, digits: int = 4) -> str:
+    """Integers with thousands separators, other numbers with `digits` significant digits; None -> '–'."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if float(value).is_integer() and abs(value) < 1e15:
+        return fmt_int(value)
+    return f"{value:.{digits}g}"
+
+
+def fmt_share(part: int | float, whole: int | float) -> str:
+    """part / whole as a percentage with one decimal ('12.5%'); '–' when whole is 0."""
+    return f"{100 * part / whole:.1f}%" if whole else "–"
+
+
+def short_hash(sha256: str | None, length: int = 12) -> str:
+    return (sha256 or "")[:length]
+
+
+# -- text ------------------------------------------------------------------------------------------------------
+
+
+def clip(text: Any, limit: int = TEXT_CHARS) -> str:
+    """The text cut at `limit` characters, saying how much was left out (documents stay bounded)."""
+    text = "" if text is None else str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters]"
+
+
+def pretty_json(value: Any, limit: int = JSON_CHARS) -> str:
+    """Indented JSON with sorted keys, clipped; plain text (the template escapes it)."""
+    if isinstance(value, str):
+        return clip(value, limit)
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    return clip(text, limit)
+
+
+def md_text(value: Any, limit: int = TEXT_CHARS) -> str:
+    """Record text for Markdown: clipped, HTML-escaped (Markdown renders inline HTML) and with the characters that
+    would start Markdown syntax escaped, on one line."""
+    text = str(escape(clip(value, limit)))
+    text = " ".join(text.split())
+    for char in "\\`*_[]#|":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def top_counts(counts: Mapping[str, int], limit: int = MIX_ROWS) -> list[tuple[str, int]]:
+    """The `limit` largest counts (ties by name); the rest summed as one row '… N others'."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    if len(ranked) <= limit:
+        return ranked
+    rest = ranked[limit - 1 :]
+    return ranked[: limit - 1] + [(f"… {len(rest):,} others", sum(n for _, n in rest))]
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FunnelRow:
+    """One stage of the funnel: rows entering it, kept, dropped by reason (largest first)."""
+
+    step: str
+    kind: str
+    entered: int
+    kept: int
+    dropped: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(n for _, n in self.dropped)
+
+
+def funnel_rows(manifest: Mapping[str, Any]) -> list[FunnelRow]:
+    """The manifest's stages as a funnel. The first stage (parse) enters with the input rows; each later stage with
+    what the one before kept."""
+    rows: list[FunnelRow] = []
+    entered = manifest["counts"]["input_rows"]
     for stage in manifest["stages"]:
-        dropped = sum(stage["dropped"].values())
-        rows.append({
-            "step": stage["step"],
-            "kind": stage["kind"],
-            "rows_in": before,
-            "kept": stage["kept"],
-            "dropped": dropped,
-            "reasons": ", ".join(f"{reason}={format_count(n)}" for reason, n in stage["dropped"].items()),
-        })
-        before = stage["kept"]
+        dropped = sorted(stage["dropped"].items(), key=lambda item: (-item[1], item[0]))
+        rows.append(FunnelRow(stage["step"], stage.get("kind", ""), entered, stage["kept"], dropped))
+        entered = stage["kept"]
     return rows
 
 
-def reproduce_command(manifest: dict[str, Any]) -> str:
-    """The command line that reproduces the run's files: the one that made it without the overrides that only
-    choose the output directory; for a run started from Python, `distill` with the group choices it composed."""
+def emptied_by(manifest: Mapping[str, Any]) -> str | None:
+    """For a run with 0 examples, a sentence naming the stage that left nothing; None when there are examples."""
+    if manifest["counts"]["examples"]:
+        return None
+    if manifest["counts"]["input_rows"] == 0:
+        return "The source had no rows."
+    for row in funnel_rows(manifest):
+        if row.kept == 0 and row.entered > 0:
+            reasons = ", ".join(f"{reason} {n:,}" for reason, n in row.dropped) or "no reason recorded"
+            return f"Stage {row.step} dropped all {row.entered:,} remaining rows ({reasons})."
+        if row.entered == 0:
+            break
+    return "No stage dropped every row, but the task built no example from the records that remained."
+
+
+def reproduce_command(manifest: Mapping[str, Any], *, pin_commit: bool = False) -> str:
+    """The command line that reproduces the run's files: the one that made it without the overrides that only choose
+    the output directory; for a run started from Python, `distill` with the group choices it composed. With
+    `pin_commit`, prefixed by a checkout of the run's source commit when the manifest knows it."""
     command = manifest.get("command") or ""
     if command:
-        words = [w for w in shlex.split(command) if not w.startswith(PLACEMENT_OVERRIDES)]
-        return shlex.join(words)
-    choices = manifest.get("choices", {})
-    groups = ("source", "curation", "group", "split", "task")
-    return shlex.join(["distill", *(f"{group}={choices[group]}" for group in groups if group in choices)])
+        words = [w for w in shlex.split(command) if not w.lstrip("+~").startswith(PLACEMENT_OVERRIDES)]
+        command = shlex.join(words)
+    else:
+        choices = manifest.get("choices", {})
+        groups = ("source", "curation", "group", "split", "task")
+        command = shlex.join(["distill", *(f"{group}={choices[group]}" for group in groups if group in choices)])
+    commit = manifest.get("git_commit")
+    return f"git checkout {commit} && {command}" if pin_commit and commit else command
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
+def config_choices(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(group, option) pairs from the manifest's choices, the step order joined."""
+    out = []
+    for group, option in manifest.get("choices", {}).items():
+        if isinstance(option, list):
+            option = ", ".join(map(str, option)) or "(none)"
+        out.append((group, "null" if option is None else str(option)))
+    return out
+
+
+# -- templates -------------------------------------------------------------------------------------------------
+
+
+def _autoescape(name: str | None) -> bool:
+    # On for everything but Markdown, so a new template is safe by default.
+    return not (name or "").endswith(".md.j2")
+
+
+def environment() -> Environment:
+    """The template environment: templates from distill/output/templates, autoescaped (but `.md.j2`), undefined
+    names are errors, and this module's helpers as filters."""
+    env = Environment(
+        loader=PackageLoader("distill.output", "templates"),
+        autoescape=_autoescape,
+        undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,
     )
-    environment.filters["count"] = format_count
-    return environment
+    env.filters.update(
+        int=fmt_int, number=fmt_number, short_hash=short_hash, clip=clip, pretty_json=pretty_json, md=md_text
+    )
+    env.globals.update(share=fmt_share, top_counts=top_counts)
+    return env
 
 
-def template(name: str) -> jinja2.Template:
-    """A document template from `distill/output/templates/`, with the `count` filter (format_count)."""
-    return _environment().get_template(name)
+_ENVIRONMENT: Environment | None = None
+
+
+def render(template: str, **context: Any) -> str:
+    global _ENVIRONMENT
+    if _ENVIRONMENT is None:
+        _ENVIRONMENT = environment()
+    return _ENVIRONMENT.get_template(template).render(**context)

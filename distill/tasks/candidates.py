@@ -34,8 +34,8 @@ class PromptAndCandidates:
     def records(self) -> tuple[Record, ...]:
         return (*self.prompt, *self.candidates)
 
-    def prompt_messages(self) -> list[dict[str, Any]]:
-        return [message(r) for r in self.prompt]
+    def prompt_messages(self, *, include_reasoning: bool = False) -> list[dict[str, Any]]:
+        return [message(r, include_reasoning=include_reasoning) for r in self.prompt]
 
 
 def preference_score(record: Record) -> float | None:
@@ -105,19 +105,25 @@ def drop_without_signal(group: PromptAndCandidates, why: str, output: TaskOutput
 
 
 def fit_budget(
-    conversation: PromptAndCandidates, max_tokens: int | None, tokenizer: Tokenizer | None, output: TaskOutput
+    conversation: PromptAndCandidates,
+    max_tokens: int | None,
+    tokenizer: Tokenizer | None,
+    output: TaskOutput,
+    *,
+    include_reasoning: bool = False,
 ) -> PromptAndCandidates | None:
     """The candidates that fit `max_tokens` with the prompt (counted as one conversation, the tokenizer's chat
-    template applied, else the length proxy); the others are `too_long`, and with none left the prompt too. None
+    template applied, else the length proxy; the messages as they are written, reasoning only with
+    `include_reasoning`); the others are `too_long`, and with none left the prompt too. None
     when nothing fits, or when the chat template refuses the conversation (`schema_violation`)."""
     if max_tokens is None:
         return conversation
     budget = TokenBudget(max_tokens, tokenizer)
-    prompt = conversation.prompt_messages()
+    prompt = conversation.prompt_messages(include_reasoning=include_reasoning)
     fits, over = [], []
     try:
         for candidate in conversation.candidates:
-            tokens = budget.count([*prompt, message(candidate)])
+            tokens = budget.count([*prompt, message(candidate, include_reasoning=include_reasoning)])
             (fits if tokens <= max_tokens else over).append((candidate, tokens))
     except TemplateError as error:
         why = f"the tokenizer's chat template refuses this conversation: {error}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import PositiveInt
+
 from distill.grouping import Group
 from distill.record import Record
 from distill.tasks.base import TASKS, Task, TaskOutput, TaskParams, make_example
-from pydantic import PositiveInt
-
 from distill.tasks.candidates import candidate_firewall, fit_budget, read_group
 from distill.tasks.conversation import message
 
@@ -17,6 +17,8 @@ from distill.tasks.conversation import message
 class RolloutParams(TaskParams):
     # A response that does not fit this many tokens with its prompt is left out (`too_long`); null: no budget.
     max_tokens: PositiveInt | None = None
+    # Add each assistant turn's reasoning to its message (`reasoning_content`).
+    include_reasoning: bool = False
 
 
 @TASKS.register("rollout")
@@ -44,17 +46,21 @@ class RolloutTask(Task):
         for group in groups:
             conversation = read_group(group, self.firewall, output)
             if conversation is not None:
-                conversation = fit_budget(conversation, self.params.max_tokens, self.tokenizer, output)
+                conversation = fit_budget(
+                    conversation, self.params.max_tokens, self.tokenizer, output,
+                    include_reasoning=self.params.include_reasoning,
+                )
             if conversation is None:
                 continue
             body = {
-                "prompt": conversation.prompt_messages(),
-                "responses": [_response(c) for c in conversation.candidates],
+                "prompt": conversation.prompt_messages(include_reasoning=self.params.include_reasoning),
+                "responses": [_response(c, self.params.include_reasoning) for c in conversation.candidates],
                 "group_id": next((c.group_id for c in conversation.candidates if c.group_id is not None), None),
             }
             output.examples.append(make_example("rollout", body, conversation.records, group.key))
         return output
 
 
-def _response(candidate: Record) -> dict[str, Any]:
-    return {"messages": [message(candidate)], "reward": candidate.reward, "reward_source": candidate.reward_source}
+def _response(candidate: Record, include_reasoning: bool) -> dict[str, Any]:
+    sent = message(candidate, include_reasoning=include_reasoning)
+    return {"messages": [sent], "reward": candidate.reward, "reward_source": candidate.reward_source}

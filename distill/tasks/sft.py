@@ -20,6 +20,7 @@ from distill.tasks.conversation import (
     message,
     select_alternatives,
     sft_firewall,
+    tool_chain,
 )
 
 
@@ -32,6 +33,8 @@ class SftParams(TaskParams):
     # dropped (`on_overflow`); null: no budget.
     max_tokens: PositiveInt | None = None
     on_overflow: Literal["cut", "drop"] = "cut"
+    # Add each assistant turn's reasoning to its message (`reasoning_content`).
+    include_reasoning: bool = False
 
     @field_validator("format")
     @classmethod
@@ -53,6 +56,8 @@ class SftTask(Task):
     (the tokenizer's count of it rendered with its chat template, else the length proxy) is cut after its last
     assistant turn that fits (`on_overflow=cut`) or dropped (`drop`); the turns left out are `too_long`. A
     conversation the chat template refuses (`raise_exception`) is a `schema_violation`.
+    # Add each assistant turn's reasoning to its message (`reasoning_content`).
+    include_reasoning: bool = False
     """
 
     kind = "sft"
@@ -83,6 +88,15 @@ class SftTask(Task):
         output.drop(TASK_STEP, others, Drop(Reason.not_selected, ("a better-scored alternative was kept",)))
         gaps = holes(kept, [*group.dropped, *blocked])
         exported, lost = apply_gap_policy(kept, gaps, self.params.on_gap)
+        broken = tool_chain(exported).broken
+        if broken:
+            # A call without its reply (or a reply without its call) never goes out: it is a hole like any other.
+            for record in exported:
+                if record.id in broken:
+                    output.drop(TASK_STEP, [record], Drop(Reason.broken_tool_chain, (broken[record.id],)))
+            gaps = sorted([*gaps, *(r for r in exported if r.id in broken)], key=Record.order_key)
+            kept = [r for r in kept if r.id not in broken]
+            exported, lost = apply_gap_policy(kept, gaps, self.params.on_gap)
         if not any(is_assistant(r) for r in exported):
             self._drop_unanswered(kept, gaps, output)
             return
@@ -92,22 +106,28 @@ class SftTask(Task):
             if not exported:
                 return
         rewards = [r.reward for r in exported if r.reward is not None]
-        body = {"messages": [message(r) for r in exported]}
+        body = {"messages": self._messages(exported)}
         if rewards:
             body["reward"] = max(rewards)
         output.examples.append(make_example("sft", body, exported, group.key))
+
+    def _messages(self, turns: Sequence[Record]) -> list[dict]:
+        """The turns as the line's messages: tool calls with their ids, replies with theirs, reasoning if asked."""
+        chain = tool_chain(turns)
+        return [message(r, chain, include_reasoning=self.params.include_reasoning) for r in turns]
 
     def _within_budget(self, turns: list[Record], output: TaskOutput) -> list[Record]:
         """The turns that fit `max_tokens`: all of them, the longest prefix ending in an assistant turn that fits
         (`cut`), or none (`drop`, or nothing fits); the rest are quarantined as `too_long`."""
         budget = TokenBudget(self.params.max_tokens, self.tokenizer)  # type: ignore[arg-type]
         try:
-            total = budget.count([message(r) for r in turns])
+            total = budget.count(self._messages(turns))
             kept: list[Record] = turns if total <= budget.max_tokens else []
             if not kept and self.params.on_overflow == "cut":
-                ends = [i + 1 for i, r in enumerate(turns[:-1]) if is_assistant(r)]
+                # Only after an assistant turn that calls no tool: no call goes out without its reply.
+                ends = [i + 1 for i, r in enumerate(turns[:-1]) if is_assistant(r) and not r.tool_calls]
                 for end in reversed(ends):
-                    if budget.count([message(r) for r in turns[:end]]) <= budget.max_tokens:
+                    if budget.count(self._messages(turns[:end])) <= budget.max_tokens:
                         kept = turns[:end]
                         break
         except TemplateError as error:
