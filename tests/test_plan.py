@@ -20,6 +20,8 @@ from distill.sources.jsonl import JsonlParams, JsonlSource
 from lakehouse_fixture import FIXTURE
 
 DATA_FILES = ("quarantine.jsonl", "stats.json")
+DOCUMENTS = ("manifest.json", "report.html", "README.md")
+"""Rendered from the manifest, which records the executor settings and when the run happened."""
 COVERAGE = REPO / "examples" / "coverage"
 
 
@@ -29,7 +31,7 @@ def run_dir(output_dir: Path, overrides: list[str]) -> dict[str, bytes]:
     run(build_settings(config), output_dir, config=config)
     files = {}
     for path in sorted(output_dir.rglob("*")):
-        if path.is_file() and path.name != "manifest.json" and ".hydra" not in path.parts:
+        if path.is_file() and path.name not in DOCUMENTS and ".hydra" not in path.parts:
             files[path.relative_to(output_dir).as_posix()] = path.read_bytes()
     assert not list(output_dir.glob(".distill-work")), "the work directory outlived the run"
     assert not [p for p in output_dir.rglob("*.tmp")], "a temporary file outlived the run"
