@@ -86,6 +86,7 @@ class TopLevel(BaseModel):
     resume: bool = False
     batch_size: PositiveInt = 4096
     dry_run: bool = False
+    overwrite: bool = False
     report: bool = True
 
 
@@ -118,6 +119,7 @@ class Settings:
     executor: ExecutorSettings
     resume: bool = False
     token_counter: TokenCounter | None = None
+    overwrite: bool = False
 
     @property
     def step_order(self) -> list[str]:
@@ -128,7 +130,7 @@ def _problems(error: ValidationError, prefix: str) -> list[str]:
     problems = []
     for item in error.errors():
         key = ".".join([prefix, *(str(part) for part in item["loc"])]).strip(".")
-        problems.append(f"{key}: {item['msg']}")
+        problems.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
     return problems
 
 
@@ -224,4 +226,5 @@ def build_settings(config: dict[str, Any]) -> Settings:
         executor=executor_settings(top.executor),
         resume=top.resume,
         token_counter=token_counter,
+        overwrite=top.overwrite,
     )

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from distill.executor.progress import Progress
@@ -59,6 +60,21 @@ def kill_hook(phase: str, finished: int) -> None:
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block are delivered, to their usual handlers, when it ends."""
+    pending: list[int] = []
+    deferred = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in deferred}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
 class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -74,15 +90,21 @@ class LocalExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["distill.runner"])
         arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, _WORKER.get("shards", []))
-        pool = context.Pool(min(self.workers, len(items)), initializer=_start_worker, initargs=arguments)
+        pool = None
         try:
+            # Ctrl-C inside Pool() would escape its own cleanup (it catches Exception only) and orphan a half-started
+            # worker, which then prints a traceback: the signal waits until the pool exists, then stops it below.
+            with signals_deferred():
+                pool = context.Pool(min(self.workers, len(items)), initializer=_start_worker, initargs=arguments)
             yield from pool.imap_unordered(task, items)
             pool.close()
         except BaseException:
-            pool.terminate()
+            if pool is not None:
+                pool.terminate()
             raise
         finally:
-            pool.join()
+            if pool is not None:
+                pool.join()
 
     def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
         _WORKER.update(ctx=ctx)

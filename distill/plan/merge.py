@@ -157,11 +157,13 @@ def merge(
     if exported + quarantined != input_rows:
         raise AccountingError(f"{input_rows} input rows, but {exported} exported + {quarantined} quarantined")
     examples = {side: sum(r.sides[side].examples for r in reduce_results if side in r.sides) for side in sides}
+    merged.inputs = merged_inputs(map_results)
     merged.counts = {
         "input_rows": input_rows,
         "exported_records": exported,
         "quarantined_rows": quarantined,
         "examples": sum(examples.values()),
+        "input_lines": settings.source.input_lines(merged.inputs),
     }
     task_counts: Counter[str] = Counter()
     for result in reduce_results:
@@ -179,7 +181,6 @@ def merge(
             "start": format_timestamp(min(start for start, _ in ranges)),
             "end": format_timestamp(max(end for _, end in ranges)),
         }
-    merged.inputs = merged_inputs(map_results)
     if not settings.dry_run:
         excluded = {stage["step"]: stage["dropped"] for stage in merged.stages if stage["dropped"]}
         stats: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "task": settings.task.kind, "files": {}}

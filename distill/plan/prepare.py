@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from distill.errors import DistillError
-from distill.hashing import canonical_json, sha256_hex
-from distill.output.files import file_sha256, write_bytes
+from distill.hashing import canonical_json, file_sha256, sha256_hex
+from distill.output.files import shown_path, write_bytes
 from distill.plan.context import Layout
 from distill.sources.base import Shard
 
@@ -49,8 +49,8 @@ def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
     stable = {key: value for key, value in config.items() if key not in ("resume", "executor")}
     hashes: dict[str, str | None] = {}
     for shard in shards:
-        if shard.path is not None and shard.path not in hashes:
-            hashes[shard.path] = shard.sha256 or file_sha256(Path(shard.path))
+        if shard.path is not None and shown_path(shard.path) not in hashes:  # a name may not be UTF-8
+            hashes[shown_path(shard.path)] = shard.sha256 or file_sha256(Path(shard.path))
     return sha256_hex(canonical_json({"config": stable, "inputs": hashes, "shards": len(shards)}))
 
 
