@@ -24,21 +24,16 @@ DATA_FILES = ("quarantine.jsonl", "stats.json")
 COVERAGE = REPO / "examples" / "coverage"
 
 
-# report.html shows the manifest's config_sha256, which covers executor.* too: the one line that may differ.
-CONFIG_SHA256_ROW = re.compile(rb"<tr><th>config sha256</th><td[^>]*>[0-9a-f]{64}</td></tr>")
-
-
 def run_dir(output_dir: Path, overrides: list[str]) -> dict[str, bytes]:
-    """Runs in-process and returns every data file's bytes (not the manifest, which records when it ran; the
-    report without its config hash)."""
+    """Runs in-process and returns every data file's bytes (not the manifest, which records when it ran)."""
     config = compose_config(overrides)
     run(build_settings(config), output_dir, config=config)
     files = {}
     for path in sorted(output_dir.rglob("*")):
         if path.is_file() and path.name != "manifest.json" and ".hydra" not in path.parts:
             data = path.read_bytes()
-            if path.name == "report.html":
-                data = CONFIG_SHA256_ROW.sub(b"", data)
+            if path.name == "report.html":  # shows the config's hash, and the config names the executor settings
+                data = re.sub(rb"<tr><th>config sha256</th>.*?</tr>", b"", data)
             files[path.relative_to(output_dir).as_posix()] = data
     assert not list(output_dir.glob(".distill-work")), "the work directory outlived the run"
     assert not [p for p in output_dir.rglob("*.tmp")], "a temporary file outlived the run"
