@@ -29,6 +29,7 @@ class Reason(StrEnum):
     self_pairing = "self_pairing"
     no_pair_signal = "no_pair_signal"
     unused_candidate = "unused_candidate"
+    missing_ground_truth = "missing_ground_truth"
 
 
 # Valid records that simply ended in no example: the ledger closes with these, but they are not errors.

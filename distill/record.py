@@ -130,6 +130,7 @@ class Record(BaseModel):
     tokens_used: int | None = Field(default=None, strict=True, ge=0)
     tool_calls: list[dict[str, Any]] | None = None
     name: str | None = None
+    ground_truth: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance | None = None
     origin: Origin | None = None
@@ -149,6 +150,14 @@ class Record(BaseModel):
     def _ids_are_text(cls, value: Any) -> Any:
         # Numeric ids are common in logs; keep them, as text, so keys compare the same everywhere.
         if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("ground_truth", mode="before")
+    @classmethod
+    def _answer_is_text(cls, value: Any) -> Any:
+        # A verifier's reference answer is often numeric in logs; reward functions compare it as text.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         return value
 

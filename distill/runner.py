@@ -29,7 +29,8 @@ from distill.output.stats import file_stats
 from distill.curation.steps.scrub_secrets import quarantine_redactor
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, Example, Task
 from distill.validation import schema_errors
-from distill.output.files import write_dataset, write_json, write_jsonl
+from distill.output.files import write_json, write_jsonl
+from distill.output.flavours.render import FlavourOutput, Rendered
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class TaskResult:
     examples_by_side: dict[str, list[Example]]
     drops_by_step: dict[str, Counter[str]]
     counts: Counter[str]
+    rendered_by_side: dict[str, list[Rendered]] = field(default_factory=dict)
+    """Each side's lines in the run's output.flavor, aligned with examples_by_side."""
 
     @cached_property
     def exported(self) -> dict[str, Record]:
@@ -133,12 +136,15 @@ class TaskResult:
         return sum(len(examples) for examples in self.examples_by_side.values())
 
 
-def build_examples(task: Task, sides: dict[str, list[Group]], ledger: Ledger) -> TaskResult:
-    """Runs the task on each side and checks every line against the task's schema (the firewall's second layer).
-    A rejected line is never written: its records are quarantined as `schema_violation` unless a valid line uses
-    them too."""
+def build_examples(
+    task: Task, sides: dict[str, list[Group]], ledger: Ledger, flavour: FlavourOutput | None = None
+) -> TaskResult:
+    """Runs the task on each side and checks every line against the task's schema (the firewall's second layer),
+    then renders the valid lines in the run's flavour (which may refuse one its trainer would reject). A rejected
+    line is never written: its records are quarantined (`schema_violation`, or the flavour's reason) unless a
+    written line uses them too."""
     result = TaskResult({}, {}, Counter())
-    invalid: list[tuple[Example, list[str]]] = []
+    invalid: list[tuple[Example, Reason, Sequence[str]]] = []
     for side, side_groups in sides.items():
         output = task.build(side_groups)
         result.counts.update(output.counts)
@@ -149,18 +155,26 @@ def build_examples(task: Task, sides: dict[str, list[Group]], ledger: Ledger) ->
         for example in output.examples:
             errors = schema_errors(task.schema, example.line)
             if errors:
-                invalid.append((example, errors))
+                invalid.append((example, Reason.schema_violation, errors))
             else:
                 valid.append(example)
         result.examples_by_side[side] = sorted(valid, key=Example.sort_key)
+        # output.flavor: re-render the valid canonical lines (one call; a partitioned reduce can make it per part).
+        if flavour is not None:
+            file_name = output_file_name(task.output_name, side, flavour.output_format)
+            rendered, refused = flavour.render(result.examples_by_side[side], file_name)
+            refused_ids = {id(line.example) for line in refused}
+            result.examples_by_side[side] = [e for e in result.examples_by_side[side] if id(e) not in refused_ids]
+            result.rendered_by_side[side] = rendered
+            invalid.extend((line.example, line.reason, line.errors) for line in refused)
     written_off: set[str] = set()
     write_drops = result.drops_by_step.setdefault(WRITE_STEP, Counter())
-    for example, errors in invalid:
+    for example, reason, errors in invalid:
         for record in example.records:
             if record.id not in result.exported and record.id not in written_off:
                 written_off.add(record.id)  # one quarantine row per record, however many lines it was in
-                ledger.drop(WRITE_STEP, record, Drop(Reason.schema_violation, tuple(errors), {"example_id": example.id}))
-                write_drops[Reason.schema_violation.value] += 1
+                ledger.drop(WRITE_STEP, record, Drop(reason, tuple(errors), {"example_id": example.id}))
+                write_drops[reason.value] += 1
     return result
 
 
@@ -190,15 +204,23 @@ def write_outputs(
     stats: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "task": task.kind, "files": {}}
     # A task that writes its own files (coverage packages) replaces the one-line-per-example dataset files.
     own_outputs = None if settings.dry_run else task.write_outputs(output_dir, result.examples_by_side)
+    flavour = settings.flavour_output
+    flavour_files: list[tuple[str, str]] = []
     for side, examples in result.examples_by_side.items():
         name = output_file_name(task.output_name, side, settings.output_format)
         if own_outputs is not None:
             name = f"{task.output_name}/{side}"
         stats["files"][name] = file_stats(task.kind, examples, excluded, form=task.form, tokenizer=settings.token_counter)
         if not settings.dry_run and own_outputs is None:
-            lines = [e.line for e in examples]
-            outputs.append(write_dataset(output_dir / name, lines, settings.output_format, task.schema))
-            files.append(name)
+            # output.flavor: the side's rendered lines (and their provenance sidecar), written in file order.
+            written = flavour.write(output_dir, name, side, result.rendered_by_side[side])
+            outputs.extend(written)
+            files.extend(entry["path"] for entry in written)
+            flavour_files.append((side, name))
+    if flavour_files:
+        side_files = flavour.write_side_files(output_dir, flavour_files)
+        outputs.extend(side_files)
+        files.extend(entry["path"] for entry in side_files)
     if own_outputs is not None:
         outputs.extend(own_outputs)
         files.extend(sorted({entry["path"].split("/")[0] for entry in own_outputs}))
@@ -242,7 +264,7 @@ def run(
         kept, dropped, chain_reports = run_chain(settings.steps, records, ledger, settings.batch_size)
         groups = group_records(kept, dropped, settings.group_key)
         sides = assign_sides(groups, settings.split, settings.split_key)
-        result = build_examples(settings.task, sides, ledger)
+        result = build_examples(settings.task, sides, ledger, settings.flavour_output)
         counts = ledger.close(set(result.exported))
         counts["examples"] = result.examples
         stages = stage_entries(parse_report, chain_reports, len(kept), settings.task, result)

@@ -67,3 +67,12 @@ def write_dataset(path: Path, lines: Sequence[dict[str, Any]], output_format: st
     if output_format == "parquet":
         return write_parquet(path, lines, schema_name)
     return write_jsonl(path, lines)
+
+
+def write_text(path: Path, text: str) -> dict[str, Any]:
+    """A small text file written beside the data (a config block to paste); {path, sha256} for the manifest."""
+    data = text.encode("utf-8")
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+    return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest()}
