@@ -5,6 +5,7 @@ Every problem is reported with its dotted override key, all of them at once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from distill.errors import ConfigError, DistillError
 from distill.grouping import GROUP_KINDS, KeyFunction, key_function
+from distill.plan.prepare import ExecutorSettings, default_workers
 from distill.sources import SOURCES, Source
 from distill.split import SplitParams
 from distill.tokens import TokenCounter, load_tokenizer
@@ -62,6 +64,23 @@ class OutputConfig(BaseModel):
         return value
 
 
+class ExecutorConfig(BaseModel):
+    """How the plan runs (`conf/executor/`): never what it computes. Outputs are the same bytes whatever is set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local"] = "local"
+    workers: PositiveInt | None = None
+    """Worker processes for map and reduce; null: every core this process may use."""
+    memory_gb: float | None = Field(default=None, gt=0)
+    """The memory budget the partition count follows; null: a quarter of the machine, at most 1 GB per worker."""
+    partitions: PositiveInt | None = None
+    """Fix the partition count instead of deriving it from the input size and the budget."""
+    shard_mb: float = Field(default=64, gt=0)
+    """Plain JSONL files are cut into byte ranges of about this size, mapped in parallel."""
+    compress_spills: bool = False
+
+
 class StatsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,8 +97,22 @@ class TopLevel(BaseModel):
     task: dict[str, Any]
     output: OutputConfig = OutputConfig()
     stats: StatsConfig = StatsConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    resume: bool = False
     batch_size: PositiveInt = 4096
     dry_run: bool = False
+
+
+def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
+    workers = config.workers or default_workers()
+    if config.memory_gb is not None:
+        memory = int(config.memory_gb * 2**30)
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = min(total // 4, workers * 2**30)
+    return ExecutorSettings(
+        config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills
+    )
 
 
 @dataclass
@@ -96,6 +129,8 @@ class Settings:
     batch_size: int
     dry_run: bool
     output_format: str
+    executor: ExecutorSettings
+    resume: bool = False
     token_counter: TokenCounter | None = None
     flavour: Flavour = field(default_factory=TrlFlavour)
     render_context: RenderContext | None = None
@@ -215,6 +250,8 @@ def build_settings(config: dict[str, Any]) -> Settings:
         batch_size=top.batch_size,
         dry_run=top.dry_run,
         output_format=file_format(flavour, top.output.format),
+        executor=executor_settings(top.executor),
+        resume=top.resume,
         token_counter=token_counter,
         flavour=flavour,
         render_context=RenderContext(

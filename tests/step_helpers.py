@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from distill.executor import run_chain
+from distill.curation.chain import run_chain
 from distill.grouping import key_function
 from distill.quarantine import Ledger, QuarantineRow
 from distill.record import Record

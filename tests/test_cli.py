@@ -157,5 +157,5 @@ def test_long_inputs_show_progress_on_stderr_and_keep_stdout_for_the_summary(tmp
     path = write_jsonl(tmp_path / "many.jsonl", rows)
     done = run_cli([f"source.path={path}", "hydra.run.dir=run"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "read 10000 rows" in done.stderr
+    assert "map: " in done.stderr and "12000 rows" in done.stderr and "rows/s" in done.stderr and "s left" in done.stderr
     assert "read 10000 rows" not in done.stdout and done.stdout.startswith("distill: 12000 rows in")

@@ -171,7 +171,7 @@ def test_a_conversation_whose_only_answer_is_context_is_refused_not_written(tmp_
     assert run.lines == []
     assert run.reasons() == {"u1": "schema_violation", "a1": "schema_violation"}
     assert "no trained assistant message" in run.quarantine[0]["errors"][0]
-    assert run.quarantine[0]["errors"][0].startswith("sft.jsonl line 1 (example sft-")
+    assert run.quarantine[0]["errors"][0].startswith("sft.jsonl, example sft-")
 
 
 TOOL_CHAT = [
@@ -202,7 +202,7 @@ def test_openai_refuses_a_tool_turn_that_answers_no_call_with_its_line_and_reaso
     assert run.lines == []
     assert set(run.reasons().values()) == {"schema_violation"}
     error = run.quarantine[0]["errors"][0]
-    assert error.startswith("sft.jsonl line 1 (example sft-")
+    assert error.startswith("sft.jsonl, example sft-")
     assert "messages[1]: tool message answers no open tool call" in error
 
 

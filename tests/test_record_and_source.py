@@ -11,7 +11,7 @@ from helpers import compose_config, run_pipeline, write_jsonl
 from distill.config import build_settings
 from distill.errors import ConfigError
 from distill.record import Record, parse_timestamp
-from distill.runner import read_records
+from distill.curation.chain import read_records
 from distill.quarantine import Ledger
 
 

@@ -7,7 +7,7 @@ import pytest
 import step_helpers
 from step_helpers import CONTEXT, apply, make_step
 
-from distill.executor import run_chain
+from distill.curation.chain import run_chain
 from distill.quarantine import Drop, Ledger
 from distill.record import Record
 from distill.curation.steps import STEPS

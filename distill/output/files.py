@@ -1,52 +1,81 @@
-"""Output files: JSONL with sorted keys (or Parquet with a schema-derived layout), written atomically (temp file,
-then rename), hashed as written."""
+"""Output files: JSONL with sorted keys (or Parquet with a schema-derived layout), written atomically (a temporary
+name unique to this process, then a rename), hashed as written. A file with its final name is always whole."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
 JSON_OPTIONS = orjson.OPT_SORT_KEYS
+PARQUET_ROW_GROUP_ROWS = 65_536
 
 
 def jsonl_bytes(row: Any) -> bytes:
     return orjson.dumps(row, option=JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE)
 
 
+def temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A binary handle on a temporary file that becomes `path` only when the block ends without an error."""
+    temporary = temporary_name(path)
+    try:
+        with temporary.open("wb") as handle:
+            yield handle
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
-    """Writes one JSON object per line; returns {path, sha256, rows} for the manifest."""
+    """Writes one JSON object per line (a row given as bytes is an already encoded line); returns {path, sha256,
+    rows} for the manifest."""
     digest = hashlib.sha256()
     count = 0
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
+    with atomic_file(path) as handle:
         for row in rows:
-            data = jsonl_bytes(row)
+            data = row if isinstance(row, bytes) else jsonl_bytes(row)
             digest.update(data)
             handle.write(data)
             count += 1
-    os.replace(temporary, path)
     return {"path": path.name, "sha256": digest.hexdigest(), "rows": count}
 
 
-def write_json(path: Path, value: Any) -> dict[str, Any]:
-    data = orjson.dumps(value, option=JSON_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+def write_bytes(path: Path, data: bytes) -> dict[str, Any]:
+    with atomic_file(path) as handle:
+        handle.write(data)
     return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest()}
 
 
-PARQUET_ROW_GROUP_ROWS = 65_536
+def write_json(path: Path, value: Any) -> dict[str, Any]:
+    return write_bytes(path, orjson.dumps(value, option=JSON_OPTIONS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
 
 
-def write_parquet(path: Path, lines: Sequence[dict[str, Any]], schema_name: str) -> dict[str, Any]:
-    """Writes the lines as Parquet rows, in order, with the Arrow schema derived from JSON Schema `schema_name`
-    (see `distill.output.parquet_schema`); returns {path, sha256, rows}. Same lines, same bytes."""
+def write_text(path: Path, text: str) -> dict[str, Any]:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_parquet(path: Path, lines: Iterable[dict[str, Any]], schema_name: str) -> dict[str, Any]:
+    """Writes the lines as Parquet rows, in order, in row groups of `PARQUET_ROW_GROUP_ROWS`, with the Arrow schema
+    derived from JSON Schema `schema_name` (see `distill.output.parquet_schema`); returns {path, sha256, rows}.
+    Same lines, same bytes; never more than one row group in memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -54,25 +83,17 @@ def write_parquet(path: Path, lines: Sequence[dict[str, Any]], schema_name: str)
     from distill.validation import load_schema
 
     layout = table_layout(load_schema(schema_name), schema_name, pa)
-    table = pa.Table.from_pylist([layout.row(line) for line in lines], schema=layout.arrow_schema)
-    temporary = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temporary, row_group_size=PARQUET_ROW_GROUP_ROWS, compression="zstd")
-    os.replace(temporary, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"path": path.name, "sha256": digest, "rows": table.num_rows}
-
-
-def write_dataset(path: Path, lines: Sequence[dict[str, Any]], output_format: str, schema_name: str) -> dict[str, Any]:
-    """A task's dataset file in the configured `output.format`."""
-    if output_format == "parquet":
-        return write_parquet(path, lines, schema_name)
-    return write_jsonl(path, lines)
-
-
-def write_text(path: Path, text: str) -> dict[str, Any]:
-    """A small text file written beside the data (a config block to paste); {path, sha256} for the manifest."""
-    data = text.encode("utf-8")
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-    return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+    count = 0
+    with atomic_file(path) as handle:
+        with pq.ParquetWriter(handle, layout.arrow_schema, compression="zstd") as writer:
+            group: list[dict[str, Any]] = []
+            for line in lines:
+                group.append(layout.row(line))
+                if len(group) == PARQUET_ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_pylist(group, schema=layout.arrow_schema))
+                    count += len(group)
+                    group = []
+            if group or count == 0:
+                writer.write_table(pa.Table.from_pylist(group, schema=layout.arrow_schema))
+                count += len(group)
+    return {"path": path.name, "sha256": file_sha256(path), "rows": count}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from distill.record import Record
 from distill.tasks.base import Example
 from distill.tokens import TokenCounter, token_length
 
@@ -17,7 +17,7 @@ NONE_KEY = "__none__"
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """count, min, median, p95, max, mean (None when empty), as plain JSON numbers."""
-    if not values:
+    if len(values) == 0:
         return {"count": 0, "min": None, "median": None, "p95": None, "max": None, "mean": None}
     array = np.asarray(values, dtype=np.float64)
 
@@ -35,44 +35,91 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _counts(values: Sequence[str | None]) -> dict[str, int]:
-    return dict(sorted(Counter(NONE_KEY if v is None else v for v in values).items()))
+@dataclass
+class StatsPart:
+    """One partition's share of a dataset file's stats: counts that add up and the raw per-example and per-record
+    values, so the merged quantiles are exact whatever the number of partitions. Groups never span partitions."""
+
+    examples: int = 0
+    records: int = 0
+    groups: int = 0
+    by_role: Counter[str] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
+    by_tenant: Counter[str] = field(default_factory=Counter)
+    by_category: Counter[str] = field(default_factory=Counter)
+    reward_sources: Counter[str] = field(default_factory=Counter)
+    methods: set[str] = field(default_factory=set)
+    records_per_group: list[np.ndarray] = field(default_factory=list)
+    tokens_per_example: list[np.ndarray] = field(default_factory=list)
+    rewards: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, other: StatsPart) -> None:
+        self.examples += other.examples
+        self.records += other.records
+        self.groups += other.groups
+        for name in ("by_role", "by_source", "by_tenant", "by_category", "reward_sources"):
+            getattr(self, name).update(getattr(other, name))
+        self.methods |= other.methods
+        self.records_per_group += other.records_per_group
+        self.tokens_per_example += other.tokens_per_example
+        self.rewards += other.rewards
 
 
-def file_stats(
-    task: str,
-    examples: Sequence[Example],
-    excluded: dict[str, dict[str, int]],
-    *,
-    form: str | None = None,
-    tokenizer: TokenCounter | None = None,
-) -> dict[str, Any]:
-    """One file's section. `form` is the task's output form (preference: paired, unpaired or ranked)."""
+def _key(value: str | None) -> str:
+    return NONE_KEY if value is None else value
+
+
+def stats_part(examples: Sequence[Example], tokenizer: TokenCounter | None = None) -> StatsPart:
+    """The figures of some examples whose groups are all here (one partition's share of a file)."""
     records = {r.id: r for example in examples for r in example.records}.values()
     # Distinct records: one record may feed several lines of its group (a shared prompt, several pairs).
     per_group: dict[str, set[str]] = {}
     for example in examples:
         per_group.setdefault(example.group_key, set()).update(r.id for r in example.records)
     measured = {r.id: token_length(r, tokenizer) for r in records}
-    lengths = [sum(measured[r.id][0] for r in example.records) for example in examples]
-    methods = {method for _, method in measured.values()}
+    rewarded = [r for r in records if r.reward is not None]
+    return StatsPart(
+        examples=len(examples),
+        records=len(records),
+        groups=len(per_group),
+        by_role=Counter(_key(r.role.value if r.role else None) for r in records),
+        by_source=Counter(_key(r.source) for r in records),
+        by_tenant=Counter(_key(r.tenant) for r in records),
+        by_category=Counter(_key(r.category.value if r.category else None) for r in records),
+        reward_sources=Counter(_key(r.reward_source) for r in rewarded),
+        methods={method for _, method in measured.values()},
+        records_per_group=[np.array([len(ids) for ids in per_group.values()], dtype=np.float64)],
+        tokens_per_example=[
+            np.array([sum(measured[r.id][0] for r in example.records) for example in examples], dtype=np.float64)
+        ],
+        rewards=[np.array([r.reward for r in rewarded], dtype=np.float64)],
+    )
+
+
+def _values(arrays: list[np.ndarray]) -> np.ndarray:
+    # Sorted, so the mean sums in one order whatever the partitioning.
+    return np.sort(np.concatenate(arrays)) if arrays else np.empty(0)
+
+
+def file_stats(
+    task: str, part: StatsPart, excluded: dict[str, dict[str, int]], *, form: str | None = None
+) -> dict[str, Any]:
+    """One file's section of stats.json from its merged parts. `form` is the task's output form (preference:
+    paired, unpaired or ranked)."""
+    methods = set(part.methods)
     method = methods.pop() if len(methods) == 1 else "mixed" if methods else "length_proxy"
-    rewards = [r.reward for r in records if r.reward is not None]
     return {
         "task": task,
         "form": form,
-        "examples": len(examples),
-        "records": len(records),
-        "groups": len(per_group),
-        "by_role": _counts([r.role.value if r.role else None for r in records]),
-        "by_source": _counts([r.source for r in records]),
-        "by_tenant": _counts([r.tenant for r in records]),
-        "by_category": _counts([r.category.value if r.category else None for r in records]),
-        "records_per_group": summary([len(ids) for ids in per_group.values()]),
-        "tokens_per_example": {"method": method, **summary(lengths)},
-        "rewards": {
-            **summary(rewards),
-            "by_source": _counts([r.reward_source for r in records if r.reward is not None]),
-        },
+        "examples": part.examples,
+        "records": part.records,
+        "groups": part.groups,
+        "by_role": dict(sorted(part.by_role.items())),
+        "by_source": dict(sorted(part.by_source.items())),
+        "by_tenant": dict(sorted(part.by_tenant.items())),
+        "by_category": dict(sorted(part.by_category.items())),
+        "records_per_group": summary(_values(part.records_per_group)),
+        "tokens_per_example": {"method": method, **summary(_values(part.tokens_per_example))},
+        "rewards": {**summary(_values(part.rewards)), "by_source": dict(sorted(part.reward_sources.items()))},
         "excluded_by_step": excluded,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,6 +26,26 @@ class SourceParams(BaseModel):
 Parsed = Record | QuarantineRow
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One independently readable piece of a source's input, numbered in the plan's read order: a byte range of a
+    plain text file (with the number of its first line, so origins and derived ids stay those of a whole-file read),
+    a whole file, or the whole source when the source cannot be cut."""
+
+    index: int
+    path: str | None = None
+    """The file (absolute); None: the whole source is one shard."""
+    relative: str | None = None
+    start: int = 0
+    stop: int | None = None
+    """The byte range [start, stop) of a text file; None: to the end of the file."""
+    first_line: int = 1
+    size: int = 0
+    """Bytes to read, for planning and progress."""
+    sha256: str | None = None
+    """The whole file's hash, when the plan computed it while cutting the file."""
+
+
 class Source(ABC):
     kind: ClassVar[str]
     Params: ClassVar[type[SourceParams]] = SourceParams
@@ -41,6 +62,19 @@ class Source(ABC):
     @abstractmethod
     def read(self) -> Iterator[Parsed]:
         """Every input row, in a deterministic order, as a Record or a quarantine row."""
+
+    def shards(self, target_bytes: int) -> list[Shard]:
+        """The input cut into pieces of about `target_bytes` that the plan maps in parallel. A source that cannot be
+        cut is one shard."""
+        return [Shard(0)]
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        """Every row of one shard, in order. The default reads the whole source (a one-shard source)."""
+        return self.read()
+
+    def shard_inputs(self, shard: Shard) -> list[dict[str, Any]]:
+        """After `read_shard`: the manifest's input entries for what it read (summed per file by the plan)."""
+        return self.inputs()
 
     def inputs(self) -> list[dict[str, Any]]:
         """For the manifest, after `read`: what was read ([{path, sha256, rows}] or [{uri, version, rows}]).

@@ -13,7 +13,7 @@ from distill.errors import DistillError
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
-from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+from distill.sources.base import SOURCES, Parsed, Shard, Source, SourceParams
 
 
 class JsonlParams(SourceParams):
@@ -37,6 +37,51 @@ def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Pa
         root = Path(os.path.commonpath([str(p.parent) for p in files]))
         return root, files
     raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
+
+
+CUT_CHUNK_BYTES = 8 << 20
+
+
+def cut_points(path: Path, target_bytes: int) -> tuple[str, list[tuple[int, int]]]:
+    """(the file's sha256, [(start byte, first line number)] of ranges of about `target_bytes`, each starting at
+    the beginning of a line) in one sequential read."""
+    digest = hashlib.sha256()
+    cuts = [(0, 1)]
+    offset, lines, next_cut, pending = 0, 0, target_bytes, False
+    with path.open("rb") as handle:
+        while chunk := handle.read(CUT_CHUNK_BYTES):
+            digest.update(chunk)
+            position = 0
+            while True:
+                if not pending and offset + len(chunk) <= next_cut:
+                    break
+                # The range ends at the first newline at or after the target.
+                at = chunk.find(b"\n", max(position, next_cut - offset) if not pending else position)
+                if at < 0:
+                    pending = True
+                    break
+                pending = False
+                lines_before = lines + chunk.count(b"\n", 0, at + 1)
+                cuts.append((offset + at + 1, lines_before + 1))
+                position = at + 1
+                next_cut = offset + at + 1 + target_bytes
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
+    if cuts[-1][0] >= offset and len(cuts) > 1:
+        cuts.pop()
+    return digest.hexdigest(), cuts
+
+
+def range_lines(path: Path, start: int, stop: int | None, first_line: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of the lines that begin in [start, stop)."""
+    with path.open("rb") as handle:
+        handle.seek(start)
+        position = start
+        for number, line in enumerate(handle, start=first_line):
+            if stop is not None and position >= stop:
+                return
+            position += len(line)
+            yield number, line
 
 
 def numbered_lines(
@@ -77,6 +122,38 @@ class JsonlSource(Source):
         for path in self.files:
             for line, origin in numbered_lines(path, path.relative_to(self.root).as_posix(), self._inputs):
                 yield self._parse_line(line, origin)
+
+    def shards(self, target_bytes: int) -> list[Shard]:
+        """Files larger than `target_bytes` are cut into line-aligned byte ranges; each shard knows its first
+        line's number, so origins and `<file>:<line>` ids are those of a whole-file read."""
+        self.check()
+        shards: list[Shard] = []
+        for path in self.files:
+            relative = path.relative_to(self.root).as_posix()
+            digest, cuts = cut_points(path, target_bytes)
+            size = path.stat().st_size
+            ends = [start for start, _ in cuts[1:]] + [size]
+            for (start, first_line), stop in zip(cuts, ends):
+                shards.append(Shard(
+                    len(shards), str(path), relative, start, stop if stop < size else None, first_line,
+                    stop - start, digest,
+                ))
+        return shards
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        if shard.path is None:
+            yield from self.read()
+            return
+        rows = 0
+        for number, line in range_lines(Path(shard.path), shard.start, shard.stop, shard.first_line):
+            if not line.strip():
+                continue
+            rows += 1
+            yield self._parse_line(line, Origin(path=shard.relative, line=number))
+        self._inputs = [{"path": str(Path(shard.path).resolve()), "sha256": shard.sha256, "rows": rows}]
+
+    def shard_inputs(self, shard: Shard) -> list[dict[str, Any]]:
+        return list(self._inputs)
 
     def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
         fallback_id = f"{origin.path}:{origin.line}"

@@ -6,7 +6,6 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -60,6 +59,8 @@ class Task(ABC):
     Params: ClassVar[type[TaskParams]] = TaskParams
     schema: ClassVar[str]
     """Name of the JSON Schema in `schemas/` every output line is validated against at write time."""
+    writer: ClassVar[str] = "lines"
+    """The dataset writer (`distill.output.writers`): one line per example, or a task's own file layout."""
 
     def __init__(self, params: TaskParams) -> None:
         self.params = params
@@ -76,14 +77,6 @@ class Task(ABC):
     @abstractmethod
     def build(self, groups: Sequence[Group]) -> TaskOutput:
         """Examples from the groups of one split side; every record of those groups ends in an example or a drop."""
-
-    def write_outputs(
-        self, output_dir: Path, examples_by_side: dict[str, list[Example]]
-    ) -> list[dict[str, Any]] | None:
-        """For a task whose output is not one line per example (coverage packages): write its own files under
-        `output_dir` and return their manifest entries ({path relative to output_dir, sha256, rows}). None (the
-        default) lets the runner write `<task>[.<side>].<format>` with one line per example."""
-        return None
 
 
 def make_example(prefix: str, body: dict[str, Any], records: Sequence[Record], group_key: str) -> Example:

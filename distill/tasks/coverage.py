@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from distill.errors import DistillError
 from distill.grouping import Group, display_key
 from distill.hashing import sha256_hex
 from distill.quarantine import Drop
@@ -16,31 +15,9 @@ from distill.reasons import Reason
 from distill.record import Record
 from distill.tasks.base import TASK_STEP, TASKS, Example, Task, TaskOutput, TaskParams, make_example
 from distill.tasks.coverage_instances import InstanceFile, InstanceSpec, load_instance_file
-from distill.tasks.coverage_package import (
-    GENERATION_MANIFEST,
-    INSTANCE_FILE,
-    PackageBuilder,
-    PackageInputs,
-    generation_manifest,
-    package_readme,
-    parse_candidate,
-)
-from distill.validation import schema_errors
-from distill.output.files import write_json, write_jsonl
+from distill.tasks.coverage_package import PackageBuilder, PackageInputs, parse_candidate
 
-COVERAGE_DIR = "coverage"
-EXPORT_MANIFEST = "coverage_export_manifest.json"
-README = "README.md"
 MAX_CLEAN_NAME = 64
-FILE_SCHEMAS = {
-    "experiences.jsonl": "coverage_experience",
-    "evidence_units.jsonl": "coverage_evidence_unit",
-    "queries.jsonl": "coverage_query",
-    "candidate_memories.jsonl": "coverage_candidate_memory",
-    "coverage_matrix.jsonl": "coverage_matrix_cell",
-    "annotation_decisions.jsonl": "coverage_annotation_decision",
-    INSTANCE_FILE: "coverage_instance",
-}
 
 
 class CoverageParams(TaskParams):
@@ -78,6 +55,7 @@ class CoverageTask(Task):
     kind = "coverage"
     Params = CoverageParams
     schema = "coverage_package"
+    writer = "coverage_packages"
     params: CoverageParams
 
     def __init__(self, params: CoverageParams) -> None:
@@ -132,65 +110,8 @@ class CoverageTask(Task):
         }
         output.examples.append(make_example("coverage", body, [c.record for c in inputs.candidates], group.key))
 
-    def write_outputs(self, output_dir: Path, examples_by_side: dict[str, list[Example]]) -> list[dict[str, Any]]:
-        """Writes `coverage/<package>/...` for every example (a group's package, its split the side it is on) and
-        `coverage/coverage_export_manifest.json`; returns manifest entries with paths relative to `output_dir`."""
-        root = output_dir / COVERAGE_DIR
-        root.mkdir(parents=True, exist_ok=True)
-        placed = sorted(
-            ((example, side) for side, examples in examples_by_side.items() for example in examples),
-            key=lambda pair: pair[0].line["directory"],
-        )
-        entries: list[dict[str, Any]] = []
-        packages = []
-        for example, side in placed:
-            line = example.line
-            entries.extend(self._write_package(root, example, side))
-            packages.append({
-                "group": line["group"],
-                "instance_id": line["instance_id"],
-                "directory": line["directory"],
-                "split": side,
-                "coverage_matrix": f"{line['directory']}/coverage_matrix.jsonl",
-                "candidate_memories": f"{line['directory']}/candidate_memories.jsonl",
-                "candidate_generation_manifest": f"{line['directory']}/{GENERATION_MANIFEST}",
-            })
-        export = {"schema_version": 1, "package_count": len(packages), "packages": packages}
-        entries.append(write_json(root / EXPORT_MANIFEST, export))
-        return [{**entry, "path": f"{COVERAGE_DIR}/{entry['path']}"} for entry in entries]
-
-    def _write_package(self, root: Path, example: Example, side: str) -> list[dict[str, Any]]:
-        line = example.line
+    def package_files(self, example: Example, side: str) -> tuple[PackageBuilder, dict[str, Any]]:
+        """The builder and files of one group's package (its split the side it fell on)."""
         inputs, _ = self._candidates(example.group_key, example.records)
         builder = PackageBuilder(replace(inputs, split=side))
-        files = builder.files()
-        errors = package_errors(files)
-        if errors:
-            # Candidates and instances were validated before the ledger closed: rows that break their schema here
-            # mean the builder and schemas/ disagree.
-            raise DistillError(f"coverage package {line['directory']}: {errors[0]}")
-        directory = root / line["directory"]
-        directory.mkdir(exist_ok=True)
-        entries = [
-            write_json(directory / name, rows) if name == INSTANCE_FILE else write_jsonl(directory / name, rows)
-            for name, rows in files.items()
-        ]
-        hashes = {entry["path"]: entry["sha256"] for entry in entries}
-        manifest = generation_manifest(
-            files, builder.generation_config, builder.generation_config_hash, hashes, self.instance_file_entry
-        )
-        entries.append(write_json(directory / GENERATION_MANIFEST, manifest))
-        dense = self.params.include_zero_coverage
-        readme = package_readme(line["directory"], line["group"], files[INSTANCE_FILE], manifest["counts"], dense)
-        (directory / README).write_text(readme, encoding="utf-8")
-        entries.append({"path": README, "sha256": sha256_hex(readme)})
-        return [{**entry, "path": f"{line['directory']}/{entry['path']}"} for entry in entries]
-
-
-def package_errors(files: dict[str, Any]) -> list[str]:
-    """Each file's rows against its JSON Schema in `schemas/`: `file row N: message` lines, [] when all pass."""
-    errors = []
-    for name, rows in files.items():
-        for number, row in enumerate(rows if isinstance(rows, list) else [rows]):
-            errors.extend(f"{name} row {number}: {message}" for message in schema_errors(FILE_SCHEMAS[name], row))
-    return errors
+        return builder, builder.files()

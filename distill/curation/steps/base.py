@@ -7,16 +7,27 @@ drops it with a `Drop`. Two shapes:
 * `GlobalStep`: needs all records to decide (dedup, decontamination). It is split in three visible phases:
   `keys` (per batch: compact keys such as hashes or signatures, never whole records), `decide` (over the keys
   only: which record ids go, and why) and `filter` (per batch: apply the decisions). A distributed engine maps
-  `keys`, gathers/joins for `decide`, and maps `filter`; the embedded executor does the same in one process.
+  `keys`, gathers/joins for `decide`, and maps `filter`; the plan (`distill.plan`) does exactly that.
+
+Steps keep no state of their own while mapping, since a map runs in many worker processes: loading (eval sets,
+detectors) goes in `setup()`, run once per worker; figures for the manifest go into `self.counters`, which the
+executor gives each map task fresh and merges across workers before `manifest_extra` reads them.
+
+A key batch is a dataclass of parallel columns with an `ids` list (one entry per keyed record); every other
+column is a list or array of the same length, or empty when the step does not use it. That is what lets the plan
+gather the keys of many shards, drop the entries of records already dropped, and order them by (created_at, id)
+without knowing the step (`take_keys`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from distill.quarantine import Drop
@@ -52,10 +63,20 @@ class Step(ABC):
         self.name = name
         self.params = params
         self.context = context
+        self.counters: Counter[str] = Counter()
+
+    def setup(self) -> None:
+        """Loads what the step needs (eval sets, detectors), once per worker process, before its first batch."""
 
     def manifest_extra(self) -> dict[str, Any]:
-        """Step-specific figures for the manifest's stage entry (e.g. hits per eval set)."""
+        """Step-specific figures for the manifest's stage entry (e.g. hits per eval set), from `self.counters`
+        (merged across workers) and what `decide` found."""
         return {}
+
+    def redact_quarantine_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A quarantine row (as JSON) as the quarantine may show it: a step that hides something from the dataset
+        (secrets) hides it here too. The default shows the row as it is."""
+        return row
 
 
 class RecordStep(Step):
@@ -75,6 +96,36 @@ class GlobalStep(Step, Generic[K]):
 
     def filter(self, batch: Sequence[Record], drops: dict[str, Drop]) -> list[Verdict]:
         return [drops.get(record.id, record) for record in batch]
+
+
+def take_keys(keys: Any, positions: Sequence[int] | np.ndarray) -> Any:
+    """The key batch holding only the entries at `positions`, in that order (see the module docstring)."""
+    count = len(keys.ids)
+    picked: dict[str, Any] = {}
+    index = np.asarray(positions, dtype=np.int64)
+    for column in fields(keys):
+        values = getattr(keys, column.name)
+        if len(values) != count or count == 0:
+            picked[column.name] = values[:0] if len(values) == count else values
+        elif isinstance(values, np.ndarray):
+            picked[column.name] = values[index]
+        else:
+            picked[column.name] = [values[i] for i in index.tolist()]
+    return replace(keys, **picked)
+
+
+def concat_keys(batches: Sequence[Any]) -> Any:
+    """One key batch from several of the same step (columns concatenated in order)."""
+    first = batches[0]
+    joined: dict[str, Any] = {}
+    for column in fields(first):
+        parts = [getattr(batch, column.name) for batch in batches]
+        if isinstance(parts[0], np.ndarray):
+            shaped = [part for part in parts if len(part)] or parts[:1]
+            joined[column.name] = np.concatenate(shaped) if len(shaped) > 1 else shaped[0]
+        else:
+            joined[column.name] = [value for part in parts for value in part]
+    return replace(first, **joined)
 
 
 STEPS: Registry[type[Step]] = Registry("curation step")

@@ -54,12 +54,12 @@ class NgramHits:
 
 @dataclass(frozen=True)
 class EmbeddingHits:
-    """Per batch, the records within `threshold` cosine distance of an eval item: the nearest item and distance."""
+    """Per batch, the records within `threshold` cosine distance of an eval item: the nearest item and distance;
+    records without a usable embedding have item -1 (counted for the manifest, never dropped)."""
 
     ids: list[str]
     items: list[int]
     distances: list[float]
-    without_embedding: int = 0
 
 
 @STEPS.register("decontaminate")
@@ -123,6 +123,9 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
         self._eval_vectors = _unit_rows(np.array([self._items[i].embedding for i in usable], dtype=np.float32))
         self._figures["items_without_embedding"] = len(self._items) - len(usable)
 
+    def setup(self) -> None:
+        self._load()
+
     # -- keys / decide -------------------------------------------------------------------------------------------
 
     def keys(self, batch: Sequence[Record]) -> NgramHits | EmbeddingHits:
@@ -149,7 +152,8 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
     def _embedding_hits(self, records: list[Record]) -> EmbeddingHits:
         dim = self._eval_vectors.shape[1]
         with_vectors = [r for r in records if r.embedding is not None and len(r.embedding) == dim]
-        hits = EmbeddingHits([], [], [], len(records) - len(with_vectors))
+        without = [r for r in records if r.embedding is None or len(r.embedding) != dim]
+        hits = EmbeddingHits([r.id for r in without], [-1] * len(without), [float("nan")] * len(without))
         if not with_vectors:
             return hits
         similarity = _unit_rows(np.array([r.embedding for r in with_vectors], dtype=np.float32)) @ self._eval_vectors.T
@@ -167,9 +171,10 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
         hits: Counter[str] = Counter()
         for batch in keys:
             if isinstance(batch, EmbeddingHits):
-                hits["\x00without_embedding"] += batch.without_embedding
+                hits["\x00without_embedding"] += batch.items.count(-1)
                 verdicts = (
-                    self._embedding_drop(item, distance) for item, distance in zip(batch.items, batch.distances)
+                    None if item == -1 else self._embedding_drop(item, distance)
+                    for item, distance in zip(batch.items, batch.distances)
                 )
             else:
                 verdicts = (self._ngram_drop(matched) for matched in batch.matched)

@@ -63,8 +63,6 @@ class ScrubSecrets(RecordStep):
         if p.library == "detect_secrets":
             detectors += library_detectors()
         self.scrubber = Scrubber(detectors)
-        self._found: Counter[str] = Counter()
-        self._records_hit = 0
 
     def map_batch(self, batch: Sequence[Record]) -> list[Verdict]:
         verdicts: list[Verdict] = []
@@ -75,8 +73,8 @@ class ScrubSecrets(RecordStep):
             if not found:
                 verdicts.append(record)
                 continue
-            self._found.update(found)
-            self._records_hit += 1
+            self.counters.update({f"kind:{kind}": n for kind, n in found.items()})
+            self.counters["records_with_secrets"] += 1
             if self.params.action == "drop":
                 kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(found.items()))
                 verdicts.append(Drop(Reason.secret, (f"found {kinds}",), {"found": dict(sorted(found.items()))}))
@@ -95,17 +93,5 @@ class ScrubSecrets(RecordStep):
 
     def manifest_extra(self) -> dict[str, Any]:
         label = "redactions" if self.params.action == "redact" else "found"
-        return {label: dict(sorted(self._found.items())), "records_with_secrets": self._records_hit}
-
-
-def quarantine_redactor(steps: Sequence[Step]) -> Any:
-    """The function the runner applies to every quarantine row: the scrubbing of each scrub_secrets step in the
-    chain, or the identity when there is none."""
-    scrubbers = [step for step in steps if isinstance(step, ScrubSecrets)]
-
-    def redact(row: dict[str, Any]) -> dict[str, Any]:
-        for step in scrubbers:
-            row = step.redact_quarantine_row(row)
-        return row
-
-    return redact
+        found = {key.removeprefix("kind:"): n for key, n in self.counters.items() if key.startswith("kind:")}
+        return {label: dict(sorted(found.items())), "records_with_secrets": self.counters["records_with_secrets"]}

@@ -85,10 +85,10 @@ class Flavour(ABC):
         """The trainer's row for one valid canonical line, without `id` and `provenance` (added per
         output.provenance). Raises Refused when the trainer would reject or skip the row."""
 
-    def number(self, lines: list[dict[str, Any]], side: str) -> list[dict[str, Any]]:
-        """Fills what depends on a line's place in its file (verl's `extra_info.index`), when the file is put
-        together. The default: nothing."""
-        return lines
+    def place(self, line: dict[str, Any], index: int, side: str) -> dict[str, Any]:
+        """Fills what depends on a line's place in its file (verl's `extra_info.index`), as the merge writes the
+        file. The default: nothing."""
+        return line
 
     def side_files(self, files: Sequence[tuple[str, str]], context: RenderContext) -> dict[str, Any]:
         """Files written beside the data, from [(side, data file name)]: {name: JSON value or text}."""

@@ -6,12 +6,13 @@ quarantine before the ledger closes); `write_side` and `write_side_files` run wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.output.files import write_dataset, write_json, write_jsonl, write_text
+from distill.output.files import atomic_file, jsonl_bytes, write_json, write_jsonl, write_parquet, write_text
 from distill.output.flavours.base import INLINE, Flavour, Refused, RenderContext
 from distill.reasons import Reason
 from distill.tasks.base import Example
@@ -39,11 +40,12 @@ def render_side(
     flavour: Flavour, context: RenderContext, task_schema: str, provenance: str, examples: Sequence[Example], file_name: str
 ) -> tuple[list[Rendered], list[RefusedLine]]:
     """Renders each valid canonical example (in file order) and checks the line with its sidecar. Returns the
-    rendered lines, aligned with the examples kept, and the refused ones (with the line they would have been)."""
+    rendered lines, aligned with the examples kept, and the refused ones (naming the file and example; a refused
+    line has no line number, since it is never written)."""
     rendered: list[Rendered] = []
     refused: list[RefusedLine] = []
-    for position, example in enumerate(examples, start=1):
-        where = f"{file_name} line {position} (example {example.id})"
+    for example in examples:
+        where = f"{file_name}, example {example.id}"
         try:
             row = flavour.render(example, context)
         except Refused as refusal:
@@ -90,15 +92,51 @@ def sidecar_name(file_name: str) -> str:
 
 
 def write_side(
-    output_dir: Path, file_name: str, side: str, rendered: Sequence[Rendered], flavour: Flavour,
-    output_format: str, parquet_schema: str, provenance: str,
+    output_dir: Path, file_name: str, side: str, stream: Iterable[tuple[dict[str, Any], dict[str, Any] | None]],
+    flavour: Flavour, output_format: str, parquet_schema: str, provenance: str,
 ) -> list[dict[str, Any]]:
-    """The side's data file (and its provenance sidecar): manifest entries for both."""
-    lines = flavour.number([r.line for r in rendered], side)
-    entries = [write_dataset(output_dir / file_name, lines, output_format, parquet_schema)]
-    if provenance != INLINE:
-        entries.append(write_jsonl(output_dir / sidecar_name(file_name), (r.sidecar for r in rendered)))
-    return entries
+    """The side's data file and, with output.provenance=sidecar, its provenance sidecar, written together from one
+    pass over the merged (line, sidecar row) stream: manifest entries for both."""
+    if provenance == INLINE:
+        lines = (flavour.place(line, index, side) for index, (line, _) in enumerate(stream))
+        return [write_dataset(output_dir / file_name, lines, output_format, parquet_schema)]
+    with JsonlSink(output_dir / sidecar_name(file_name)) as sidecar:
+        def lines() -> Iterator[dict[str, Any]]:
+            for index, (line, row) in enumerate(stream):
+                sidecar.add(row)
+                yield flavour.place(line, index, side)
+
+        entry = write_dataset(output_dir / file_name, lines(), output_format, parquet_schema)
+    return [entry, sidecar.entry]
+
+
+def write_dataset(path: Path, lines: Iterable[dict[str, Any]], output_format: str, schema_name: str) -> dict[str, Any]:
+    return write_parquet(path, lines, schema_name) if output_format == "parquet" else write_jsonl(path, lines)
+
+
+class JsonlSink:
+    """A JSONL file filled row by row while another file is written from the same stream (atomic, hashed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.digest = hashlib.sha256()
+        self.rows = 0
+        self.entry: dict[str, Any] = {}
+
+    def __enter__(self) -> JsonlSink:
+        self._file = atomic_file(self.path)
+        self._handle = self._file.__enter__()
+        return self
+
+    def add(self, row: Any) -> None:
+        data = jsonl_bytes(row)
+        self.digest.update(data)
+        self._handle.write(data)
+        self.rows += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        self._file.__exit__(*exc)
+        self.entry = {"path": self.path.name, "sha256": self.digest.hexdigest(), "rows": self.rows}
 
 
 def write_side_files(output_dir: Path, flavour: Flavour, files: Sequence[tuple[str, str]], context: RenderContext) -> list[dict[str, Any]]:
@@ -122,9 +160,12 @@ class FlavourOutput:
     def render(self, examples: Sequence[Example], file_name: str) -> tuple[list[Rendered], list[RefusedLine]]:
         return render_side(self.flavour, self.context, self.context.shape, self.provenance, examples, file_name)
 
-    def write(self, output_dir: Path, file_name: str, side: str, rendered: Sequence[Rendered]) -> list[dict[str, Any]]:
+    def write(
+        self, output_dir: Path, file_name: str, side: str, stream: Iterable[tuple[dict[str, Any], dict[str, Any] | None]]
+    ) -> list[dict[str, Any]]:
+        """Writes one side's file (and sidecar) from its merged (line, sidecar row) stream, in file order."""
         parquet_schema = self.flavour.schema(self.context.shape) or self.context.shape
-        return write_side(output_dir, file_name, side, rendered, self.flavour, self.output_format, parquet_schema, self.provenance)
+        return write_side(output_dir, file_name, side, stream, self.flavour, self.output_format, parquet_schema, self.provenance)
 
     def write_side_files(self, output_dir: Path, files: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         return write_side_files(output_dir, self.flavour, files, self.context)

@@ -47,8 +47,8 @@ class VerlFlavour(Flavour):
             "extra_info": {"index": None, "split": None, "id": line["id"], "record_ids": list(line["provenance"]["record_ids"])},
         }
 
-    def number(self, lines: list[dict[str, Any]], side: str) -> list[dict[str, Any]]:
-        return [{**line, "extra_info": {**line["extra_info"], "index": i, "split": side}} for i, line in enumerate(lines)]
+    def place(self, line: dict[str, Any], index: int, side: str) -> dict[str, Any]:
+        return {**line, "extra_info": {**line["extra_info"], "index": index, "split": side}}
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:

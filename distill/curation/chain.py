@@ -1,4 +1,5 @@
-"""The embedded single-process executor: runs the curation chain over batches of records."""
+"""The curation chain run in sequence over records in memory: the semantics the partitioned plan reproduces
+(`distill.plan`), kept as the reference the step tests run against."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill.quarantine import Drop, Ledger
+from distill.quarantine import Drop, Ledger, QuarantineRow
+from distill.reasons import Reason
 from distill.record import Record
 from distill.curation.steps.base import GlobalStep, RecordStep, Step, Verdict
 
@@ -73,3 +75,30 @@ def run_chain(
         log.info("step %s: kept %d, dropped %d (%.2fs)", step.name, report.kept, sum(report.dropped.values()), report.seconds)
         records = kept
     return records, dropped_records, reports
+
+
+def read_records(settings: Any, ledger: Ledger) -> tuple[list[Record], StageReport]:
+    """Every input row as a Record or a parse-stage quarantine row, in (created_at, id) order; a repeated id is a
+    `duplicate` (the first row read keeps it). The in-memory counterpart of the plan's map + repeated-id check."""
+    report = StageReport("parse", settings.source.kind)
+    records: list[Record] = []
+    first_seen: dict[str, Record] = {}
+    for parsed in settings.source.read():
+        ledger.input_rows += 1
+        if isinstance(parsed, QuarantineRow):
+            ledger.quarantine(parsed)
+            report.dropped[parsed.reason.value] += 1
+            continue
+        earlier = first_seen.setdefault(parsed.id, parsed)
+        if earlier is not parsed:
+            where = earlier.origin.label() if earlier.origin else "an earlier row"
+            ledger.quarantine(QuarantineRow(
+                "parse", Reason.duplicate, (f"id {parsed.id!r} already read at {where}",),
+                parsed.id, parsed.origin, parsed.to_json(),
+            ))
+            report.dropped[Reason.duplicate.value] += 1
+            continue
+        records.append(parsed)
+    report.kept = len(records)
+    records.sort(key=Record.order_key)
+    return records, report

@@ -1,0 +1,73 @@
+"""The local executor: the plan's map and reduce tasks on a pool of worker processes on this machine, or in this
+process with one worker. Workers are forked from the driver, so they start with its parts already built and
+loaded (`setup()` ran once before the fork)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from distill.executor.progress import Progress
+from distill.output.writers import DatasetWriter
+from distill.plan.context import PlanContext
+from distill.plan.map import MapResult, map_shard
+from distill.plan.reduce import ReduceResult, reduce_partition
+from distill.sources.base import Shard
+
+_WORKER: dict[str, Any] = {}
+"""The forked worker's view of the run: set by the driver just before the pool forks."""
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group; the driver alone decides, and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _map_task(shard: Shard) -> MapResult:
+    return map_shard(_WORKER["ctx"], shard)
+
+
+def _reduce_task(partition: int) -> ReduceResult:
+    return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"])
+
+
+class LocalExecutor:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def _run(self, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+        if self.workers <= 1 or len(items) <= 1:
+            yield from map(task, items)
+            return
+        context = multiprocessing.get_context("fork")
+        pool = context.Pool(min(self.workers, len(items)), initializer=_ignore_interrupts)
+        try:
+            yield from pool.imap_unordered(task, items)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
+
+    def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
+        _WORKER.update(ctx=ctx)
+        results = []
+        sizes = {shard.index: shard.size for shard in shards}
+        for result in self._run(_map_task, shards):
+            progress.advance(sizes[result.shard], result.rows)
+            results.append(result)
+        return results
+
+    def run_reduce(
+        self, ctx: PlanContext, partitions: Sequence[int], shards: Sequence[int], writer: DatasetWriter,
+        progress: Progress,
+    ) -> list[ReduceResult]:
+        _WORKER.update(ctx=ctx, shards=list(shards), writer=writer)
+        results = []
+        for result in self._run(_reduce_task, partitions):
+            progress.advance(1, result.records)
+            results.append(result)
+        return results

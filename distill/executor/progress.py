@@ -1,0 +1,49 @@
+"""Progress of a long phase on stderr: a tqdm bar on a terminal, else a log line every few seconds (CI logs and
+files stay readable). Each line says what is done, how fast and how long is left."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger("distill.progress")
+LOG_EVERY_SECONDS = 5.0
+
+
+class Progress:
+    def __init__(self, phase: str, total: int, unit: str, *, done: int = 0) -> None:
+        self.phase, self.total, self.unit = phase, total, unit
+        self.done = done
+        self.rows = 0
+        self.started = time.perf_counter()
+        self.logged = self.started
+        self.bar: Any = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=phase, unit=unit, unit_scale=True, file=sys.stderr, leave=False)
+
+    def advance(self, amount: int, rows: int = 0) -> None:
+        self.done += amount
+        self.rows += rows
+        if self.bar is not None:
+            self.bar.update(amount)
+            if rows:
+                self.bar.set_postfix(rows=self.rows, refresh=False)
+            return
+        now = time.perf_counter()
+        if now - self.logged >= LOG_EVERY_SECONDS or self.done >= self.total:
+            self.logged = now
+            elapsed = max(now - self.started, 1e-9)
+            rate = self.rows / elapsed
+            left = (self.total - self.done) / (self.done / elapsed) if self.done else float("nan")
+            log.info(
+                "%s: %d/%d %s, %d rows (%.0f rows/s), about %.0f s left",
+                self.phase, self.done, self.total, self.unit, self.rows, rate, left,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,94 @@
+"""What every phase of the plan shares: the run's parts, the partition count and where the spills live."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distill.hashing import hash64
+
+if TYPE_CHECKING:
+    from distill.config import Settings
+
+WORK_DIR = ".distill-work"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The run's working directory: every spill and completion marker of the plan, removed when the run ends."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, output_dir: Path) -> Layout:
+        return cls(output_dir / WORK_DIR)
+
+    def make(self, partitions: int, positions: list[int]) -> None:
+        for folder in ("map", "ids", "quarantine", "decide", "reduce", "out", "parts", "keys"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        for partition in range(partitions):
+            (self.root / "parts" / str(partition)).mkdir(exist_ok=True)
+        for position in positions:
+            (self.root / "keys" / str(position)).mkdir(exist_ok=True)
+
+    @property
+    def plan_file(self) -> Path:
+        return self.root / "plan.json"
+
+    def map_done(self, shard: int) -> Path:
+        return self.root / "map" / f"{shard}.done"
+
+    def ids(self, shard: int) -> Path:
+        return self.root / "ids" / f"{shard}.spill"
+
+    def part(self, partition: int, shard: int) -> Path:
+        return self.root / "parts" / str(partition) / f"{shard}.spill"
+
+    def part_dir(self, partition: int) -> Path:
+        return self.root / "parts" / str(partition)
+
+    def keys(self, position: int, shard: int) -> Path:
+        return self.root / "keys" / str(position) / f"{shard}.spill"
+
+    def map_quarantine(self, shard: int) -> Path:
+        return self.root / "quarantine" / f"map-{shard}.spill"
+
+    def reduce_quarantine(self, partition: int) -> Path:
+        return self.root / "quarantine" / f"reduce-{partition}.spill"
+
+    @property
+    def decide_done(self) -> Path:
+        return self.root / "decide" / "decide.done"
+
+    def decisions(self, partition: int) -> Path:
+        return self.root / "decide" / f"{partition}.spill"
+
+    def reduce_done(self, partition: int) -> Path:
+        return self.root / "reduce" / f"{partition}.done"
+
+    def examples(self, side: str, partition: int) -> Path:
+        return self.root / "out" / f"{side}-{partition}.spill"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class PlanContext:
+    """The run's parts and the plan's shape, as every worker sees them."""
+
+    settings: Settings
+    layout: Layout
+    partitions: int
+    compress: bool
+    config: dict[str, Any] | None = None
+
+    def partition_of(self, group_key: str) -> int:
+        """distill's own stable hash of the group key: a group's records always meet in one partition."""
+        return hash64(group_key) % self.partitions if self.partitions > 1 else 0
+
+    def setup(self) -> None:
+        for step in self.settings.steps:
+            step.setup()

@@ -1,0 +1,75 @@
+"""Preparing the plan: the input cut into shards, the partition count from the memory budget, and the plan's key,
+which a resumed run must match before it reuses any finished shard or partition."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from distill.errors import DistillError
+from distill.hashing import canonical_json, sha256_hex
+from distill.output.files import file_sha256, write_bytes
+from distill.plan.context import Layout
+from distill.sources.base import Shard
+
+MEMORY_PER_INPUT_BYTE = 3.0
+"""Measured: parsed records, their groups and examples take about 3x their JSONL size in a reduce worker."""
+WORKER_BUDGET_SHARE = 0.5
+"""A reduce worker's records may use half of its share of the budget; the rest is the task's and the merge's."""
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    kind: str
+    workers: int
+    memory_bytes: int
+    partitions: int | None
+    shard_bytes: int
+    compress_spills: bool
+
+
+def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
+    """Enough partitions that one partition's records fit a worker's share of the memory budget."""
+    per_worker = executor.memory_bytes / max(executor.workers, 1) * WORKER_BUDGET_SHARE
+    return max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker))
+
+
+def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
+    """The resolved config without what may change between a run and its resume (`resume`, `executor.*`), and
+    every input's hash."""
+    stable = {key: value for key, value in config.items() if key not in ("resume", "executor")}
+    hashes: dict[str, str | None] = {}
+    for shard in shards:
+        if shard.path is not None and shard.path not in hashes:
+            hashes[shard.path] = shard.sha256 or file_sha256(Path(shard.path))
+    return sha256_hex(canonical_json({"config": stable, "inputs": hashes, "shards": len(shards)}))
+
+
+def prepare(
+    layout: Layout, shards: list[Shard], config: dict[str, Any], executor: ExecutorSettings, resume: bool
+) -> int:
+    """Writes (or, resuming, checks) the plan file; returns the partition count to use."""
+    key = plan_key(config, shards)
+    if resume and layout.plan_file.exists():
+        stored = orjson.loads(layout.plan_file.read_bytes())
+        if stored["key"] != key:
+            raise DistillError(
+                "resume=true: the config or the inputs changed since the interrupted run; "
+                "start a new run (without resume) or restore them"
+            )
+        return int(stored["partitions"])
+    layout.remove()
+    input_bytes = sum(shard.size for shard in shards)
+    partitions = executor.partitions or partition_count(input_bytes, executor)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    write_bytes(layout.plan_file, orjson.dumps({"key": key, "partitions": partitions, "shards": len(shards)}))
+    return partitions
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,180 @@
+"""Reduce, parallel over partitions: apply the decisions, group, split, run the task, check every line against
+its schema, and leave sorted example and quarantine spills plus this partition's share of the stats and counts.
+
+Groups never span partitions, so everything a task or the split decides about a group is decided here whole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from distill.grouping import Group, group_records
+from distill.output.files import jsonl_bytes
+from distill.output.flavours.render import FlavourOutput, Rendered
+from distill.output.stats import StatsPart, stats_part
+from distill.output.writers import DatasetWriter, output_file_name
+from distill.plan.context import PlanContext
+from distill.plan.decide import REPEATED_ID
+from distill.plan.map import PARSE_STEP, redact_row
+from distill.plan.spill import read_values, write_marker, write_spill
+from distill.quarantine import Drop, Ledger, QuarantineRow
+from distill.reasons import Reason
+from distill.record import Record
+from distill.split import assign_sides
+from distill.tasks.base import Example, Task
+from distill.validation import schema_errors
+
+WRITE_STEP = "write"
+
+
+@dataclass
+class TaskResult:
+    """What the task made of every split side, after the write-time schema check."""
+
+    examples_by_side: dict[str, list[Example]]
+    drops_by_step: dict[str, Counter[str]]
+    counts: Counter[str]
+    rendered_by_side: dict[str, list[Rendered]] = field(default_factory=dict)
+    """Each side's lines in the run's output.flavor, aligned with examples_by_side."""
+
+    @cached_property
+    def exported(self) -> dict[str, Record]:
+        """Every record a written line uses, by id, once however many lines it feeds."""
+        return {r.id: r for examples in self.examples_by_side.values() for e in examples for r in e.records}
+
+
+def build_examples(
+    task: Task, sides: dict[str, list[Group]], ledger: Ledger, flavour: FlavourOutput | None = None
+) -> TaskResult:
+    """Runs the task on each side and checks every line against the task's schema (the firewall's second layer),
+    then renders the valid lines in the run's output flavour, which refuses a line its trainer would reject. A
+    rejected line is never written: its records are quarantined (`schema_violation`, or the flavour's reason)
+    unless a written line uses them too."""
+    result = TaskResult({}, {}, Counter())
+    invalid: list[tuple[Example, Reason, Sequence[str]]] = []
+    for side, side_groups in sides.items():
+        output = task.build(side_groups)
+        result.counts.update(output.counts)
+        for step, record, drop in output.drops:
+            ledger.drop(step, record, drop)
+            result.drops_by_step.setdefault(step, Counter())[drop.reason.value] += 1
+        valid = []
+        for example in output.examples:
+            errors = schema_errors(task.schema, example.line)
+            if errors:
+                invalid.append((example, Reason.schema_violation, errors))
+            else:
+                valid.append(example)
+        result.examples_by_side[side] = sorted(valid, key=Example.sort_key)
+        if flavour is not None:
+            # output.flavor: only valid canonical lines are re-rendered; a refused one goes the way of an invalid one.
+            file_name = output_file_name(task.output_name, side, flavour.output_format)
+            rendered, refused = flavour.render(result.examples_by_side[side], file_name)
+            gone = {id(line.example) for line in refused}
+            result.examples_by_side[side] = [e for e in result.examples_by_side[side] if id(e) not in gone]
+            result.rendered_by_side[side] = rendered
+            invalid.extend((line.example, line.reason, line.errors) for line in refused)
+    written_off: set[str] = set()
+    write_drops = result.drops_by_step.setdefault(WRITE_STEP, Counter())
+    for example, reason, errors in invalid:
+        for record in example.records:
+            if record.id not in result.exported and record.id not in written_off:
+                written_off.add(record.id)  # one quarantine row per record, however many lines it was in
+                ledger.drop(WRITE_STEP, record, Drop(reason, tuple(errors), {"example_id": example.id}))
+                write_drops[reason.value] += 1
+    return result
+
+
+@dataclass
+class SideResult:
+    examples: int
+    groups: int
+    stats: StatsPart
+
+
+@dataclass
+class ReduceResult:
+    """One partition's share of the counts, stages, stats and the time range of what it exported."""
+
+    partition: int
+    records: int = 0
+    repeated_ids: int = 0
+    chain_drops: dict[int, Counter[str]] = field(default_factory=dict)
+    task_drops: dict[str, Counter[str]] = field(default_factory=dict)
+    task_counts: Counter[str] = field(default_factory=Counter)
+    exported: int = 0
+    quarantined: int = 0
+    sides: dict[str, SideResult] = field(default_factory=dict)
+    created_at: tuple[Any, Any] | None = None
+    written: Any = None
+    """What the dataset writer kept of this partition for its `finish`."""
+    seconds: float = 0.0
+
+
+def partition_records(
+    ctx: PlanContext, partition: int, shards: Sequence[int], result: ReduceResult, ledger: Ledger
+) -> tuple[list[Record], list[Record]]:
+    """(kept, dropped) records of the partition, each record's fate the earliest drop the chain gives it."""
+    decisions = {handle: (position, drop) for handle, position, drop in read_values(ctx.layout.decisions(partition))}
+    steps = ctx.settings.steps
+    kept: list[Record] = []
+    dropped: list[Record] = []
+    for shard in shards:
+        for handle, record, pending in read_values(ctx.layout.part(partition, shard)):
+            result.records += 1
+            decided = decisions.get(handle)
+            if decided is not None and decided[0] == REPEATED_ID:
+                # Quarantined as a row, not as the record: the id stays with the first row that carried it.
+                ledger.quarantine(QuarantineRow(
+                    PARSE_STEP, Reason.duplicate, decided[1].errors, record.id, record.origin, record.to_json()
+                ))
+                result.repeated_ids += 1
+                continue
+            fate = pending
+            if decided is not None and (fate is None or decided[0] < fate[0]):
+                fate = decided
+            if fate is None:
+                kept.append(record)
+                continue
+            position, drop = fate
+            ledger.drop(steps[position].name, record, drop)
+            result.chain_drops.setdefault(position, Counter())[drop.reason.value] += 1
+            dropped.append(record)
+    kept.sort(key=Record.order_key)
+    return kept, dropped
+
+
+def reduce_partition(ctx: PlanContext, partition: int, shards: Sequence[int], writer: DatasetWriter) -> ReduceResult:
+    started = time.perf_counter()
+    settings = ctx.settings
+    result = ReduceResult(partition)
+    ledger = Ledger()
+    kept, dropped = partition_records(ctx, partition, shards, result, ledger)
+    ledger.input_rows = result.records
+    groups = group_records(kept, dropped, settings.group_key)
+    del kept, dropped
+    sides = assign_sides(groups, settings.split, settings.split_key)
+    built = build_examples(settings.task, sides, ledger, settings.flavour_output)
+    counts = ledger.close(set(built.exported))
+    result.exported, result.quarantined = counts["exported_records"], counts["quarantined_rows"]
+    result.task_drops = built.drops_by_step
+    result.task_counts = built.counts
+    dated = [r.created_at for r in built.exported.values() if r.created_at is not None]
+    result.created_at = (min(dated), max(dated)) if dated else None
+    for side, examples in built.examples_by_side.items():
+        result.sides[side] = SideResult(len(examples), len(sides[side]), stats_part(examples, settings.token_counter))
+    if not settings.dry_run:
+        result.written = writer.write_partition(partition, built.examples_by_side, built.rendered_by_side)
+    rows = [(row.sort_key(), jsonl_bytes(redact_row(settings.steps, row.to_json()))) for row in ledger.sorted_rows()]
+    write_spill(ctx.layout.reduce_quarantine(partition), [rows], compress=ctx.compress)
+    result.seconds = time.perf_counter() - started
+    write_marker(ctx.layout.reduce_done(partition), result)
+    # Only once the marker says this partition is done: a resumed run never needs these records again.
+    for shard in shards:
+        ctx.layout.part(partition, shard).unlink(missing_ok=True)
+    return result
