@@ -22,9 +22,11 @@ SAMPLE = Path(__file__).resolve().parents[1] / "distill" / "data" / "sample" / "
 CASES = [
     ("openai", ["task=sft"], "openai_chat_line"),
     ("openai", ["task=preference"], "openai_preference_line"),
+    ("openai", ["+experiment=lakehouse_preference"], "openai_preference_line"),
     ("llamafactory", ["task=sft"], "llamafactory_sharegpt_line"),
     ("llamafactory", ["task=sft", "task.format=instruction"], "llamafactory_alpaca_line"),
     ("llamafactory", ["task=preference"], "llamafactory_sharegpt_line"),
+    ("llamafactory", ["+experiment=lakehouse_preference"], "llamafactory_sharegpt_line"),
     ("llamafactory", ["task=preference", "task.form=unpaired", "task.min_reward=0.5"], "llamafactory_sharegpt_line"),
     ("axolotl", ["task=sft"], "axolotl_chat_line"),
     ("verl", ["task=rollout"], "verl_rollout_line"),
@@ -51,7 +53,7 @@ def sample_with_answers(tmp_path: Path) -> Path:
 
 
 def flavour_run(tmp_path: Path, name: str, flavour: str, overrides: list[str]):
-    if "task.format=instruction" in overrides:  # instruction SFT is the lakehouse deployment's shape
+    if "task.format=instruction" in overrides or "+experiment=lakehouse_preference" in overrides:  # lakehouse shapes
         return run_lakehouse(tmp_path / name, [f"output.flavor={flavour}", *overrides])
     extra = []
     if "task=rollout" in overrides:

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from distill.output.flavours.base import (
+    CATEGORY_PAIRED,
     PAIRED,
     SFT_CHAT,
     Flavour,
@@ -38,7 +39,7 @@ DEFAULT_MAX_EXAMPLE_TOKENS = 65_536
 @FLAVOURS.register("openai")
 class OpenAIFlavour(Flavour):
     name = "openai"
-    shapes = frozenset({SFT_CHAT, PAIRED})
+    shapes = frozenset({SFT_CHAT, PAIRED, CATEGORY_PAIRED})
     masks_turns = True
     inline_provenance = False
     file_format = "jsonl"

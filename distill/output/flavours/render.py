@@ -37,7 +37,7 @@ class RefusedLine:
 
 
 def render_side(
-    flavour: Flavour, context: RenderContext, task_schema: str, provenance: str, examples: Sequence[Example], file_name: str
+    flavour: Flavour, context: RenderContext, provenance: str, examples: Sequence[Example], file_name: str
 ) -> tuple[list[Rendered], list[RefusedLine]]:
     """Renders each valid canonical example (in file order) and checks the line with its sidecar. Returns the
     rendered lines, aligned with the examples kept, and the refused ones (naming the file and example; a refused
@@ -52,7 +52,7 @@ def render_side(
             refused.append(RefusedLine(example, refusal.reason, (f"{where}: {refusal}",)))
             continue
         out = attach_provenance(row, example.line, provenance)
-        errors = line_and_sidecar_errors(flavour, context.shape, task_schema, out)
+        errors = line_and_sidecar_errors(flavour, context.shape, out)
         if errors:
             refused.append(RefusedLine(example, Reason.schema_violation, tuple(f"{where}: {e}" for e in errors)))
             continue
@@ -68,7 +68,7 @@ def attach_provenance(row: dict[str, Any], canonical: dict[str, Any], provenance
     return Rendered(row, carried)
 
 
-def line_and_sidecar_errors(flavour: Flavour, shape: str, task_schema: str, rendered: Rendered) -> list[str]:
+def line_and_sidecar_errors(flavour: Flavour, shape: str, rendered: Rendered) -> list[str]:
     """The write-time check of a line together with its sidecar row: the sidecar's own schema; the flavour's line
     schema; for the trl flavour the line joined with its sidecar is the canonical line, checked against the task's
     schema again (the firewall's second layer holds for the pair, not only for the line before it was split)."""
@@ -77,7 +77,7 @@ def line_and_sidecar_errors(flavour: Flavour, shape: str, task_schema: str, rend
     if rendered.sidecar is not None:
         errors += schema_errors(SIDECAR_SCHEMA, rendered.sidecar)
         if flavour.name == "trl":
-            errors += schema_errors(task_schema, {**line, **rendered.sidecar})
+            errors += schema_errors(shape, {**line, **rendered.sidecar})  # the shape is the task's line schema
             return errors
     line_schema = flavour.schema(shape)
     if line_schema is not None:
@@ -158,7 +158,7 @@ class FlavourOutput:
     output_format: str
 
     def render(self, examples: Sequence[Example], file_name: str) -> tuple[list[Rendered], list[RefusedLine]]:
-        return render_side(self.flavour, self.context, self.context.shape, self.provenance, examples, file_name)
+        return render_side(self.flavour, self.context, self.provenance, examples, file_name)
 
     def write(
         self, output_dir: Path, file_name: str, side: str, stream: Iterable[tuple[dict[str, Any], dict[str, Any] | None]]
