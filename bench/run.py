@@ -378,11 +378,21 @@ LIMITS = """What limits it (py-spy / pyinstrument profiles of the 1e5 run):
 """
 
 
+KEPT_SECTION = "## report.html"
+
+
 def write_report() -> None:
-    runs = [json.loads(path.read_text()) for path in sorted((BENCH / "results").glob("*.json"), key=lambda p: int(p.stem))]
+    step_runs = [path for path in (BENCH / "results").glob("*.json") if path.stem.isdigit()]
+    runs = [json.loads(path.read_text()) for path in sorted(step_runs, key=lambda p: int(p.stem))]
     sections = [targets(runs)] if runs else []
     sections += [render(run) for run in runs]
-    (BENCH / "RESULTS.md").write_text(HEADER + "\n".join(sections))
+    from scale import render_scale  # the partitioned plan's own figures (bench/scale.py)
+
+    sections.append(render_scale())
+    # Sections other scripts measure by hand (bench/report.py's) are kept as they are.
+    previous = (BENCH / "RESULTS.md").read_text() if (BENCH / "RESULTS.md").exists() else ""
+    kept = previous[previous.index(KEPT_SECTION):] if KEPT_SECTION in previous else ""
+    (BENCH / "RESULTS.md").write_text(HEADER + "\n".join(sections) + ("\n" + kept if kept else ""))
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ class ExecutorConfig(BaseModel):
     workers: PositiveInt | None = None
     """Worker processes for map and reduce; null: every core this process may use."""
     memory_gb: float | None = Field(default=None, gt=0)
-    """The memory budget the partition count follows; null: a quarter of the machine, at most 1 GB per worker."""
+    """The memory budget the partition count follows; null: a quarter of the machine, at most 0.75 GB per worker."""
     partitions: PositiveInt | None = None
     """Fix the partition count instead of deriving it from the input size and the budget."""
     shard_mb: float = Field(default=64, gt=0)
@@ -101,6 +101,8 @@ class TopLevel(BaseModel):
     resume: bool = False
     batch_size: PositiveInt = 4096
     dry_run: bool = False
+    overwrite: bool = False
+    report: bool = True
 
 
 def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
@@ -109,7 +111,7 @@ def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
         memory = int(config.memory_gb * 2**30)
     else:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        memory = min(total // 4, workers * 2**30)
+        memory = min(total // 4, workers * 3 * 2**28)
     return ExecutorSettings(
         config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills
     )
@@ -132,6 +134,7 @@ class Settings:
     executor: ExecutorSettings
     resume: bool = False
     token_counter: TokenCounter | None = None
+    overwrite: bool = False
     flavour: Flavour = field(default_factory=TrlFlavour)
     render_context: RenderContext | None = None
     provenance: str = INLINE
@@ -150,7 +153,7 @@ def _problems(error: ValidationError, prefix: str) -> list[str]:
     problems = []
     for item in error.errors():
         key = ".".join([prefix, *(str(part) for part in item["loc"])]).strip(".")
-        problems.append(f"{key}: {item['msg']}")
+        problems.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
     return problems
 
 
@@ -253,6 +256,7 @@ def build_settings(config: dict[str, Any]) -> Settings:
         executor=executor_settings(top.executor),
         resume=top.resume,
         token_counter=token_counter,
+        overwrite=top.overwrite,
         flavour=flavour,
         render_context=RenderContext(
             shape=task.schema,

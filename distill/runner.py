@@ -15,11 +15,10 @@ from distill.config import Settings
 from distill.executor import LocalExecutor
 from distill.executor.progress import Progress
 from distill.output.documents import RunDigest, write_documents
-from distill.output.files import write_json
+from distill.output.files import claim_run_directory, write_json
 from distill.output.manifest import build_manifest
 from distill.output.writers import dataset_writer
 from distill.plan.context import Layout, PlanContext
-from distill.plan.decide import decide
 from distill.plan.merge import merge
 from distill.plan.prepare import prepare
 from distill.plan.spill import read_marker
@@ -71,7 +70,8 @@ def run(
     choices: dict[str, Any] | None = None,
     command: str = "",
 ) -> RunResult:
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # The directory becomes this run's: a lock, stale temporaries removed, no earlier outputs unless overwrite/resume.
+    claim_run_directory(output_dir, overwrite=settings.overwrite, resume=settings.resume)
     layout = Layout.of(output_dir)
     executor = LocalExecutor(settings.executor.workers)
     with cyclic_gc_paused():
@@ -95,7 +95,7 @@ def run(
         map_results = [finished[s.index] for s in shards]
         shard_ids = [s.index for s in shards]
 
-        decisions = decide(ctx, shard_ids)
+        decisions = executor.run_decide(ctx, shard_ids)
 
         reduced = {p: read_marker(layout.reduce_done(p)) for p in range(partitions)}
         todo_partitions = [p for p, result in reduced.items() if result is None]
@@ -122,8 +122,12 @@ def run(
         dry_run=settings.dry_run,
     )
     if not settings.dry_run:
-        digest = RunDigest(manifest, merged.stats, merged.quarantine_samples, merged.example_samples)
-        merged.outputs.extend(write_documents(digest, output_dir))
+        digest = RunDigest(
+            manifest, merged.stats, merged.quarantine_samples, merged.example_samples, merged.named_samples
+        )
+        documents = write_documents(digest, output_dir)
+        merged.outputs.extend(documents)
+        merged.files.extend(entry["path"] for entry in documents)
     write_json(output_dir / "manifest.json", manifest)
     layout.remove()
     return RunResult(output_dir, manifest, [*merged.files, "manifest.json"])

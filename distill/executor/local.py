@@ -1,6 +1,7 @@
 """The local executor: the plan's map and reduce tasks on a pool of worker processes on this machine, or in this
-process with one worker. Workers are forked from the driver, so they start with its parts already built and
-loaded (`setup()` ran once before the fork)."""
+process with one worker. Workers start from a small fork server, not from the driver, so they never inherit what
+the driver holds (its decide keys would otherwise count once per worker); each builds the run's parts from the
+resolved config once and runs every step's `setup()` once."""
 
 from __future__ import annotations
 
@@ -8,22 +9,37 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from distill.executor.progress import Progress
-from distill.output.writers import DatasetWriter
-from distill.plan.context import PlanContext
+from distill.output.writers import DatasetWriter, dataset_writer
+from distill.plan.context import Layout, PlanContext
+from distill.plan.decide import Decisions, decide
 from distill.plan.map import MapResult, map_shard
 from distill.plan.reduce import ReduceResult, reduce_partition
 from distill.sources.base import Shard
 
 _WORKER: dict[str, Any] = {}
-"""The forked worker's view of the run: set by the driver just before the pool forks."""
+"""A process's view of the run: set in the driver for in-process tasks, and by `_start_worker` in each worker."""
 
 
-def _ignore_interrupts() -> None:
+def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool, shards: list[int]) -> None:
     # Ctrl-C reaches the whole process group; the driver alone decides, and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from distill.config import build_settings
+
+    settings = build_settings(config)
+    ctx = PlanContext(settings, layout, partitions, compress, config)
+    ctx.setup()
+    writer = dataset_writer(settings.task, layout.root.parent, layout, settings.output_format, compress)
+    _WORKER.update(ctx=ctx, writer=writer, shards=shards)
+
+
+def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
+    ctx = _WORKER["ctx"]
+    decisions = decide(ctx, shard_ids)
+    return decisions, {step.name: step.figures for step in ctx.settings.steps}
 
 
 def _map_task(shard: Shard) -> MapResult:
@@ -44,34 +60,70 @@ def kill_hook(phase: str, finished: int) -> None:
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block are delivered, to their usual handlers, when it ends."""
+    pending: list[int] = []
+    deferred = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in deferred}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
 class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def _run(self, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
-        if self.workers <= 1 or len(items) <= 1:
+    def _run(
+        self, ctx: PlanContext, task: Callable[[Any], Any], items: Sequence[Any], *, processes: bool = False
+    ) -> Iterator[Any]:
+        """Runs `task` over `items`: in this process with one worker (or one item, unless `processes`), else on a
+        pool."""
+        if self.workers <= 1 or (len(items) <= 1 and not processes) or ctx.config is None:
             yield from map(task, items)
             return
-        context = multiprocessing.get_context("fork")
-        pool = context.Pool(min(self.workers, len(items)), initializer=_ignore_interrupts)
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["distill.runner"])
+        arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, _WORKER.get("shards", []))
+        pool = None
         try:
+            # Ctrl-C inside Pool() would escape its own cleanup (it catches Exception only) and orphan a half-started
+            # worker, which then prints a traceback: the signal waits until the pool exists, then stops it below.
+            with signals_deferred():
+                pool = context.Pool(min(self.workers, len(items)), initializer=_start_worker, initargs=arguments)
             yield from pool.imap_unordered(task, items)
             pool.close()
         except BaseException:
-            pool.terminate()
+            if pool is not None:
+                pool.terminate()
             raise
         finally:
-            pool.join()
+            if pool is not None:
+                pool.join()
 
     def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
         _WORKER.update(ctx=ctx)
         results = []
         sizes = {shard.index: shard.size for shard in shards}
-        for result in self._run(_map_task, shards):
+        for result in self._run(ctx, _map_task, shards):
             progress.advance(sizes[result.shard], result.rows)
             results.append(result)
             kill_hook("map", len(results))
         return results
+
+    def run_decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
+        """The decide phase in a process of its own (with more than one worker): what it held (every global step's
+        keys) goes back to the system when it ends, instead of staying in the driver through the reduce."""
+        _WORKER.update(ctx=ctx)
+        ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=True))
+        for step in ctx.settings.steps:
+            step.figures = figures.get(step.name, {})
+        return decisions
 
     def run_reduce(
         self, ctx: PlanContext, partitions: Sequence[int], shards: Sequence[int], writer: DatasetWriter,
@@ -79,7 +131,7 @@ class LocalExecutor:
     ) -> list[ReduceResult]:
         _WORKER.update(ctx=ctx, shards=list(shards), writer=writer)
         results = []
-        for result in self._run(_reduce_task, partitions):
+        for result in self._run(ctx, _reduce_task, partitions):
             progress.advance(1, result.records)
             results.append(result)
             kill_hook("reduce", len(results))

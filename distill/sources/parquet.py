@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -8,12 +7,11 @@ from typing import Any
 from pydantic import PositiveInt
 
 from distill.errors import DistillError
+from distill.hashing import file_sha256
+from distill.output.files import shown_path
 from distill.record import Origin
-from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
-from distill.sources.jsonl import resolve_files
-
-HASH_CHUNK_BYTES = 1 << 20
 
 
 class ParquetParams(SourceParams):
@@ -21,16 +19,8 @@ class ParquetParams(SourceParams):
     batch_rows: PositiveInt = 4096
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @SOURCES.register("parquet")
-class ParquetSource(Source):
+class ParquetSource(FileSource):
     """Parquet files (a file, a directory searched recursively, or a glob), read in sorted file order and streamed
     in record batches (pyarrow), so a file larger than memory is never loaded whole.
 
@@ -41,11 +31,11 @@ class ParquetSource(Source):
     kind = "parquet"
     Params = ParquetParams
     params: ParquetParams
-
+    suffixes = (".parquet",)
 
     def check(self) -> None:
         self.parquet = import_columnar("pyarrow.parquet", "source.kind")
-        self.root, self.files = resolve_files(self.params.path, "source.path", (".parquet",))
+        super().check()
         for path in self.files:
             self._open(path).close()
 
@@ -53,19 +43,31 @@ class ParquetSource(Source):
         try:
             return self.parquet.ParquetFile(path)
         except (OSError, ValueError) as error:
-            raise DistillError(f"source.path: {path} is not a readable Parquet file ({error})") from None
+            raise DistillError(f"source.path: {shown_path(path)} is not a readable Parquet file ({error})") from None
 
-    def read(self) -> Iterator[Parsed]:
-        self.check()
+    def shards(self, target_bytes: int) -> list[Shard]:
+        """One shard per file (rows are numbered per file, so a file is read whole), hashed once here."""
+        return [
+            Shard(shard.index, shard.path, shard.relative, size=shard.size, sha256=file_sha256(shard.path))
+            for shard in super().shards(target_bytes)
+        ]
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        if shard.path is None:
+            return self.read()
+        # A worker builds its own source: it needs pyarrow, not the driver's check of every file.
+        self.parquet = import_columnar("pyarrow.parquet", "source.kind")
         self._inputs = []
-        for path in self.files:
-            relative = path.relative_to(self.root).as_posix()
-            rows = 0
-            with self._open(path) as handle:
-                batches = handle.iter_batches(batch_size=self.params.batch_rows)
-                for parsed in parse_batches(
-                    self, batches, lambda row: Origin(path=relative, row=row), lambda row: f"{relative}#{row}"
-                ):
-                    rows += 1
-                    yield parsed
-            self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": rows})
+        return self.read_file(Path(shard.path), shard.relative or Path(shard.path).name, shard.sha256)
+
+    def read_file(self, path: Path, relative: str, sha256: str | None = None) -> Iterator[Parsed]:
+        """One file's rows; appends its entry to the inputs once read."""
+        rows = 0
+        with self._open(path) as handle:
+            batches = handle.iter_batches(batch_size=self.params.batch_rows)
+            for parsed in parse_batches(
+                self, batches, lambda row: Origin(path=relative, row=row), lambda row: f"{relative}#{row}"
+            ):
+                rows += 1
+                yield parsed
+        self._inputs.append({"path": shown_path(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows})
