@@ -14,7 +14,7 @@ from task_fixtures import assert_schema_valid, run_task, turn
 
 from distill.config import build_settings
 from distill.errors import ConfigError
-from distill.output.flavours.openai import file_problems
+from distill.output.flavours.openai import file_problems, line_problems
 
 SAMPLE = Path(__file__).resolve().parents[1] / "distill" / "data" / "sample" / "agent_sessions.jsonl"
 
@@ -198,14 +198,23 @@ def test_openai_tool_calls_get_ids_matched_to_their_tool_turns_and_json_argument
     assert kept.lines[0]["messages"][2]["tool_call_id"] == "call_7"
 
 
-def test_openai_refuses_a_tool_turn_that_answers_no_call_with_its_line_and_reason(tmp_path):
-    rows = [turn("u1", "user", "Run it.", 0), turn("t1", "tool", "exit 0", 1, name="sh"), turn("a1", "assistant", "Ran.", 2)]
-    run = run_task(tmp_path, rows, "output.flavor=openai")
-    assert run.lines == []
-    assert set(run.reasons().values()) == {"schema_violation"}
-    error = run.quarantine[0]["errors"][0]
-    assert error.startswith("sft.jsonl, example sft-")
-    assert "messages[1]: tool message answers no open tool call" in error
+def test_openai_checks_tool_turns_against_the_calls_they_answer():
+    call = {"id": "call_1", "type": "function", "function": {"name": "sh", "arguments": "{}"}}
+    unanswered = {"messages": [
+        {"role": "user", "content": "Run it."}, {"role": "tool", "content": "exit 0", "tool_call_id": "call_9"},
+        {"role": "assistant", "content": "Ran."},
+    ]}
+    assert line_problems(unanswered) == ["messages[1]: tool message answers no open tool call (tool_call_id 'call_9')"]
+    left_open = {"messages": [
+        {"role": "user", "content": "Run it."}, {"role": "assistant", "tool_calls": [call]},
+        {"role": "user", "content": "Well?"}, {"role": "assistant", "content": "Ran."},
+    ]}
+    assert line_problems(left_open) == ["messages[2]: tool call(s) ['call_1'] have no tool message answering them"]
+    bad_arguments = {"messages": [
+        {"role": "user", "content": "Run it."},
+        {"role": "assistant", "tool_calls": [{**call, "function": {"name": "sh", "arguments": "{not json"}}]},
+    ]}
+    assert line_problems(bad_arguments) == ["messages[1].tool_calls[0]: arguments must be a JSON string"]
 
 
 def test_openai_file_check_reports_the_line_number_of_a_crafted_bad_line(tmp_path):
@@ -311,7 +320,7 @@ def test_verl_rows_carry_the_ground_truth_and_a_prompt_without_one_is_quarantine
     assert table == [
         {
             "data_source": "distill",
-            "prompt": [{"role": "user", "content": "2+2?", "tool_calls": None, "name": None}],
+            "prompt": [{"role": "user", "content": "2+2?", "tool_calls": None, "tool_call_id": None, "name": None}],
             "ability": "general",
             "reward_model": {"style": "rule", "ground_truth": "4"},
             "extra_info": {"index": 0, "split": "all", "id": table[0]["extra_info"]["id"], "record_ids": ["u1", "a1"]},

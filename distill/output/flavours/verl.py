@@ -58,6 +58,7 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
             {"type": "function", "function": {"name": function_of(c).get("name"), "arguments": arguments_text(function_of(c).get("arguments"))}}
             for c in message["tool_calls"]
         ]
-    if message.get("name") is not None:
-        out["name"] = message["name"]
+    for key in ("tool_call_id", "name"):
+        if message.get(key) is not None:
+            out[key] = message[key]
     return out
