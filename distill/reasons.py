@@ -31,6 +31,7 @@ class Reason(StrEnum):
     unused_candidate = "unused_candidate"
     too_long = "too_long"
     broken_tool_chain = "broken_tool_chain"
+    missing_ground_truth = "missing_ground_truth"
 
 
 # Valid records that simply ended in no example: the ledger closes with these, but they are not errors.

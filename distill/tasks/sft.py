@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from jinja2.exceptions import TemplateError
-from pydantic import PositiveInt, field_validator
+from pydantic import PositiveInt, ValidationInfo, field_validator
 
 from distill.grouping import Group
 from distill.quarantine import Drop
@@ -28,6 +28,9 @@ class SftParams(TaskParams):
     # Kept only to point the old flag at its own task: instruction SFT is `task=sft_instruction`.
     format: Literal["chat", "instruction"] = "chat"
     include_partial: bool = False
+    # What a partially_accepted assistant turn (let in by include_partial) is: trained on, or context only (kept
+    # in the conversation, masked from the loss by the flavours that can: openai `weight: 0`, axolotl `train`).
+    partial_turns: Literal["train", "context"] = "train"
     on_gap: GapPolicy = "cut"
     # A conversation over this many tokens (chat template applied) is cut at its last assistant turn that fits, or
     # dropped (`on_overflow`); null: no budget.
@@ -41,6 +44,13 @@ class SftParams(TaskParams):
     def _instruction_is_its_own_task(cls, value: str) -> str:
         if value == "instruction":
             raise ValueError("instruction SFT is its own task now: use task=sft_instruction")
+        return value
+
+    @field_validator("partial_turns")
+    @classmethod
+    def _context_needs_partial_chat_turns(cls, value: str, info: ValidationInfo) -> str:
+        if value == "context" and not info.data.get("include_partial"):
+            raise ValueError("only partially_accepted turns can be context: set task.include_partial=true too")
         return value
 
 
