@@ -21,6 +21,7 @@ from distill.errors import ConfigError, DistillError
 from distill.runner import run
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def fail(problems: list[str]) -> NoReturn:
@@ -57,6 +58,10 @@ def app(cfg: DictConfig) -> None:
         fail(error.problems)
     except DistillError as error:
         fail([str(error)])
+    except KeyboardInterrupt:
+        # The executor has already stopped its workers (and a local Ray it started) on the way out.
+        print("distill: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     print(result.summary())
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from distill.errors import ConfigError, DistillError
 from distill.grouping import GROUP_KINDS, KeyFunction, key_function
@@ -54,9 +54,15 @@ class ExecutorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "ray"] = "local"
     workers: PositiveInt | None = None
-    """Worker processes for map and reduce; null: every core this process may use."""
+    """Worker processes for map and reduce; null: every core this process may use. With `kind: ray` and no
+    `address`, the CPUs of the local Ray it starts."""
+    address: str | None = None
+    """`kind: ray` only: null starts a local Ray (unless `RAY_ADDRESS` names a cluster); `auto` or
+    `ray://HOST:10001` joins an existing cluster."""
+    max_retries: int = Field(default=3, ge=0)
+    """`kind: ray` only: how often a task whose worker died (or that failed with a transient error) is retried."""
     memory_gb: float | None = Field(default=None, gt=0)
     """The memory budget the partition count follows; null: a quarter of the machine, at most 1 GB per worker."""
     partitions: PositiveInt | None = None
@@ -64,6 +70,19 @@ class ExecutorConfig(BaseModel):
     shard_mb: float = Field(default=64, gt=0)
     """Plain JSONL files are cut into byte ranges of about this size, mapped in parallel."""
     compress_spills: bool = False
+
+    @field_validator("kind")
+    @classmethod
+    def _ray_needs_the_extra(cls, value: str) -> str:
+        if value == "ray" and find_spec("ray") is None:
+            raise ValueError("the ray executor needs the `ray` package (pip install 'distill[ray]')")
+        return value
+
+    @model_validator(mode="after")
+    def _address_is_for_ray(self) -> ExecutorConfig:
+        if self.address is not None and self.kind != "ray":
+            raise ValueError("`address` is for executor=ray only")
+        return self
 
 
 class StatsConfig(BaseModel):
@@ -96,7 +115,8 @@ def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         memory = min(total // 4, workers * 2**30)
     return ExecutorSettings(
-        config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills
+        config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills,
+        address=config.address, max_retries=config.max_retries,
     )
 
 

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Settings
-from distill.executor import LocalExecutor
+from distill.executor import make_executor
 from distill.executor.progress import Progress
 from distill.output.documents import RunDigest, write_documents
 from distill.output.files import write_json
 from distill.output.manifest import build_manifest
 from distill.output.writers import dataset_writer
 from distill.plan.context import Layout, PlanContext
-from distill.plan.decide import decide
 from distill.plan.merge import merge
 from distill.plan.prepare import prepare
 from distill.plan.spill import read_marker
@@ -73,8 +72,8 @@ def run(
 ) -> RunResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     layout = Layout.of(output_dir)
-    executor = LocalExecutor(settings.executor.workers)
-    with cyclic_gc_paused():
+    executor = make_executor(settings.executor)
+    with cyclic_gc_paused(), executor:
         shards = settings.source.shards(settings.executor.shard_bytes)
         partitions = prepare(layout, shards, config, settings.executor, settings.resume)
         ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)
@@ -92,7 +91,7 @@ def run(
         map_results = [finished[s.index] for s in shards]
         shard_ids = [s.index for s in shards]
 
-        decisions = decide(ctx, shard_ids)
+        decisions = executor.decide(ctx, shard_ids)
 
         reduced = {p: read_marker(layout.reduce_done(p)) for p in range(partitions)}
         todo_partitions = [p for p, result in reduced.items() if result is None]
@@ -117,6 +116,7 @@ def run(
         split=merged.split,
         created_at_range=merged.created_at_range,
         dry_run=settings.dry_run,
+        executor=executor.describe(),
     )
     if not settings.dry_run:
         digest = RunDigest(manifest, merged.stats, merged.quarantine_samples, merged.example_samples)

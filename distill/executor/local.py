@@ -12,6 +12,7 @@ from typing import Any
 from distill.executor.progress import Progress
 from distill.output.writers import DatasetWriter
 from distill.plan.context import PlanContext
+from distill.plan.decide import Decisions, decide
 from distill.plan.map import MapResult, map_shard
 from distill.plan.reduce import ReduceResult, reduce_partition
 from distill.sources.base import Shard
@@ -36,6 +37,19 @@ def _reduce_task(partition: int) -> ReduceResult:
 class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local", "workers": self.workers}
+
+    def decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
+        """Over keys only, in this process (the keys a global step holds are fixed-width; see `distill.plan.decide`)."""
+        return decide(ctx, shards)
 
     def _run(self, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
         if self.workers <= 1 or len(items) <= 1:

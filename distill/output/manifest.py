@@ -51,6 +51,7 @@ def build_manifest(
     split: dict[str, Any],
     created_at_range: dict[str, str] | None,
     dry_run: bool,
+    executor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest in its contract's key order; `outputs` is the caller's list, so documents rendered from this
     manifest (report, dataset card) can still add their own entries before it is written."""
@@ -70,6 +71,7 @@ def build_manifest(
         "created_at_range": created_at_range,
         "dry_run": dry_run,
         "versions": versions(),
+        "executor": executor or {"kind": "local"},
         "git_commit": git_commit(),
         "created_at": format_timestamp(datetime.now(timezone.utc).replace(microsecond=0)),
     }

@@ -31,6 +31,8 @@ class ExecutorSettings:
     partitions: int | None
     shard_bytes: int
     compress_spills: bool
+    address: str | None = None
+    max_retries: int = 3
 
 
 def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
