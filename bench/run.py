@@ -61,7 +61,7 @@ def child_floor(data: Path) -> dict[str, Any]:
 
 def _parsed(data: Path) -> tuple[list, float]:
     from distill.quarantine import Ledger
-    from distill.runner import read_records
+    from distill.curation.chain import read_records
     from distill.sources.jsonl import JsonlParams, JsonlSource
 
     settings = type("S", (), {"source": JsonlSource(JsonlParams(kind="jsonl", path=str(data / "logs.jsonl")))})

@@ -77,6 +77,7 @@ def run(
         shards = settings.source.shards(settings.executor.shard_bytes)
         partitions = prepare(layout, shards, config, settings.executor, settings.resume)
         ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)
+        log.info("plan: %d shards, %d partitions, %d workers", len(shards), partitions, settings.executor.workers)
         layout.make(partitions, list(range(len(settings.steps))))
         ctx.setup()
         writer = dataset_writer(settings.task, output_dir, layout, settings.output_format, ctx.compress)

@@ -5,6 +5,7 @@ loaded (`setup()` ran once before the fork)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -32,6 +33,16 @@ def _map_task(shard: Shard) -> MapResult:
 
 def _reduce_task(partition: int) -> ReduceResult:
     return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"])
+
+
+KILL_HOOK = "DISTILL_TEST_KILL_AFTER"
+"""Test-only: `map:N` or `reduce:N` SIGKILLs the run's process group once N tasks of that phase have finished, so
+tests can interrupt a run at a fixed point and resume it."""
+
+
+def kill_hook(phase: str, finished: int) -> None:
+    if os.environ.get(KILL_HOOK) == f"{phase}:{finished}":
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 class LocalExecutor:
@@ -73,6 +84,7 @@ class LocalExecutor:
         for result in self._run(_map_task, shards):
             progress.advance(sizes[result.shard], result.rows)
             results.append(result)
+            kill_hook("map", len(results))
         return results
 
     def run_reduce(
@@ -84,4 +96,5 @@ class LocalExecutor:
         for result in self._run(_reduce_task, partitions):
             progress.advance(1, result.records)
             results.append(result)
+            kill_hook("reduce", len(results))
         return results

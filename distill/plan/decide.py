@@ -10,8 +10,10 @@ partition, so each reduce task reads only its own.
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,8 @@ from distill.plan.context import PlanContext
 from distill.plan.spill import read_batches, write_spill
 from distill.quarantine import Drop
 from distill.reasons import Reason
+
+log = logging.getLogger(__name__)
 
 REPEATED_ID = -1
 """The chain position recorded for a row whose id an earlier row already carried (a parse-stage decision)."""
@@ -84,6 +88,20 @@ def load_keys(ctx: PlanContext, position: int, shards: Sequence[int]) -> tuple[n
     return np.concatenate(handles), np.concatenate(partitions), np.concatenate(micros), concat_keys(keys)
 
 
+def held_bytes(*columns: Any) -> int:
+    """What the decide phase holds for a step's keys: array buffers, and the objects a list points at."""
+    total = 0
+    for column in columns:
+        if isinstance(column, np.ndarray):
+            total += column.nbytes
+        elif is_dataclass(column):
+            total += held_bytes(*(getattr(column, f.name) for f in fields(column)))
+        elif isinstance(column, list):
+            total += sys.getsizeof(column)
+            total += sum(item.nbytes if isinstance(item, np.ndarray) else sys.getsizeof(item) for item in column)
+    return total
+
+
 def decide(ctx: PlanContext, shards: Sequence[int]) -> Decisions:
     """Writes each partition's decisions ([(handle, chain position, drop)]) and returns the counts."""
     decided = repeated_ids(ctx, shards)
@@ -96,6 +114,10 @@ def decide(ctx: PlanContext, shards: Sequence[int]) -> Decisions:
         if keys is None:
             step.decide([])
             continue
+        log.info(
+            "decide %s: %d keys, %.1f bytes per record", step.name, len(keys.ids),
+            held_bytes(handles, partitions, micros, keys) / max(len(keys.ids), 1),
+        )
         alive = np.flatnonzero(~np.isin(handles, masked))
         ids = keys.ids
         order = sorted(alive.tolist(), key=lambda i: (micros[i], ids[i]))

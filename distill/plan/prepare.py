@@ -35,10 +35,13 @@ class ExecutorSettings:
     max_retries: int = 3
 
 
+MAX_PARTITIONS = 4096
+
+
 def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
     """Enough partitions that one partition's records fit a worker's share of the memory budget."""
     per_worker = executor.memory_bytes / max(executor.workers, 1) * WORKER_BUDGET_SHARE
-    return max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker))
+    return min(MAX_PARTITIONS, max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker)))
 
 
 def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
@@ -64,6 +67,7 @@ def prepare(
                 "resume=true: the config or the inputs changed since the interrupted run; "
                 "start a new run (without resume) or restore them"
             )
+        remove_stale_temporaries(layout)
         return int(stored["partitions"])
     layout.remove()
     input_bytes = sum(shard.size for shard in shards)
@@ -71,6 +75,12 @@ def prepare(
     layout.root.mkdir(parents=True, exist_ok=True)
     write_bytes(layout.plan_file, orjson.dumps({"key": key, "partitions": partitions, "shards": len(shards)}))
     return partitions
+
+
+def remove_stale_temporaries(layout: Layout) -> None:
+    """Temporary files a killed run left behind (its spills and final files are only ever renamed into place)."""
+    for path in [*layout.root.rglob("*.tmp"), *layout.root.parent.glob(".*.tmp")]:
+        path.unlink(missing_ok=True)
 
 
 def default_workers() -> int:

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from distill.grouping import Group, group_records
+from distill.errors import DistillError
+from distill.grouping import Group, display_key, group_records
 from distill.output.files import jsonl_bytes
 from distill.output.stats import StatsPart, stats_part
 from distill.output.writers import DatasetWriter
 from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
 from distill.plan.map import PARSE_STEP, redact_row
+from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
 from distill.plan.spill import read_values, write_marker, write_spill
 from distill.quarantine import Drop, Ledger, QuarantineRow
 from distill.reasons import Reason
@@ -135,6 +137,24 @@ def partition_records(
     return kept, dropped
 
 
+RECORD_OVERHEAD_BYTES = 2048
+"""A parsed record's size beyond its text (fields, metadata, the pydantic object), for the group-size check."""
+
+
+def check_group_sizes(groups: Sequence[Group], worker_budget: int) -> None:
+    """A group is reduced whole in one worker: one larger than a worker's memory budget stops the run with an
+    error naming it, before the task multiplies it into examples (never an OOM kill halfway through)."""
+    for group in groups:
+        members = [*group.records, *group.dropped]
+        estimate = sum(len(r.text or "") for r in members) * MEMORY_PER_INPUT_BYTE + RECORD_OVERHEAD_BYTES * len(members)
+        if estimate > worker_budget:
+            raise DistillError(
+                f"group {display_key(group.key)!r} holds {len(members)} records (~{estimate / 2**20:.0f} MiB in "
+                f"memory), more than one worker's share of executor.memory_gb ({worker_budget / 2**20:.0f} MiB): "
+                "raise executor.memory_gb, lower executor.workers, or group by a finer key"
+            )
+
+
 def reduce_partition(ctx: PlanContext, partition: int, shards: Sequence[int], writer: DatasetWriter) -> ReduceResult:
     started = time.perf_counter()
     settings = ctx.settings
@@ -144,6 +164,7 @@ def reduce_partition(ctx: PlanContext, partition: int, shards: Sequence[int], wr
     ledger.input_rows = result.records
     groups = group_records(kept, dropped, settings.group_key)
     del kept, dropped
+    check_group_sizes(groups, settings.executor.memory_bytes // max(settings.executor.workers, 1))
     sides = assign_sides(groups, settings.split, settings.split_key)
     built = build_examples(settings.task, sides, ledger)
     counts = ledger.close(set(built.exported))

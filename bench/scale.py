@@ -1,0 +1,158 @@
+"""Benchmark of the partitioned plan at scale: the I/O floor (median of 3) against `python -m distill` end to end,
+with the peak of the summed RSS of the whole process tree (driver and workers) and the peak disk use of the run
+directory (spills included), sampled every 0.2 s from /proc. Not a test: results go to bench/results/scale-*.json
+and, rendered, to bench/RESULTS.md.
+
+    python bench/scale.py --records 1000000                      # generates bench/data/1000000 if missing
+    python bench/scale.py --records 1000000 --copies 3           # 3e6 records: the corpus three times, new ids
+    python bench/scale.py --records 1000000 --floor-only
+    python bench/scale.py --records 100000 -- curation=thorough  # anything after -- is passed to distill
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from run import machine, measure  # noqa: E402
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss(root: int) -> int:
+    """Bytes resident in `root` and every descendant process, summed."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid, ppid = int(entry.name), int(fields[1])
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = int(fields[21]) * PAGE
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def disk_use(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
+    out = work / "run"
+    command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
+    peaks = {"rss": 0, "disk": 0}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def sample() -> None:
+        while process.poll() is None:
+            peaks["rss"] = max(peaks["rss"], tree_rss(process.pid))
+            peaks["disk"] = max(peaks["disk"], disk_use(out) if out.exists() else 0)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    wall = time.perf_counter() - started
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"bench: distill failed:\n{stderr[-3000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    decide = re.findall(r"decide (\S+): (\d+) keys, ([\d.]+) bytes per record", stderr)
+    partitions = re.findall(r"plan: (\d+) shards, (\d+) partitions", stderr)
+    shutil.rmtree(out)
+    return {
+        "wall_seconds": wall,
+        "peak_tree_rss_mib": peaks["rss"] / 2**20,
+        "peak_disk_mib": peaks["disk"] / 2**20,
+        "counts": manifest["counts"],
+        "decide_bytes_per_record": {step: float(size) for step, _, size in decide},
+        "plan": partitions[0] if partitions else None,
+        "summary": stdout.strip(),
+    }
+
+
+def copies_of(data: Path, copies: int, work: Path) -> Path:
+    """The corpus `copies` times, each copy's ids and session ids prefixed so no id repeats (the texts do, so
+    exact dedup drops the later copies: the memory and disk figures stay those of the full input)."""
+    target = work / f"logs-x{copies}.jsonl"
+    with target.open("wb") as out:
+        for copy in range(copies):
+            prefix = f"c{copy}".encode()
+            with data.open("rb") as source:
+                for line in source:
+                    out.write(line.replace(b'"id": "', b'"id": "' + prefix, 1)
+                              .replace(b'"session_id": "', b'"session_id": "' + prefix, 1))
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, required=True)
+    parser.add_argument("--copies", type=int, default=1)
+    parser.add_argument("--floor-only", action="store_true")
+    parser.add_argument("--work", type=Path, default=None, help="where copies and the run directory go")
+    parser.add_argument("extra", nargs="*", help="distill overrides (after --)")
+    args = parser.parse_args()
+    data_dir = REPO / "bench" / "data" / str(args.records)
+    if not (data_dir / "logs.jsonl").exists():
+        subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), "--records", str(args.records),
+                        "--out", str(data_dir)], check=True)
+    work = Path(tempfile.mkdtemp(prefix="distill-scale-", dir=args.work))
+    try:
+        data = data_dir / "logs.jsonl" if args.copies == 1 else copies_of(data_dir / "logs.jsonl", args.copies, work)
+        floor_data = data.parent if args.copies == 1 else work
+        if args.copies > 1:
+            (work / "logs.jsonl").unlink(missing_ok=True)
+            os.link(data, work / "logs.jsonl")
+        floors = [measure(["--child", "floor", str(floor_data)])["seconds"] for _ in range(3)]
+        result: dict[str, Any] = {
+            "records": args.records * args.copies,
+            "input_mib": data.stat().st_size / 2**20,
+            "machine": machine(),
+            "floor_seconds": statistics.median(floors),
+            "floor_runs": floors,
+            "overrides": args.extra,
+        }
+        if not args.floor_only:
+            result["distill"] = run_distill(data, args.extra, work)
+            result["x_floor"] = result["distill"]["wall_seconds"] / result["floor_seconds"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    name = f"scale-{args.records * args.copies}{'-' + '-'.join(args.extra).replace('=', '_').replace('/', '_') if args.extra else ''}"
+    (REPO / "bench" / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

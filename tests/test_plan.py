@@ -1,0 +1,209 @@
+"""The partitioned plan gives the same bytes whatever the workers, partitions, shard size or interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
+
+from distill.config import build_settings
+from distill.quarantine import QuarantineRow
+from distill.record import Record
+from distill.runner import run
+from distill.sources.jsonl import JsonlParams, JsonlSource
+from lakehouse_fixture import FIXTURE
+
+DATA_FILES = ("quarantine.jsonl", "stats.json")
+COVERAGE = REPO / "examples" / "coverage"
+
+
+def run_dir(output_dir: Path, overrides: list[str]) -> dict[str, bytes]:
+    """Runs in-process and returns every data file's bytes (not the manifest, which records when it ran)."""
+    config = compose_config(overrides)
+    run(build_settings(config), output_dir, config=config)
+    files = {}
+    for path in sorted(output_dir.rglob("*")):
+        if path.is_file() and path.name != "manifest.json" and ".hydra" not in path.parts:
+            files[path.relative_to(output_dir).as_posix()] = path.read_bytes()
+    assert not list(output_dir.glob(".distill-work")), "the work directory outlived the run"
+    assert not [p for p in output_dir.rglob("*.tmp")], "a temporary file outlived the run"
+    return files
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A generated corpus with exact and near copies, eval-set leaks and secrets (bench/generate.py), plus bad
+    rows and a repeated id."""
+    out = tmp_path_factory.mktemp("corpus")
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "generate.py"), "--records", "1500", "--out", str(out)],
+        check=True, capture_output=True,
+    )
+    logs = out / "logs.jsonl"
+    lines = logs.read_bytes().splitlines(keepends=True)
+    bad = [b"{not json\n", b'{"id": "bad-type", "reward": "high"}\n', b"\xff\xfe\n", lines[10]]
+    logs.write_bytes(b"".join(lines[:700] + bad + lines[700:]))
+    return out
+
+
+SAMPLE_TASKS = {
+    "sft": [],
+    "preference paired": ["task=preference"],
+    "preference unpaired": ["task=preference", "task.form=unpaired"],
+    "preference ranked": ["task=preference", "task.form=ranked"],
+    "rollout": ["task=rollout"],
+    "rag": ["task=rag"],
+    "sft no split": ["split=none"],
+}
+VARIANTS = {
+    "one worker, one partition": ["executor.workers=1", "executor.partitions=1"],
+    "two workers, seven partitions, small shards": [
+        "executor.workers=2", "executor.partitions=7", "executor.shard_mb=0.02",
+    ],
+}
+
+
+def assert_same_across_variants(tmp_path: Path, overrides: list[str]) -> dict[str, bytes]:
+    outputs = [run_dir(tmp_path / name.replace(" ", "_"), [*overrides, *variant]) for name, variant in VARIANTS.items()]
+    assert outputs[0].keys() == outputs[1].keys()
+    for name in outputs[0]:
+        assert outputs[0][name] == outputs[1][name], f"{name} differs between variants"
+    assert set(DATA_FILES) <= outputs[0].keys()
+    return outputs[0]
+
+
+@pytest.mark.parametrize("task", SAMPLE_TASKS)
+def test_the_bundled_sample_gives_the_same_bytes_for_any_workers_and_partitions(tmp_path, task):
+    assert_same_across_variants(tmp_path, SAMPLE_TASKS[task])
+
+
+@pytest.mark.parametrize("task", [["task.format=instruction"], ["task=preference", "task.pairing=category"], ["task=rag"]])
+def test_the_lakehouse_fixture_gives_the_same_bytes_for_any_workers_and_partitions(tmp_path, task):
+    assert_same_across_variants(tmp_path, ["source=lakehouse", f"source.root={FIXTURE}", "split=none", *task])
+
+
+def test_coverage_packages_are_the_same_for_any_workers_and_partitions(tmp_path):
+    files = assert_same_across_variants(tmp_path, [
+        f"source.path={COVERAGE / 'candidates.jsonl'}", "task=coverage", f"task.instances={COVERAGE / 'instances.json'}",
+    ])
+    assert any(name.startswith("coverage/") for name in files)
+
+
+@pytest.mark.parametrize("curation", [[], ["curation=thorough"]])
+@pytest.mark.parametrize("task", [[], ["task=preference"], ["task=rollout"]])
+def test_a_corpus_with_copies_leaks_and_bad_rows_gives_the_same_bytes(tmp_path, corpus, curation, task):
+    evals = [f"++curation.steps.decontaminate.eval_sets=[{corpus / 'evals' / 'heldout.jsonl'}]"] if curation else []
+    files = assert_same_across_variants(tmp_path, [f"source.path={corpus / 'logs.jsonl'}", *curation, *evals, *task])
+    reasons = {json.loads(line)["reason"] for line in files["quarantine.jsonl"].splitlines()}
+    assert {"invalid_json", "invalid_utf8", "schema_violation", "duplicate"} <= reasons
+    if curation:
+        assert {"near_duplicate", "contaminated"} <= reasons
+
+
+def test_the_quarantine_is_in_origin_order_and_the_ledger_closes(tmp_path, corpus):
+    out = tmp_path / "out"
+    config = compose_config([f"source.path={corpus / 'logs.jsonl'}", "executor.partitions=5", "executor.shard_mb=0.05"])
+    result = run(build_settings(config), out, config=config)
+    rows = read_jsonl(out / "quarantine.jsonl")
+    keys = [(r["origin"]["path"], r["origin"]["line"], r["record_id"] or "") for r in rows]
+    assert keys == sorted(keys)
+    counts = result.manifest["counts"]
+    assert counts["input_rows"] == counts["exported_records"] + counts["quarantined_rows"] == 1504
+    repeated = [r for r in rows if r["reason"] == "duplicate" and r["step"] == "parse"]
+    assert len(repeated) == 1 and "already read at logs.jsonl:11" in repeated[0]["errors"][0]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"id": "a", "role": "user", "text": "hello", "created_at": "2026-01-01T00:00:00Z", "metadata": {"k": [1, 2.5]}}',
+        b'{"id": 7, "text": "numeric id", "reward": 0.5, "embedding": [0.1, 0.2]}',
+        b'{"id": "a", "metadata": {"x": NaN}}',
+        b'{"id": "a", "metadata": {"x": -Infinity}}',
+        b'{"id": "a", "tool_calls": [{"arguments": {"x": 1e400}}]}',
+        b'{"id": "a", "embedding": [1e400]}',
+        b'{"id": "a", "origin": {"path": "forged"}}',
+        b'{"id": "a", "unknown_key": 1}',
+        b'{"text": "no id"}',
+        b'{"id": "", "text": "empty id"}',
+        b'{"id": "a", "rank": 1.0}',
+        b'{"id": "a", "category": "shiny"}',
+        b'{"id": "a", "text": "\\ud800"}',
+        b'{"id": "a", "text": "\xff"}',
+        b"[1, 2]",
+    ],
+)
+def test_the_fast_parse_path_gives_what_the_full_path_gives(tmp_path, line):
+    path = write_jsonl(tmp_path / "a.jsonl", [line])
+    fast = JsonlSource(JsonlParams(kind="jsonl", path=str(path)))
+    full = JsonlSource(JsonlParams(kind="jsonl", path=str(path), fields={"id": "id"}))  # a field map: the full path
+    fast.check()
+    full.check()
+    (got,), (want,) = list(fast.read()), list(full.read())
+    assert type(got) is type(want)
+    if isinstance(got, Record):
+        assert got.to_json() == want.to_json()
+    else:
+        assert isinstance(got, QuarantineRow) and got.to_json() == want.to_json()
+
+
+def killed_then_resumed(tmp_path: Path, overrides: list[str], kill_at: str) -> dict[str, bytes]:
+    run_dir_path = tmp_path / f"killed-{kill_at.replace(':', '-')}"
+    env = {**os.environ, "DISTILL_TEST_KILL_AFTER": kill_at}
+    args = [*overrides, f"hydra.run.dir={run_dir_path}"]
+    # Its own session: the kill hook takes the run's whole process group (driver and workers) down at once.
+    done = subprocess.run(
+        [sys.executable, "-m", "distill", *args], cwd=tmp_path, capture_output=True, text=True, env=env,
+        start_new_session=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert not (run_dir_path / "manifest.json").exists()
+    for name in ("sft.train.jsonl", "sft.eval.jsonl", "quarantine.jsonl", "stats.json"):
+        assert not (run_dir_path / name).exists(), f"{name} exists before the run finished"
+    resumed = run_cli([*args, "resume=true"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    return {
+        name: (run_dir_path / name).read_bytes()
+        for name in ("sft.train.jsonl", "sft.eval.jsonl", "quarantine.jsonl", "stats.json")
+    }
+
+
+@pytest.mark.parametrize("kill_at", ["map:2", "reduce:2"])
+def test_a_run_killed_mid_phase_and_resumed_equals_a_clean_run(tmp_path, corpus, kill_at):
+    overrides = [
+        f"source.path={corpus / 'logs.jsonl'}", "executor.workers=2", "executor.partitions=5", "executor.shard_mb=0.3",
+    ]
+    clean = run_dir(tmp_path / "clean", overrides)
+    resumed = killed_then_resumed(tmp_path, overrides, kill_at)
+    for name, data in resumed.items():
+        assert data == clean[name], f"{name} differs after resume"
+
+
+def test_resume_refuses_a_changed_config(tmp_path, corpus):
+    overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.shard_mb=0.3", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "DISTILL_TEST_KILL_AFTER": "map:1"}
+    subprocess.run(
+        [sys.executable, "-m", "distill", *overrides], cwd=tmp_path, capture_output=True, env=env, start_new_session=True
+    )
+    changed = run_cli([*overrides, "resume=true", "split.seed=9"], cwd=tmp_path)
+    assert changed.returncode != 0
+    assert changed.stderr.strip().splitlines()[-1].startswith("distill: error: resume=true: the config or the inputs")
+    assert "Traceback" not in changed.stderr
+
+
+def test_a_group_larger_than_a_workers_memory_budget_is_a_one_line_error(tmp_path):
+    rows = [{"id": f"r{i}", "session_id": "huge", "role": "user", "text": "x" * 2000} for i in range(300)]
+    path = write_jsonl(tmp_path / "a.jsonl", rows)
+    done = run_cli(
+        [f"source.path={path}", "executor.memory_gb=0.001", "executor.partitions=2", "hydra.run.dir=out"], cwd=tmp_path
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("distill: error: group 'huge' holds 300 records") and "executor.memory_gb" in last
+    assert "Traceback" not in done.stderr
