@@ -38,7 +38,6 @@ from distill.plan.spill import read_batches, write_spill
 from distill.quarantine import Drop
 from distill.reasons import Reason
 
-DISTRIBUTED_NEAR_DEDUP = False
 SUMMED_FIGURES = ("hits", "records_without_embedding")
 """Figures a step counts per record (decontaminate's hits): summed over the buckets that decided them."""
 
@@ -242,7 +241,7 @@ def decide_distributed(
             refs_of(many(keys_scatter, partitions).remote(token, holder, position, s, partitions), partitions)
             for s in shards
         ]
-        if isinstance(step, NearDedup) and DISTRIBUTED_NEAR_DEDUP:
+        if isinstance(step, NearDedup):
             from distill.executor.ray_near_dedup import near_dedup_distributed
 
             per_partition = [
@@ -251,7 +250,7 @@ def decide_distributed(
                 )
                 for p in range(partitions)
             ]
-            outs, dropped = near_dedup_distributed(step, position, per_partition, options)
+            outs, dropped = near_dedup_distributed(step, position, per_partition, options, token, holder)
             for partition in range(partitions):
                 decided[partition].append(outs[partition])
             result.dropped[position] = dropped
