@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "DISTILL_TEST_RAY_FAULT"
 """Test-only: `PHASE:ACTION:DIR` makes the first task of PHASE (map | reduce) fail once: ACTION `raise` raises
 `InjectedFault`, `hang` writes the worker's PID to DIR/pid and sleeps until killed. DIR/PHASE.fired marks it done."""
+CONNECT_TIMEOUT_SECONDS = 10
 RESOURCE_KEYS = ("CPU", "GPU", "memory", "object_store_memory")
 
 
@@ -104,6 +106,19 @@ def reduce_task(
     return reduce_partition(ctx, partition, shards, writer)
 
 
+def check_reachable(address: str) -> None:
+    """Fails in seconds, in one line, when nothing listens at a `HOST:PORT` or `ray://HOST:PORT` address (Ray itself
+    retries for a minute or more before it gives up)."""
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except OSError as error:
+        raise DistillError(f"executor.address: cannot reach a Ray cluster at {address!r}: {error.strerror or error}") from None
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -130,6 +145,7 @@ class RayExecutor:
             ray.init(num_cpus=self.settings.workers, include_dashboard=False, address="local", namespace="distill")
             self.owned = True
         else:
+            check_reachable(address)
             try:
                 ray.init(address=address, namespace="distill")
             except (ConnectionError, TimeoutError, ValueError, RuntimeError) as error:

@@ -1,0 +1,164 @@
+"""executor=ray gives the files executor=local gives, byte for byte, survives a killed worker, and fails in one line.
+
+One local Ray (2 CPUs) serves the whole module: the executor joins the Ray its process already has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import compose_config, run_cli
+from test_plan import SAMPLE_TASKS, corpus, run_dir  # noqa: F401 - corpus is a fixture
+
+from distill.hashing import hash64
+from lakehouse_fixture import FIXTURE
+
+ray = pytest.importorskip("ray")
+from distill.executor.ray import FAULT_ENV  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+LOCAL = ["executor.workers=1", "executor.partitions=1"]
+RAY = ["executor=ray", "executor.partitions=3", "executor.shard_mb=0.05"]
+MANIFEST_MAY_DIFFER = ("created_at", "config_sha256", "command", "executor")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, namespace="distill-tests")
+    yield
+    ray.shutdown()
+
+
+def same_as_local(tmp_path: Path, overrides: list[str]) -> dict[str, bytes]:
+    local = run_dir(tmp_path / "local", [*overrides, *LOCAL])
+    on_ray = run_dir(tmp_path / "ray", [*overrides, *RAY])
+    assert local.keys() == on_ray.keys()
+    for name in local:
+        assert local[name] == on_ray[name], f"{name} differs between executor=local and executor=ray"
+    assert_manifests_match(tmp_path / "local" / "manifest.json", tmp_path / "ray" / "manifest.json")
+    return on_ray
+
+
+def assert_manifests_match(local_path: Path, ray_path: Path) -> None:
+    local, on_ray = json.loads(local_path.read_bytes()), json.loads(ray_path.read_bytes())
+    assert on_ray["executor"]["kind"] == "ray"
+    assert on_ray["executor"]["ray_version"] == ray.__version__
+    assert on_ray["executor"]["resources"]["CPU"] == 2
+    for manifest in (local, on_ray):
+        for key in MANIFEST_MAY_DIFFER:
+            manifest.pop(key)
+        manifest["config"].pop("executor")
+        manifest["choices"].pop("executor", None)
+    assert local == on_ray
+
+
+@pytest.mark.parametrize("task", ["sft", "preference paired", "rollout"])
+def test_the_bundled_sample_gives_the_same_bytes_on_ray(tmp_path, task):
+    same_as_local(tmp_path, SAMPLE_TASKS[task])
+
+
+def test_the_lakehouse_fixture_gives_the_same_bytes_on_ray(tmp_path):
+    same_as_local(tmp_path, ["source=lakehouse", f"source.root={FIXTURE}", "split=none", "task=preference",
+                             "task.pairing=category"])
+
+
+def thorough(corpus: Path) -> list[str]:
+    return [f"source.path={corpus / 'logs.jsonl'}", "curation=thorough",
+            f"++curation.steps.decontaminate.eval_sets=[{corpus / 'evals' / 'heldout.jsonl'}]"]
+
+
+@pytest.mark.parametrize("task", [[], ["task=preference"], ["task=rollout"]])
+def test_a_corpus_with_copies_leaks_and_bad_rows_gives_the_same_bytes_on_ray(tmp_path, corpus, task):
+    files = same_as_local(tmp_path, [*thorough(corpus), *task])
+    rows = [json.loads(line) for line in files["quarantine.jsonl"].splitlines()]
+    reasons = {row["reason"] for row in rows}
+    assert {"invalid_json", "invalid_utf8", "schema_violation", "duplicate", "near_duplicate", "contaminated"} <= reasons
+    # Some near-duplicate conversation was decided against a survivor in another partition.
+    crossing = [
+        row for row in rows if row["reason"] == "near_duplicate"
+        and hash64(row["record"]["session_id"]) % 3 != hash64(row["detail"]["duplicate_of"]) % 3
+    ]
+    assert crossing
+
+
+def test_record_scope_dedup_and_highest_reward_survivors_are_the_same_on_ray(tmp_path, corpus):
+    same_as_local(tmp_path, [
+        *thorough(corpus), "++curation.steps.exact_dedup.scope=record", "++curation.steps.near_dedup.scope=record",
+        "++curation.steps.near_dedup.keep=highest_reward", "++curation.steps.near_dedup.threshold=0.5",
+    ])
+
+
+def test_a_worker_killed_mid_task_is_retried_and_the_outputs_are_unchanged(tmp_path, monkeypatch):
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    monkeypatch.setenv(FAULT_ENV, f"map:hang:{faults}")
+    killed: list[int] = []
+
+    def kill_the_worker() -> None:
+        pid_file = faults / "pid"
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(pid_file.read_text())
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_worker, daemon=True)
+    killer.start()
+    on_ray = run_dir(tmp_path / "ray", RAY)
+    killer.join(timeout=5)
+    assert killed, "no map task waited to be killed"
+    assert on_ray == run_dir(tmp_path / "local", LOCAL)
+
+
+def test_an_exception_raised_once_in_a_task_is_retried(tmp_path, monkeypatch):
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    monkeypatch.setenv(FAULT_ENV, f"reduce:raise:{faults}")
+    on_ray = run_dir(tmp_path / "ray", RAY)
+    assert (faults / "reduce.fired").exists()
+    assert on_ray == run_dir(tmp_path / "local", LOCAL)
+
+
+def test_a_multirun_sweep_runs_each_job_on_ray(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli(["-m", "executor=ray", "executor.workers=1", "split.seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for job in ("0", "1"):
+        manifest = json.loads((sweep / job / "manifest.json").read_bytes())
+        assert manifest["executor"]["kind"] == "ray" and manifest["executor"]["resources"]["CPU"] == 1
+    local = run_dir(tmp_path / "local", ["split.seed=1", *LOCAL])
+    for name, data in local.items():
+        assert (sweep / "1" / name).read_bytes() == data
+
+
+def one_line_error(done: Any) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("distill: error:")]
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    return lines[0]
+
+
+def test_an_unreachable_cluster_address_is_a_one_line_error(tmp_path):
+    done = run_cli(["executor=ray", "executor.address=ray://127.0.0.1:1", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+    assert "executor.address: cannot reach a Ray cluster at 'ray://127.0.0.1:1'" in one_line_error(done)
+
+
+def test_the_ray_executor_without_the_extra_is_a_one_line_error(tmp_path):
+    # `ray` made unimportable: what a machine without `pip install 'distill[ray]'` sees.
+    script = "import sys; sys.modules['ray'] = None; from distill.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "executor=ray", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert "pip install 'distill[ray]'" in one_line_error(done)
