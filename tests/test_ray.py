@@ -23,7 +23,8 @@ from distill.hashing import hash64
 from lakehouse_fixture import FIXTURE
 
 ray = pytest.importorskip("ray")
-from distill.executor.ray import FAULT_ENV  # noqa: E402
+from distill.errors import ConfigError, DistillError  # noqa: E402
+from distill.executor.ray import FAULT_ENV, get  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")
 
@@ -129,6 +130,15 @@ def test_an_exception_raised_once_in_a_task_is_retried(tmp_path, monkeypatch):
     on_ray = run_dir(tmp_path / "ray", RAY)
     assert (faults / "reduce.fired").exists()
     assert on_ray == run_dir(tmp_path / "local", LOCAL)
+
+
+def test_an_error_a_user_can_fix_raised_in_a_task_reaches_the_driver_as_one_line():
+    @ray.remote(max_retries=0)
+    def fails() -> None:
+        raise ConfigError(["source.path: no file matches x.jsonl"])
+
+    with pytest.raises(DistillError, match=r"^source.path: no file matches x.jsonl$"):
+        get(fails.remote())
 
 
 def test_a_multirun_sweep_runs_each_job_on_ray(tmp_path):

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from distill.executor.progress import Progress
+from distill.executor.progress import Progress, log_phase
 from distill.output.writers import DatasetWriter
 from distill.plan.context import PlanContext
 from distill.plan.decide import Decisions, decide
@@ -60,7 +60,10 @@ class LocalExecutor:
 
     def decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
         """Over keys only, in this process (the keys a global step holds are fixed-width; see `distill.plan.decide`)."""
-        return decide(ctx, shards)
+        started = time.perf_counter()
+        decisions = decide(ctx, shards)
+        log_phase("local", "decide", started)
+        return decisions
 
     def _run(self, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
         if self.workers <= 1 or len(items) <= 1:
@@ -81,10 +84,12 @@ class LocalExecutor:
         _WORKER.update(ctx=ctx)
         results = []
         sizes = {shard.index: shard.size for shard in shards}
+        started = time.perf_counter()
         for result in self._run(_map_task, shards):
             progress.advance(sizes[result.shard], result.rows)
             results.append(result)
             kill_hook("map", len(results))
+        log_phase("local", "map", started, sum(r.seconds for r in results), sum(r.rows for r in results))
         return results
 
     def run_reduce(
@@ -93,8 +98,10 @@ class LocalExecutor:
     ) -> list[ReduceResult]:
         _WORKER.update(ctx=ctx, shards=list(shards), writer=writer)
         results = []
+        started = time.perf_counter()
         for result in self._run(_reduce_task, partitions):
             progress.advance(1, result.records)
             results.append(result)
             kill_hook("reduce", len(results))
+        log_phase("local", "reduce", started, sum(r.seconds for r in results), sum(r.records for r in results))
         return results

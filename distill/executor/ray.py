@@ -28,7 +28,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from distill.errors import DistillError
-from distill.executor.progress import Progress
+from distill.executor.progress import Progress, log_phase
 from distill.output.writers import DatasetWriter
 from distill.plan.context import PlanContext
 from distill.plan.decide import Decisions
@@ -201,16 +201,21 @@ class RayExecutor:
         sizes = {shard.index: shard.size for shard in shards}
         task = map_task.options(**self.task_options)
         results = []
+        started = time.perf_counter()
         for result in self.as_completed([task.remote(token, holder, shard, fault) for shard in shards]):
             progress.advance(sizes[result.shard], result.rows)
             results.append(result)
+        log_phase("ray", "map", started, sum(r.seconds for r in results), sum(r.rows for r in results))
         return results
 
     def decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
         from distill.executor.ray_decide import decide_distributed
 
         token, holder = self.share(ctx)
-        return decide_distributed(ctx, list(shards), token, holder, self.task_options)
+        started = time.perf_counter()
+        decisions = decide_distributed(ctx, list(shards), token, holder, self.task_options)
+        log_phase("ray", "decide", started)
+        return decisions
 
     def run_reduce(
         self, ctx: PlanContext, partitions: Sequence[int], shards: Sequence[int], writer: DatasetWriter,
@@ -222,9 +227,11 @@ class RayExecutor:
         task = reduce_task.options(**self.task_options)
         refs = [task.remote(token, holder, partition, list(shards), writer_ref, fault) for partition in partitions]
         results = []
+        started = time.perf_counter()
         for result in self.as_completed(refs):
             progress.advance(1, result.records)
             results.append(result)
+        log_phase("ray", "reduce", started, sum(r.seconds for r in results), sum(r.records for r in results))
         return results
 
 
@@ -234,5 +241,6 @@ def get(refs: Any) -> Any:
         return ray.get(refs)
     except RayTaskError as error:
         if isinstance(error.cause, DistillError):
-            raise error.cause from None
+            # Rebuilt from its message: an exception crosses processes by its args, which a ConfigError's are not.
+            raise DistillError(str(error.cause)) from None
         raise
