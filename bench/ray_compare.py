@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from run import machine, measure  # noqa: E402
-from scale import tree_rss  # noqa: E402
+from scale import tree_rss, tree_stats  # noqa: E402
 
 DATA_FILES = (".jsonl", ".parquet", "stats.json")
 PHASE = re.compile(r"(?:local|ray) (map|decide|reduce): ([\d.]+) s(?:, ([\d.]+) task-seconds, (\d+) rows)?")
@@ -42,10 +43,21 @@ def driver_peak(pid: int) -> int:
     return int(match.group(1)) * 1024 if match else 0
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """Updates `seen` (pid -> CPU seconds, user + system) for `root` and its descendants: summed at the end, it
+    is the CPU the whole tree used (a process counts with its last sample), which contention does not inflate."""
+    for pid, fields in tree_stats(root).items():
+        seen[pid] = max(seen.get(pid, 0.0), (int(fields[11]) + int(fields[12])) / TICKS)
+
+
 def run_once(data: Path, executor: list[str], extra: list[str], work: Path) -> dict[str, Any]:
     out = work / "run"
     command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *executor, *extra]
     peaks = {"tree": 0, "driver": 0}
+    cpu: dict[int, float] = {}
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -53,6 +65,7 @@ def run_once(data: Path, executor: list[str], extra: list[str], work: Path) -> d
         while process.poll() is None:
             peaks["tree"] = max(peaks["tree"], tree_rss(process.pid))
             peaks["driver"] = max(peaks["driver"], driver_peak(process.pid))
+            tree_cpu(process.pid, cpu)
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -72,6 +85,7 @@ def run_once(data: Path, executor: list[str], extra: list[str], work: Path) -> d
         "wall_seconds": wall,
         "peak_driver_rss_mib": peaks["driver"] / 2**20,
         "peak_tree_rss_mib": peaks["tree"] / 2**20,
+        "tree_cpu_seconds": sum(cpu.values()),
         "phases": phases,
         "executor": manifest["executor"],
         "outputs": {entry["path"]: entry["sha256"] for entry in manifest["outputs"] if entry["path"].endswith(DATA_FILES)},

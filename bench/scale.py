@@ -33,10 +33,10 @@ from run import machine, measure  # noqa: E402
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def tree_rss(root: int) -> int:
-    """Bytes resident in `root` and every descendant process, summed."""
+def tree_stats(root: int) -> dict[int, list[str]]:
+    """`/proc/PID/stat` fields (after the command name) of `root` and every descendant process, by pid."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -45,15 +45,20 @@ def tree_rss(root: int) -> int:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        pid, ppid = int(entry.name), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields[21]) * PAGE
-    total, stack = 0, [root]
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        stats[int(entry.name)] = fields
+    found, stack = {}, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        if pid in stats:
+            found[pid] = stats[pid]
         stack.extend(children.get(pid, []))
-    return total
+    return found
+
+
+def tree_rss(root: int) -> int:
+    """Bytes resident in `root` and every descendant process, summed."""
+    return sum(int(fields[21]) * PAGE for fields in tree_stats(root).values())
 
 
 def disk_use(path: Path) -> int:

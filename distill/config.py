@@ -36,6 +36,13 @@ class GroupConfig(BaseModel):
     delimiter: str = Field(default="#", min_length=1)
 
 
+def needs_package(value: str, choice: str, package: str, extra: str, what: str) -> str:
+    """`value`, unless it is `choice` and the optional `package` is not installed."""
+    if value == choice and find_spec(package) is None:
+        raise ValueError(f"{what} needs the `{package}` package (pip install 'distill[{extra}]')")
+    return value
+
+
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,9 +51,7 @@ class OutputConfig(BaseModel):
     @field_validator("format")
     @classmethod
     def _parquet_needs_pyarrow(cls, value: str) -> str:
-        if value == "parquet" and find_spec("pyarrow") is None:
-            raise ValueError("parquet output needs the `pyarrow` package (pip install 'distill[columnar]')")
-        return value
+        return needs_package(value, "parquet", "pyarrow", "columnar", "parquet output")
 
 
 class ExecutorConfig(BaseModel):
@@ -74,9 +79,7 @@ class ExecutorConfig(BaseModel):
     @field_validator("kind")
     @classmethod
     def _ray_needs_the_extra(cls, value: str) -> str:
-        if value == "ray" and find_spec("ray") is None:
-            raise ValueError("the ray executor needs the `ray` package (pip install 'distill[ray]')")
-        return value
+        return needs_package(value, "ray", "ray", "ray", "the ray executor")
 
     @model_validator(mode="after")
     def _address_is_for_ray(self) -> ExecutorConfig:

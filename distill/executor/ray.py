@@ -241,6 +241,5 @@ def get(refs: Any) -> Any:
         return ray.get(refs)
     except RayTaskError as error:
         if isinstance(error.cause, DistillError):
-            # Rebuilt from its message: an exception crosses processes by its args, which a ConfigError's are not.
-            raise DistillError(str(error.cause)) from None
+            raise error.cause from None
         raise
