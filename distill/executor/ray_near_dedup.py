@@ -25,17 +25,10 @@ import ray
 from distill.curation import minhash
 from distill.curation.steps.near_dedup import NearDedup, merge_groups
 from distill.executor.ray import get, worker_context
+from distill.executor.ray_decide import refs_of, split
 
 SHIFT = 32
 LOW = (1 << SHIFT) - 1
-
-
-def split(outputs: list[Any]) -> Any:
-    return tuple(outputs) if len(outputs) > 1 else outputs[0]
-
-
-def refs_of(refs: Any, count: int) -> list[Any]:
-    return list(refs) if count > 1 else [refs]
 
 
 def route(refs: np.ndarray, partitions: int, *columns: Any) -> list[Any]:
