@@ -3,8 +3,9 @@
 the driver's descendants), each phase's wall and task seconds, and whether the data files are the same bytes.
 Not a test: results go to bench/results/ray-*.json and, rendered, to bench/README.md.
 
-    python bench/ray_compare.py --records 100000                    # generates bench/data/100000 if missing
-    python bench/ray_compare.py --records 1000000 -- curation=thorough
+    python bench/ray_compare.py --records 100000 -- executor.partitions=4        # generates bench/data/100000
+    python bench/ray_compare.py --records 100000 --name thorough -- executor.partitions=4 curation=thorough
+        '++curation.steps.decontaminate.eval_sets=[bench/data/100000/evals/heldout.jsonl]'      (one line)
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=None, help="a generated corpus directory (default bench/data/N)")
+    parser.add_argument("--name", default="default", help="results go to bench/results/ray-RECORDS-NAME.json")
     parser.add_argument("extra", nargs="*", help="distill overrides (after --)")
     args = parser.parse_args()
     data_dir = args.data or REPO / "bench" / "data" / str(args.records)
@@ -120,8 +122,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["same_bytes"] = result["local"]["outputs"] == result["ray"]["outputs"]
-    name = f"ray-{args.records}{'-' + '-'.join(args.extra).replace('=', '_').replace('/', '_') if args.extra else ''}"
-    (REPO / "bench" / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (REPO / "bench" / "results" / f"ray-{args.records}-{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 

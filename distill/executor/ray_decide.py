@@ -61,10 +61,10 @@ def order_by_created(handles: np.ndarray, micros: np.ndarray, keys: Any) -> tupl
 
 
 @ray.remote
-def ids_scatter(token: str, holder: list[Any], shard: int, buckets: int) -> Any:
+def ids_scatter(token: str, holder: list[Any], shards: list[int], buckets: int) -> Any:
     ctx = worker_context(token, holder)
     out: list[list[Any]] = [[] for _ in range(buckets)]
-    for frame in read_batches(ctx.layout.ids(shard)):
+    for frame in (frame for shard in shards for frame in read_batches(ctx.layout.ids(shard))):
         for id_hashes, handles, partitions, ids, labels in frame:
             where = id_hashes % np.uint64(buckets)
             for bucket in np.unique(where).tolist():
@@ -103,11 +103,11 @@ def ids_decide(partitions: int, *pieces: list[Any]) -> Any:
 
 
 @ray.remote
-def keys_scatter(token: str, holder: list[Any], position: int, shard: int, partitions: int) -> Any:
-    """One shard's keys of the step at `position`, split by the partition of their record."""
+def keys_scatter(token: str, holder: list[Any], position: int, shards: list[int], partitions: int) -> Any:
+    """Some shards' keys of the step at `position`, split by the partition of their record."""
     ctx = worker_context(token, holder)
     out: list[list[Any]] = [[] for _ in range(partitions)]
-    for frame in read_batches(ctx.layout.keys(position, shard)):
+    for frame in (frame for shard in shards for frame in read_batches(ctx.layout.keys(position, shard))):
         for handles, parts, micros, keys in frame:
             for partition in np.unique(parts).tolist():
                 index = np.flatnonzero(parts == partition)
@@ -216,13 +216,17 @@ def decide_distributed(
     ctx: PlanContext, shards: list[int], token: str, holder: list[Any], options: dict[str, Any]
 ) -> Decisions:
     partitions = ctx.partitions
-    buckets = partitions
+    # Scatter tasks read several shards each and buckets are as many as the cluster's cores can use: the driver
+    # holds (readers x partitions) + (partitions x buckets) references per step, not (shards x partitions).
+    width = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    readers = [shards[i::width] for i in range(min(width, len(shards)))] or [[]]
+    buckets = min(partitions, width)
     decided: list[list[Any]] = [[] for _ in range(partitions)]
 
     def many(task: Any, count: int) -> Any:
         return task.options(num_returns=count, **options)
 
-    scattered = [refs_of(many(ids_scatter, buckets).remote(token, holder, s, buckets), buckets) for s in shards]
+    scattered = [refs_of(many(ids_scatter, buckets).remote(token, holder, r, buckets), buckets) for r in readers]
     outs = [
         refs_of(many(ids_decide, partitions + 1).remote(partitions, *[piece[b] for piece in scattered]), partitions + 1)
         for b in range(buckets)
@@ -238,15 +242,15 @@ def decide_distributed(
             continue
         step.decide([])  # the figures of a step that sees no keys, as the local plan leaves them
         scattered = [
-            refs_of(many(keys_scatter, partitions).remote(token, holder, position, s, partitions), partitions)
-            for s in shards
+            refs_of(many(keys_scatter, partitions).remote(token, holder, position, r, partitions), partitions)
+            for r in readers
         ]
         if isinstance(step, NearDedup):
             from distill.executor.ray_near_dedup import near_dedup_distributed
 
             per_partition = [
                 many(partition_keys, 1).remote(
-                    token, holder, position, p, 1, len(shards), *[piece[p] for piece in scattered], *decided[p]
+                    token, holder, position, p, 1, len(readers), *[piece[p] for piece in scattered], *decided[p]
                 )
                 for p in range(partitions)
             ]
@@ -258,7 +262,7 @@ def decide_distributed(
         keyed = [
             refs_of(
                 many(partition_keys, buckets).remote(
-                    token, holder, position, p, buckets, len(shards), *[piece[p] for piece in scattered], *decided[p]
+                    token, holder, position, p, buckets, len(readers), *[piece[p] for piece in scattered], *decided[p]
                 ),
                 buckets,
             )
