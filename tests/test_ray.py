@@ -111,15 +111,18 @@ def test_a_worker_killed_mid_task_is_retried_and_the_outputs_are_unchanged(tmp_p
         while not pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         pid = int(pid_file.read_text())
-        assert pid != os.getpid()
+        # Mid-task: halfway through its shard, with its spills open under temporary names.
+        open_spills = list((tmp_path / "ray" / ".distill-work").rglob(f"*.{pid}.tmp"))
         os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+        killed.append((pid, len(open_spills)))
 
     killer = threading.Thread(target=kill_the_worker, daemon=True)
     killer.start()
     on_ray = run_dir(tmp_path / "ray", RAY)
     killer.join(timeout=5)
     assert killed, "no map task waited to be killed"
+    (pid, open_spills), = killed
+    assert pid != os.getpid() and open_spills > 0
     assert on_ray == run_dir(tmp_path / "local", LOCAL)
 
 

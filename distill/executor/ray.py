@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 
 FAULT_ENV = "DISTILL_TEST_RAY_FAULT"
 """Test-only: `PHASE:ACTION:DIR` makes the first task of PHASE (map | reduce) fail once: ACTION `raise` raises
-`InjectedFault`, `hang` writes the worker's PID to DIR/pid and sleeps until killed. DIR/PHASE.fired marks it done."""
+`InjectedFault`; `hang` writes the worker's PID to DIR/pid and sleeps until killed (a map task halfway through its
+shard, its spills open). DIR/PHASE.fired marks the fault spent, so the retry runs clean."""
 CONNECT_TIMEOUT_SECONDS = 10
 RESOURCE_KEYS = ("CPU", "GPU", "memory", "object_store_memory")
 
@@ -66,22 +68,44 @@ def worker_context(token: str, holder: list[Any]) -> PlanContext:
     return _WORKER["ctx"]
 
 
-def inject_fault(fault: str | None, phase: str) -> None:
+def claim_fault(fault: str | None, phase: str) -> tuple[str, Path] | None:
+    """(action, folder) when this attempt is the one the test-only fault spec picks, else None."""
     if not fault:
-        return
+        return None
     wanted, action, folder = fault.split(":", 2)
     if wanted != phase:
-        return
+        return None
     try:
-        descriptor = os.open(Path(folder) / f"{phase}.fired", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(os.open(Path(folder) / f"{phase}.fired", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
-        return
-    os.close(descriptor)
+        return None
     if action == "raise":
         raise InjectedFault(f"injected fault in the {phase} phase")
-    (Path(folder) / ".pid").write_text(str(os.getpid()))
-    os.replace(Path(folder) / ".pid", Path(folder) / "pid")
+    return action, Path(folder)
+
+
+def hang_until_killed(folder: Path) -> None:
+    (folder / ".pid").write_text(str(os.getpid()))
+    os.replace(folder / ".pid", folder / "pid")
     time.sleep(600)
+
+
+@dataclass
+class HangingSource:
+    """The run's source, except that it stops halfway through a shard until the test kills the worker: the map
+    task dies with its spills open under temporary names."""
+
+    source: Any
+    folder: Path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+    def read_shard(self, shard: Shard) -> Iterator[Any]:
+        rows = list(self.source.read_shard(shard))
+        yield from rows[: len(rows) // 2]
+        hang_until_killed(self.folder)
+        yield from rows[len(rows) // 2 :]
 
 
 @ray.remote
@@ -90,7 +114,10 @@ def map_task(token: str, holder: list[Any], shard: Shard, fault: str | None) -> 
     done = read_marker(ctx.layout.map_done(shard.index))
     if done is not None:
         return done
-    inject_fault(fault, "map")
+    claimed = claim_fault(fault, "map")
+    if claimed is not None:
+        source = HangingSource(ctx.settings.source, claimed[1])
+        ctx = replace(ctx, settings=replace(ctx.settings, source=source))
     return map_shard(ctx, shard)
 
 
@@ -102,7 +129,9 @@ def reduce_task(
     done = read_marker(ctx.layout.reduce_done(partition))
     if done is not None:
         return done
-    inject_fault(fault, "reduce")
+    claimed = claim_fault(fault, "reduce")
+    if claimed is not None:
+        hang_until_killed(claimed[1])
     return reduce_partition(ctx, partition, shards, writer)
 
 
