@@ -116,8 +116,9 @@ def copies_of(data: Path, copies: int, work: Path) -> Path:
             prefix = f"c{copy}".encode()
             with data.open("rb") as source:
                 for line in source:
-                    out.write(line.replace(b'"id": "', b'"id": "' + prefix, 1)
-                              .replace(b'"session_id": "', b'"session_id": "' + prefix, 1))
+                    for key in (b'"id":"', b'"session_id":"'):  # the generator writes compact JSON
+                        line = line.replace(key, key + prefix, 1)
+                    out.write(line)
     return target
 
 

@@ -1,6 +1,7 @@
 """The local executor: the plan's map and reduce tasks on a pool of worker processes on this machine, or in this
-process with one worker. Workers are forked from the driver, so they start with its parts already built and
-loaded (`setup()` ran once before the fork)."""
+process with one worker. Workers start from a small fork server, not from the driver, so they never inherit what
+the driver holds (its decide keys would otherwise count once per worker); each builds the run's parts from the
+resolved config once and runs every step's `setup()` once."""
 
 from __future__ import annotations
 
@@ -12,20 +13,27 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from distill.executor.progress import Progress, log_phase
-from distill.output.writers import DatasetWriter
-from distill.plan.context import PlanContext
+from distill.output.writers import DatasetWriter, dataset_writer
+from distill.plan.context import Layout, PlanContext
 from distill.plan.decide import Decisions, decide
 from distill.plan.map import MapResult, map_shard
 from distill.plan.reduce import ReduceResult, reduce_partition
 from distill.sources.base import Shard
 
 _WORKER: dict[str, Any] = {}
-"""The forked worker's view of the run: set by the driver just before the pool forks."""
+"""A process's view of the run: set in the driver for in-process tasks, and by `_start_worker` in each worker."""
 
 
-def _ignore_interrupts() -> None:
+def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool, shards: list[int]) -> None:
     # Ctrl-C reaches the whole process group; the driver alone decides, and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from distill.config import build_settings
+
+    settings = build_settings(config)
+    ctx = PlanContext(settings, layout, partitions, compress, config)
+    ctx.setup()
+    writer = dataset_writer(settings.task, layout.root.parent, layout, settings.output_format, compress)
+    _WORKER.update(ctx=ctx, writer=writer, shards=shards)
 
 
 def _map_task(shard: Shard) -> MapResult:
@@ -66,12 +74,14 @@ class LocalExecutor:
         log_phase("local", "decide", started)
         return decisions
 
-    def _run(self, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
-        if self.workers <= 1 or len(items) <= 1:
+    def _run(self, ctx: PlanContext, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+        if self.workers <= 1 or len(items) <= 1 or ctx.config is None:
             yield from map(task, items)
             return
-        context = multiprocessing.get_context("fork")
-        pool = context.Pool(min(self.workers, len(items)), initializer=_ignore_interrupts)
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["distill.runner"])
+        arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, _WORKER.get("shards", []))
+        pool = context.Pool(min(self.workers, len(items)), initializer=_start_worker, initargs=arguments)
         try:
             yield from pool.imap_unordered(task, items)
             pool.close()
@@ -86,7 +96,7 @@ class LocalExecutor:
         results = []
         sizes = {shard.index: shard.size for shard in shards}
         started = time.perf_counter()
-        for result in self._run(_map_task, shards):
+        for result in self._run(ctx, _map_task, shards):
             progress.advance(sizes[result.shard], result.rows)
             results.append(result)
             kill_hook("map", len(results))
@@ -100,7 +110,7 @@ class LocalExecutor:
         _WORKER.update(ctx=ctx, shards=list(shards), writer=writer)
         results = []
         started = time.perf_counter()
-        for result in self._run(_reduce_task, partitions):
+        for result in self._run(ctx, _reduce_task, partitions):
             progress.advance(1, result.records)
             results.append(result)
             kill_hook("reduce", len(results))
