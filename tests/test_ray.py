@@ -164,9 +164,53 @@ def one_line_error(done: Any) -> str:
     return lines[0]
 
 
-def test_an_unreachable_cluster_address_is_a_one_line_error(tmp_path):
-    done = run_cli(["executor=ray", "executor.address=ray://127.0.0.1:1", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+@pytest.mark.parametrize("where", ["override", "RAY_ADDRESS"])
+def test_an_unreachable_cluster_address_is_a_one_line_error(tmp_path, monkeypatch, where):
+    args = ["executor=ray", f"hydra.run.dir={tmp_path / 'out'}"]
+    if where == "override":
+        args.append("executor.address=ray://127.0.0.1:1")
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:1")
+    done = run_cli(args, tmp_path)
     assert "executor.address: cannot reach a Ray cluster at 'ray://127.0.0.1:1'" in one_line_error(done)
+
+
+def session_processes(session: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if entry.name.isdigit() and int(stat[stat.rindex(")") + 2 :].split()[3]) == session:
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_stops_the_job_and_its_local_ray_without_a_traceback(tmp_path):
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    env = {**os.environ, FAULT_ENV: f"map:hang:{faults}"}
+    command = [sys.executable, "-m", "distill", "executor=ray", "executor.workers=1", f"hydra.run.dir={tmp_path / 'out'}"]
+    # Its own session, as a terminal's foreground job: Ctrl-C is SIGINT to the whole process group.
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (faults / "pid").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        assert (faults / "pid").exists(), "the map task never started"
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr[-2000:]
+        assert "distill: interrupted" in stderr and "Traceback" not in stderr
+        deadline = time.monotonic() + 30
+        while session_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not session_processes(process.pid), "Ray processes outlived the interrupted run"
+    finally:
+        for pid in session_processes(process.pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_ray_executor_without_the_extra_is_a_one_line_error(tmp_path):
