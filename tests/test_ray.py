@@ -73,6 +73,19 @@ def test_the_lakehouse_fixture_gives_the_same_bytes_on_ray(tmp_path):
                              "task.pairing=category"])
 
 
+def test_columnar_sources_and_parquet_output_give_the_same_bytes_on_ray(tmp_path):
+    pytest.importorskip("lance")
+    from test_lance import VERSION_1, VERSION_2, write_version
+    from test_parquet import sessions, write_parquet_rows
+
+    store = tmp_path / "context.lance"
+    write_version(store, VERSION_1)
+    write_version(store, VERSION_2, mode="append")
+    same_as_local(tmp_path / "lance", ["source=lance", f"source.uri={store}", "source.version=1", "split=none"])
+    source = write_parquet_rows(tmp_path / "in" / "log.parquet", sessions(12))
+    same_as_local(tmp_path / "parquet", ["source=parquet", f"source.path={source}", "output.format=parquet"])
+
+
 def thorough(corpus: Path) -> list[str]:
     return [f"source.path={corpus / 'logs.jsonl'}", "curation=thorough",
             f"++curation.steps.decontaminate.eval_sets=[{corpus / 'evals' / 'heldout.jsonl'}]"]
