@@ -68,8 +68,9 @@ def worker_context(token: str, holder: list[Any]) -> PlanContext:
     return _WORKER["ctx"]
 
 
-def claim_fault(fault: str | None, phase: str) -> tuple[str, Path] | None:
-    """(action, folder) when this attempt is the one the test-only fault spec picks, else None."""
+def claim_fault(fault: str | None, phase: str) -> Path | None:
+    """When this attempt is the one the test-only fault spec picks: raises (`raise`) or returns its folder
+    (`hang`); else None."""
     if not fault:
         return None
     wanted, action, folder = fault.split(":", 2)
@@ -81,7 +82,7 @@ def claim_fault(fault: str | None, phase: str) -> tuple[str, Path] | None:
         return None
     if action == "raise":
         raise InjectedFault(f"injected fault in the {phase} phase")
-    return action, Path(folder)
+    return Path(folder)
 
 
 def hang_until_killed(folder: Path) -> None:
@@ -116,7 +117,7 @@ def map_task(token: str, holder: list[Any], shard: Shard, fault: str | None) -> 
         return done
     claimed = claim_fault(fault, "map")
     if claimed is not None:
-        source = HangingSource(ctx.settings.source, claimed[1])
+        source = HangingSource(ctx.settings.source, claimed)
         ctx = replace(ctx, settings=replace(ctx.settings, source=source))
     return map_shard(ctx, shard)
 
@@ -131,7 +132,7 @@ def reduce_task(
         return done
     claimed = claim_fault(fault, "reduce")
     if claimed is not None:
-        hang_until_killed(claimed[1])
+        hang_until_killed(claimed)
     return reduce_partition(ctx, partition, shards, writer)
 
 
