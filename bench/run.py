@@ -379,9 +379,13 @@ LIMITS = """What limits it (py-spy / pyinstrument profiles of the 1e5 run):
 
 
 def write_report() -> None:
-    runs = [json.loads(path.read_text()) for path in sorted((BENCH / "results").glob("*.json"), key=lambda p: int(p.stem))]
+    step_runs = [path for path in (BENCH / "results").glob("*.json") if path.stem.isdigit()]
+    runs = [json.loads(path.read_text()) for path in sorted(step_runs, key=lambda p: int(p.stem))]
     sections = [targets(runs)] if runs else []
     sections += [render(run) for run in runs]
+    from scale import render_scale  # the partitioned plan's own figures (bench/scale.py)
+
+    sections.append(render_scale())
     (BENCH / "RESULTS.md").write_text(HEADER + "\n".join(sections))
 
 

@@ -122,6 +122,34 @@ def copies_of(data: Path, copies: int, work: Path) -> Path:
     return target
 
 
+def render_scale() -> str:
+    """RESULTS.md's section for every bench/results/scale-*.json."""
+    lines = [
+        "\n## The partitioned plan at scale (`bench/scale.py`)\n",
+        "Default chain, SFT task, `executor.workers=2`, default memory budget unless the overrides say otherwise. Peak RSS",
+        "is the peak of the summed RSS of the whole process tree (driver, fork server, workers), sampled every 0.2 s;",
+        "disk is the run directory's peak (spills included). The floor is the median of 3 runs in the same invocation.",
+        "",
+        "| records | input MiB | machine | command | floor s | distill s | x floor | peak RSS MiB | peak disk MiB | partitions | decide bytes/record |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for path in sorted((REPO / "bench" / "results").glob("scale-*.json")):
+        result = json.loads(path.read_text())
+        run_ = result.get("distill")
+        where = result.get("where", "this machine (2 cores, shared)")
+        command = result.get("command", f"python bench/scale.py --records {result['records']}")
+        if run_ is None:
+            continue
+        plan = run_.get("plan") or ["?", "?"]
+        decided = ", ".join(f"{k} {v:.0f}" for k, v in run_.get("decide_bytes_per_record", {}).items()) or "-"
+        lines.append(
+            f"| {result['records']:,} | {result['input_mib']:.0f} | {where} | `{command}` | {result['floor_seconds']:.1f} | "
+            f"{run_['wall_seconds']:.1f} | {result['x_floor']:.1f} | {run_['peak_tree_rss_mib']:.0f} | "
+            f"{run_['peak_disk_mib']:.0f} | {plan[1]} | {decided} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, required=True)
@@ -156,7 +184,11 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     name = f"scale-{args.records * args.copies}{'-' + '-'.join(args.extra).replace('=', '_').replace('/', '_') if args.extra else ''}"
+    result["command"] = " ".join(["python bench/scale.py", *sys.argv[1:]])
     (REPO / "bench" / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    from run import write_report
+
+    write_report()
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 

@@ -1,12 +1,19 @@
 """The command line: `python -m distill [hydra flags] [overrides]` or the `distill` console script.
 
 Kept thin on purpose: compose (Hydra), validate, call `runner.run`. Errors a user can fix print one line each on
-stderr and exit 2, without a traceback.
+stderr and exit 2, without a traceback. Before Hydra runs anything, `main` composes the config once itself and
+refuses configs that would run code (`preflight`), and makes the run directory this run's (created, locked, free of
+an earlier run's outputs), so that nothing is created or executed for a config or a directory that is refused.
+Ctrl-C (and SIGTERM) stop the run and any worker processes: exit 130 (143), one line, no traceback.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,10 +25,23 @@ from omegaconf.errors import OmegaConfBaseException
 
 from distill.config import build_settings
 from distill.errors import ConfigError, DistillError
+from distill.output.files import claim_run_directory, release_run_directories, shown_path
 from distill.runner import run
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
+CONFIG_MODULE = "pkg://distill.conf"
+CONFIG_NAME = "config"
+# What Hydra itself ships: the only `_target_`s, logging classes and `ext://` objects a config may name under hydra.
+SHIPPED_TARGETS = frozenset({
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+})
+SHIPPED_LOGGING_CLASSES = frozenset({"logging.StreamHandler", "logging.FileHandler"})
+SHIPPED_EXTERNALS = frozenset({"ext://sys.stdout", "ext://sys.stderr"})
+# Environment variables that make a later process (git, a tokenizer's threads, ...) load code of the config's choice.
+_CODE_ENVIRONMENT = ("LD_", "DYLD_", "PYTHON", "GIT_", "PATH", "BASH_ENV", "ENV", "PERL", "RUBY", "NODE_")
 
 
 def fail(problems: list[str]) -> NoReturn:
@@ -40,7 +60,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         fail([f"{key}: {message}"])
 
 
-@hydra.main(version_base="1.3", config_path="pkg://distill.conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name=CONFIG_NAME)
 def app(cfg: DictConfig) -> None:
     config = resolve(cfg)
     runtime = HydraConfig.get().runtime
@@ -58,12 +78,171 @@ def app(cfg: DictConfig) -> None:
         fail(error.problems)
     except DistillError as error:
         fail([str(error)])
-    except KeyboardInterrupt:
-        # The executor has already stopped its workers (and a local Ray it started) on the way out.
-        print("distill: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    except OSError as error:
+        # An input that vanished or failed mid-read, a device error: one line, not a traceback.
+        where = f"{shown_path(error.filename)}: " if error.filename else ""
+        fail([f"{where}{error.strerror or error}"])
     print(result.summary())
 
 
+# --- before Hydra -------------------------------------------------------------------------------------------------
+
+
+def compose_with_hydra_config(argv: list[str]) -> tuple[Any, DictConfig | None]:
+    """(Hydra's parsed flags, the config with its `hydra` node composed exactly as the app will compose it: the
+    same search path, `-cp`/`-cd`/`-cn`, `hydra.searchpath` and overrides). The config is None when it does not
+    compose: the app then reports why, before it runs anything."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.types import RunMode
+
+    args = get_args_parser().parse_args(argv)
+    try:
+        search_path = create_automatic_config_search_path(None, None, args.config_path or CONFIG_MODULE)
+        if args.config_dir is not None:
+            search_path.prepend(
+                provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}",
+                anchor=SearchPathQuery(provider="schema"),
+            )
+        composer = Hydra.create_main_hydra2(task_name="distill", config_search_path=search_path)
+        cfg = composer.compose_config(
+            config_name=args.config_name or CONFIG_NAME, overrides=args.overrides, run_mode=RunMode.MULTIRUN,
+            validate_sweep_overrides=False,
+        )
+    except Exception:  # noqa: BLE001 - the app composes again and says what is wrong in Hydra's words
+        return args, None
+    finally:
+        GlobalHydra.instance().clear()
+    return args, cfg
+
+
+def code_in_config(cfg: DictConfig) -> list[str]:
+    """Every place under `hydra.` that would make Hydra run code: a `_target_` (callbacks, launcher, sweeper) other
+    than Hydra's basic launcher and sweeper; a `()` factory or a `class` in job_logging / hydra_logging other than
+    the stream and file handlers Hydra ships; an `ext://` object other than sys.stdout / sys.stderr; an environment
+    variable that makes a later process load code. Configs are data."""
+    problems: list[str] = []
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                path = f"{key}.{name}"
+                in_logging = key.startswith(("hydra.job_logging", "hydra.hydra_logging"))
+                if name == "_target_" and value not in SHIPPED_TARGETS:
+                    problems.append(f"{path}: a config may not name code to run under hydra. (got {value!r})")
+                elif in_logging and name == "()":
+                    problems.append(f"{path}: a logging factory runs code; configs are data (got {value!r})")
+                elif in_logging and name == "class" and value not in SHIPPED_LOGGING_CLASSES:
+                    problems.append(f"{path}: only {sorted(SHIPPED_LOGGING_CLASSES)} may be used (got {value!r})")
+                else:
+                    walk(value, path)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{key}[{index}]")
+        elif isinstance(node, str) and node.startswith("ext://") and node not in SHIPPED_EXTERNALS:
+            problems.append(f"{key}: {node!r} imports code; only {sorted(SHIPPED_EXTERNALS)} may be named")
+
+    hydra_node = OmegaConf.to_container(cfg.hydra, resolve=False)
+    walk(hydra_node, "hydra")
+    environment = (hydra_node.get("job") or {}).get("env_set") or {}
+    for name in environment:
+        if str(name).upper().startswith(_CODE_ENVIRONMENT):
+            problems.append(f"hydra.job.env_set.{name}: this variable can make a process load code; not allowed")
+    return problems
+
+
+def _selected(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - an interpolation only Hydra's job runtime fills (${hydra:...})
+        return None
+
+
+def _check_creatable(directory: Path, key: str) -> str | None:
+    """Why `directory` cannot be made (a component that is a file or too long, an ancestor not writable), or None;
+    for a multirun's sweep directory, which Hydra creates itself."""
+    for part in directory.parts:
+        if len(os.fsencode(part)) > 255:
+            return f"{key}: a path component of {shown_path(directory)} is longer than 255 bytes"
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return f"{key}: {shown_path(existing)} exists and is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{key}: {shown_path(existing)} is not writable"
+    return None
+
+
+def preflight(argv: list[str]) -> list[str]:
+    """What must hold before Hydra may set anything up: the config runs no code, and the output directory is
+    usable. For a single run the directory is also made this run's (see `claim_run_directory`)."""
+    args, cfg = compose_with_hydra_config(argv)
+    problems = []
+    if args.experimental_rerun is not None:
+        problems.append("--experimental-rerun: loads a pickled config, which can run code; rerun with overrides")
+    if cfg is None:
+        return problems
+    problems += code_in_config(cfg)
+    if problems or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return problems
+    if args.multirun or str(_selected(cfg, "hydra.mode")) == "RunMode.MULTIRUN":
+        sweep_dir = _selected(cfg, "hydra.sweep.dir")
+        problem = sweep_dir and _check_creatable(Path(str(sweep_dir)), "hydra.sweep.dir")
+        return [problem] if problem else []
+    run_dir = _selected(cfg, "hydra.run.dir")
+    if run_dir is not None:
+        try:
+            claim_run_directory(
+                Path(str(run_dir)), overwrite=bool(_selected(cfg, "overwrite")), resume=bool(_selected(cfg, "resume"))
+            )
+        except DistillError as error:
+            return [str(error)]
+    return []
+
+
+# --- signals ------------------------------------------------------------------------------------------------------
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that every `finally` (temporary files) runs."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _worker_signals() -> None:
+    # A forked worker leaves Ctrl-C to the main process, which stops it (no traceback per worker), and dies on
+    # SIGTERM as usual.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_workers() -> None:
+    """Stops every child process (a multiprocessing / concurrent.futures pool's workers) and waits for them."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=5)
+
+
 def main() -> None:
-    app()
+    signal.signal(signal.SIGTERM, _terminated)
+    os.register_at_fork(after_in_child=_worker_signals)
+    # A log line that cannot be written (disk full) must not print a traceback of its own.
+    logging.raiseExceptions = False
+    try:
+        problems = preflight(sys.argv[1:])
+        if problems:
+            fail(problems)
+        app()
+    except (KeyboardInterrupt, Terminated) as stop:
+        stop_workers()
+        release_run_directories()
+        interrupted = isinstance(stop, KeyboardInterrupt)
+        print(f"distill: error: {'interrupted' if interrupted else 'terminated'}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED)

@@ -69,7 +69,7 @@ class ExecutorConfig(BaseModel):
     max_retries: int = Field(default=3, ge=0)
     """`kind: ray` only: how often a task whose worker died (or that failed with a transient error) is retried."""
     memory_gb: float | None = Field(default=None, gt=0)
-    """The memory budget the partition count follows; null: a quarter of the machine, at most 1 GB per worker."""
+    """The memory budget the partition count follows; null: a quarter of the machine, at most 0.75 GB per worker."""
     partitions: PositiveInt | None = None
     """Fix the partition count instead of deriving it from the input size and the budget."""
     shard_mb: float = Field(default=64, gt=0)
@@ -108,6 +108,7 @@ class TopLevel(BaseModel):
     resume: bool = False
     batch_size: PositiveInt = 4096
     dry_run: bool = False
+    overwrite: bool = False
 
 
 def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
@@ -116,7 +117,7 @@ def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
         memory = int(config.memory_gb * 2**30)
     else:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        memory = min(total // 4, workers * 2**30)
+        memory = min(total // 4, workers * 3 * 2**28)
     return ExecutorSettings(
         config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills,
         address=config.address, max_retries=config.max_retries,
@@ -140,6 +141,7 @@ class Settings:
     executor: ExecutorSettings
     resume: bool = False
     token_counter: TokenCounter | None = None
+    overwrite: bool = False
 
     @property
     def step_order(self) -> list[str]:
@@ -150,7 +152,7 @@ def _problems(error: ValidationError, prefix: str) -> list[str]:
     problems = []
     for item in error.errors():
         key = ".".join([prefix, *(str(part) for part in item["loc"])]).strip(".")
-        problems.append(f"{key}: {item['msg']}")
+        problems.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
     return problems
 
 
@@ -246,4 +248,5 @@ def build_settings(config: dict[str, Any]) -> Settings:
         executor=executor_settings(top.executor),
         resume=top.resume,
         token_counter=token_counter,
+        overwrite=top.overwrite,
     )

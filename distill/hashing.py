@@ -19,6 +19,15 @@ def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: Any, chunk_bytes: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, read in chunks (any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def hash64(data: bytes | str) -> int:
     """A 64-bit unsigned integer digest (blake2b), for compact keys held in sets and numpy arrays."""
     if isinstance(data, str):

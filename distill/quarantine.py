@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from distill.output.files import json_ready
 from distill.reasons import Reason
 from distill.record import Origin, Record
 
@@ -60,11 +61,16 @@ def _truncated(record: Any) -> Any:
         return None
     text = record if isinstance(record, str) else None
     if text is None:
-        encoded = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        try:
+            encoded = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            # Whatever the input held (300 levels of nesting, a 30-digit integer): the row is still written.
+            record = json_ready(record)
+            encoded = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
         if len(encoded) <= MAX_QUARANTINED_RECORD_BYTES:
             return record
         text = encoded.decode("utf-8")
-    encoded_text = text.encode("utf-8")
+    encoded_text = text.encode("utf-8", errors="backslashreplace")
     if len(encoded_text) <= MAX_QUARANTINED_RECORD_BYTES:
         return text
     return encoded_text[:MAX_QUARANTINED_RECORD_BYTES].decode("utf-8", errors="ignore")

@@ -9,6 +9,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+MAX_INT64 = 2**63 - 1
+"""The largest integer a record field holds: what every writer (JSON, Parquet int64) can store."""
+
+
 class Category(StrEnum):
     accepted = "accepted"
     partially_accepted = "partially_accepted"
@@ -43,7 +47,7 @@ class Provenance(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     source_file: str | None = None
-    line_offset: int | None = Field(default=None, strict=True)
+    line_offset: int | None = Field(default=None, strict=True, ge=-MAX_INT64 - 1, le=MAX_INT64)
     sig_hash: str | None = None
 
 
@@ -78,7 +82,10 @@ def parse_timestamp(value: Any) -> datetime | None:
     elif isinstance(value, bool):
         raise ValueError("a timestamp must be ISO 8601 text or epoch seconds, not a boolean")
     elif isinstance(value, (int, float)):
-        parsed = datetime.fromtimestamp(value, tz=timezone.utc)
+        try:
+            parsed = datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"epoch seconds {value!r} are outside years 1-9999 UTC") from None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -91,7 +98,10 @@ def parse_timestamp(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{value!r} is outside years 1-9999 UTC") from None
 
 
 def format_timestamp(value: datetime | None) -> str | None:
@@ -121,13 +131,13 @@ class Record(BaseModel):
     reward_source: str | None = None
     group_id: str | None = None
     label: Label | None = None
-    rank: int | None = Field(default=None, strict=True, ge=1)
+    rank: int | None = Field(default=None, strict=True, ge=1, le=MAX_INT64)
     lifecycle_status: LifecycleStatus | None = None
     supersedes_id: str | None = None
     superseded_by_id: str | None = None
     embedding: list[float] | None = Field(default=None, strict=True)
     source_files: list[str] | None = None
-    tokens_used: int | None = Field(default=None, strict=True, ge=0)
+    tokens_used: int | None = Field(default=None, strict=True, ge=0, le=MAX_INT64)
     tool_calls: list[dict[str, Any]] | None = None
     name: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)

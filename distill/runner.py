@@ -15,7 +15,7 @@ from distill.config import Settings
 from distill.executor import make_executor
 from distill.executor.progress import Progress
 from distill.output.documents import RunDigest, write_documents
-from distill.output.files import write_json
+from distill.output.files import claim_run_directory, write_json
 from distill.output.manifest import build_manifest
 from distill.output.writers import dataset_writer
 from distill.plan.context import Layout, PlanContext
@@ -70,7 +70,8 @@ def run(
     choices: dict[str, Any] | None = None,
     command: str = "",
 ) -> RunResult:
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # The directory becomes this run's: a lock, stale temporaries removed, no earlier outputs unless overwrite/resume.
+    claim_run_directory(output_dir, overwrite=settings.overwrite, resume=settings.resume)
     layout = Layout.of(output_dir)
     executor = make_executor(settings.executor)
     with cyclic_gc_paused(), executor:
@@ -92,7 +93,7 @@ def run(
         map_results = [finished[s.index] for s in shards]
         shard_ids = [s.index for s in shards]
 
-        decisions = executor.decide(ctx, shard_ids)
+        decisions = executor.run_decide(ctx, shard_ids)
 
         reduced = {p: read_marker(layout.reduce_done(p)) for p in range(partitions)}
         todo_partitions = [p for p, result in reduced.items() if result is None]

@@ -207,7 +207,7 @@ def test_cli_exports_version_1(store: Path, tmp_path: Path) -> None:
 
 
 def test_cli_reports_a_bad_version_in_one_line(store: Path, tmp_path: Path) -> None:
-    overrides = ["source=lance", f"source.uri={store}", "source.version=5", f"hydra.run.dir={tmp_path}"]
+    overrides = ["source=lance", f"source.uri={store}", "source.version=5", f"hydra.run.dir={tmp_path / 'run'}"]
     done = run_cli(overrides, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == f"distill: error: source.version: {store} has no version 5 (versions: 1..2)"

@@ -153,7 +153,14 @@ def test_the_fast_parse_path_gives_what_the_full_path_gives(tmp_path, line):
         assert isinstance(got, QuarantineRow) and got.to_json() == want.to_json()
 
 
-def killed_then_resumed(tmp_path: Path, overrides: list[str], kill_at: str) -> dict[str, bytes]:
+DATA_NAMES = {
+    "sft": ("sft.train.jsonl", "sft.eval.jsonl"),
+    "preference": ("preference.train.jsonl", "preference.eval.jsonl"),
+    "rollout": ("rollout.train.jsonl", "rollout.eval.jsonl"),
+}
+
+
+def killed_then_resumed(tmp_path: Path, overrides: list[str], kill_at: str, task: str = "sft") -> dict[str, bytes]:
     run_dir_path = tmp_path / f"killed-{kill_at.replace(':', '-')}"
     env = {**os.environ, "DISTILL_TEST_KILL_AFTER": kill_at}
     args = [*overrides, f"hydra.run.dir={run_dir_path}"]
@@ -164,23 +171,24 @@ def killed_then_resumed(tmp_path: Path, overrides: list[str], kill_at: str) -> d
     )
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert not (run_dir_path / "manifest.json").exists()
-    for name in ("sft.train.jsonl", "sft.eval.jsonl", "quarantine.jsonl", "stats.json"):
+    names = (*DATA_NAMES[task], "quarantine.jsonl", "stats.json")
+    for name in names:
         assert not (run_dir_path / name).exists(), f"{name} exists before the run finished"
     resumed = run_cli([*args, "resume=true"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    return {
-        name: (run_dir_path / name).read_bytes()
-        for name in ("sft.train.jsonl", "sft.eval.jsonl", "quarantine.jsonl", "stats.json")
-    }
+    return {name: (run_dir_path / name).read_bytes() for name in names}
 
 
-@pytest.mark.parametrize("kill_at", ["map:2", "reduce:2"])
-def test_a_run_killed_mid_phase_and_resumed_equals_a_clean_run(tmp_path, corpus, kill_at):
+@pytest.mark.parametrize(("task", "kill_at"), [
+    ("sft", "map:2"), ("sft", "reduce:2"), ("preference", "reduce:3"), ("rollout", "map:4"),
+])
+def test_a_run_killed_mid_phase_and_resumed_equals_a_clean_run(tmp_path, corpus, task, kill_at):
     overrides = [
         f"source.path={corpus / 'logs.jsonl'}", "executor.workers=2", "executor.partitions=5", "executor.shard_mb=0.3",
+        f"task={task}",
     ]
     clean = run_dir(tmp_path / "clean", overrides)
-    resumed = killed_then_resumed(tmp_path, overrides, kill_at)
+    resumed = killed_then_resumed(tmp_path, overrides, kill_at, task)
     for name, data in resumed.items():
         assert data == clean[name], f"{name} differs after resume"
 

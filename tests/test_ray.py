@@ -216,7 +216,7 @@ def test_ctrl_c_stops_the_job_and_its_local_ray_without_a_traceback(tmp_path):
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 130, stderr[-2000:]
-        assert "distill: interrupted" in stderr and "Traceback" not in stderr
+        assert "distill: error: interrupted" in stderr and "Traceback" not in stderr
         deadline = time.monotonic() + 30
         while session_processes(process.pid) and time.monotonic() < deadline:
             time.sleep(0.5)

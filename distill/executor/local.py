@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from distill.executor.progress import Progress, log_phase
@@ -36,6 +37,12 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
     _WORKER.update(ctx=ctx, writer=writer, shards=shards)
 
 
+def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
+    ctx = _WORKER["ctx"]
+    decisions = decide(ctx, shard_ids)
+    return decisions, {step.name: step.figures for step in ctx.settings.steps}
+
+
 def _map_task(shard: Shard) -> MapResult:
     return map_shard(_WORKER["ctx"], shard)
 
@@ -54,6 +61,21 @@ def kill_hook(phase: str, finished: int) -> None:
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block are delivered, to their usual handlers, when it ends."""
+    pending: list[int] = []
+    deferred = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in deferred}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
 class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -67,29 +89,32 @@ class LocalExecutor:
     def describe(self) -> dict[str, Any]:
         return {"kind": "local", "workers": self.workers}
 
-    def decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
-        """Over keys only, in this process (the keys a global step holds are fixed-width; see `distill.plan.decide`)."""
-        started = time.perf_counter()
-        decisions = decide(ctx, shards)
-        log_phase("local", "decide", started)
-        return decisions
-
-    def _run(self, ctx: PlanContext, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
-        if self.workers <= 1 or len(items) <= 1 or ctx.config is None:
+    def _run(
+        self, ctx: PlanContext, task: Callable[[Any], Any], items: Sequence[Any], *, processes: bool = False
+    ) -> Iterator[Any]:
+        """Runs `task` over `items`: in this process with one worker (or one item, unless `processes`), else on a
+        pool."""
+        if self.workers <= 1 or (len(items) <= 1 and not processes) or ctx.config is None:
             yield from map(task, items)
             return
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["distill.runner"])
         arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, _WORKER.get("shards", []))
-        pool = context.Pool(min(self.workers, len(items)), initializer=_start_worker, initargs=arguments)
+        pool = None
         try:
+            # Ctrl-C inside Pool() would escape its own cleanup (it catches Exception only) and orphan a half-started
+            # worker, which then prints a traceback: the signal waits until the pool exists, then stops it below.
+            with signals_deferred():
+                pool = context.Pool(min(self.workers, len(items)), initializer=_start_worker, initargs=arguments)
             yield from pool.imap_unordered(task, items)
             pool.close()
         except BaseException:
-            pool.terminate()
+            if pool is not None:
+                pool.terminate()
             raise
         finally:
-            pool.join()
+            if pool is not None:
+                pool.join()
 
     def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
         _WORKER.update(ctx=ctx)
@@ -102,6 +127,17 @@ class LocalExecutor:
             kill_hook("map", len(results))
         log_phase("local", "map", started, sum(r.seconds for r in results), sum(r.rows for r in results))
         return results
+
+    def run_decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
+        """The decide phase in a process of its own (with more than one worker): what it held (every global step's
+        keys) goes back to the system when it ends, instead of staying in the driver through the reduce."""
+        _WORKER.update(ctx=ctx)
+        started = time.perf_counter()
+        ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=True))
+        for step in ctx.settings.steps:
+            step.figures = figures.get(step.name, {})
+        log_phase("local", "decide", started)
+        return decisions
 
     def run_reduce(
         self, ctx: PlanContext, partitions: Sequence[int], shards: Sequence[int], writer: DatasetWriter,

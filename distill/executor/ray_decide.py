@@ -186,7 +186,7 @@ def bucket_decide(token: str, holder: list[Any], position: int, partitions: int,
         if drop is not None:
             out[int(parts[i])].append((int(handles[i]), position, drop))
             dropped += 1
-    return split([*out, (dropped, dict(getattr(step, "_figures", {})))])
+    return split([*out, (dropped, dict(step.figures))])
 
 
 @ray.remote
@@ -198,9 +198,7 @@ def write_decisions(token: str, holder: list[Any], partition: int, *decided: lis
 
 def merge_figures(step: GlobalStep, parts: Sequence[dict[str, Any] | None]) -> None:
     """The driver's step gets the figures its buckets found, as if it had decided alone (for `manifest_extra`)."""
-    figures = getattr(step, "_figures", None)
-    if figures is None:
-        return
+    figures = step.figures
     for part in parts:
         for key, value in (part or {}).items():
             if key not in SUMMED_FIGURES:

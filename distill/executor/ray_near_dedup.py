@@ -320,11 +320,12 @@ def near_dedup_distributed(
     clusters = sum(get([out[partitions] for out in answered]))
     records = sum(get([out[1] for out in dropped]))
     if units:
-        step._figures.clear()  # noqa: SLF001 - the figures the step's own decide would leave, in its order
-        step._figures.update(  # noqa: SLF001
+        # The figures the step's own decide would leave, in its order.
+        step.figures.clear()
+        step.figures.update(
             bands=step.bands, rows=step.rows, candidate_pairs=candidate_pairs, verified_pairs=verified_pairs
         )
-    step._figures["near_duplicate_clusters"] = clusters  # noqa: SLF001
+    step.figures["near_duplicate_clusters"] = clusters
     return [out[0] for out in dropped], records
 
 

@@ -13,6 +13,8 @@ from distill.tasks.base import Example
 from distill.tokens import TokenCounter, token_length
 
 NONE_KEY = "__none__"
+EXACT_INT_LIMIT = 2**53
+"""Floats as large as this are still exact integers: above it `int()` invents digits (and JSON writers choke)."""
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
@@ -23,7 +25,7 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
 
     def number(value: float) -> float | int:
         value = float(value)
-        return int(value) if value.is_integer() else round(value, 6)
+        return int(value) if value.is_integer() and abs(value) <= EXACT_INT_LIMIT else round(value, 6)
 
     return {
         "count": int(array.size),

@@ -12,15 +12,16 @@ from typing import Any
 import orjson
 
 from distill.errors import DistillError
-from distill.hashing import canonical_json, sha256_hex
-from distill.output.files import file_sha256, write_bytes
+from distill.hashing import canonical_json, file_sha256, sha256_hex
+from distill.output.files import shown_path, write_bytes
 from distill.plan.context import Layout
 from distill.sources.base import Shard
 
-MEMORY_PER_INPUT_BYTE = 3.0
-"""Measured: parsed records, their groups and examples take about 3x their JSONL size in a reduce worker."""
-WORKER_BUDGET_SHARE = 0.5
-"""A reduce worker's records may use half of its share of the budget; the rest is the task's and the merge's."""
+MEMORY_PER_INPUT_BYTE = 4.5
+"""Measured (bench/RESULTS.md): a reduce worker's peak grows by about 4.5x the JSONL bytes of its partition
+(parsed records, their groups, examples, lines and quarantine rows)."""
+WORKER_BUDGET_SHARE = 0.6
+"""A reduce worker's partition may use this share of the worker's budget; the rest is the process itself."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
     stable = {key: value for key, value in config.items() if key not in ("resume", "executor")}
     hashes: dict[str, str | None] = {}
     for shard in shards:
-        if shard.path is not None and shard.path not in hashes:
-            hashes[shard.path] = shard.sha256 or file_sha256(Path(shard.path))
+        if shard.path is not None and shown_path(shard.path) not in hashes:  # a name may not be UTF-8
+            hashes[shown_path(shard.path)] = shard.sha256 or file_sha256(Path(shard.path))
     return sha256_hex(canonical_json({"config": stable, "inputs": hashes, "shards": len(shards)}))
 
 

@@ -17,6 +17,9 @@ from typing import Any
 import zstandard
 
 FRAME_HEADER = struct.Struct("<Q")
+FRAME_ITEMS = 2048
+"""A batch is written in frames of at most this many items, so a reader (the merge reads one frame of every
+partition at once) holds a bounded amount whatever the batch's size."""
 COMPRESSION_LEVEL = 1  # measured: level 1 keeps up with the map; higher levels cost more CPU than the disk they save
 
 
@@ -31,14 +34,13 @@ class SpillWriter:
         self.batches = 0
 
     def write(self, batch: list[Any]) -> None:
-        if not batch:
-            return
-        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        if self.compressor is not None:
-            data = self.compressor.compress(data)
-        self.handle.write(FRAME_HEADER.pack(len(data)))
-        self.handle.write(data)
-        self.batches += 1
+        for start in range(0, len(batch), FRAME_ITEMS):
+            data = pickle.dumps(batch[start : start + FRAME_ITEMS], protocol=pickle.HIGHEST_PROTOCOL)
+            if self.compressor is not None:
+                data = self.compressor.compress(data)
+            self.handle.write(FRAME_HEADER.pack(len(data)))
+            self.handle.write(data)
+            self.batches += 1
 
     def close(self) -> None:
         self.handle.close()

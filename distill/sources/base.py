@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from distill.output.files import unwritable
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
-from distill.record import Origin, Record
+from distill.record import RECORD_FIELDS, Origin, Record
 from distill.registry import Registry
 from distill.sources.fieldmap import FieldMap, FieldSpec
 
@@ -21,6 +22,17 @@ class SourceParams(BaseModel):
 
     kind: str
     fields: dict[str, FieldSpec] = {}
+    allow_unmapped: tuple[str, ...] = ()
+    """Record fields whose same-named input key may be ignored when the field map reads the field from elsewhere
+    and that path is absent (otherwise such a row is a `schema_violation`: see FieldMap)."""
+
+    @field_validator("allow_unmapped")
+    @classmethod
+    def _record_fields(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(names) - set(RECORD_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown record field(s) {unknown}")
+        return names
 
 
 Parsed = Record | QuarantineRow
@@ -52,7 +64,7 @@ class Source(ABC):
 
     def __init__(self, params: SourceParams) -> None:
         self.params = params
-        self.field_map = FieldMap(params.fields)
+        self.field_map = FieldMap(params.fields, params.allow_unmapped)
         self._inputs: list[dict[str, Any]] = []
 
     @abstractmethod
@@ -95,13 +107,22 @@ class Source(ABC):
         if fields.get("id") in (None, ""):
             fields["id"] = fallback_id
         fields["origin"] = origin
+        record_id = fields["id"] if isinstance(fields["id"], str) else fallback_id
+        for name in _FREE_FORM:
+            value = fields.get(name)
+            problem = value and unwritable(value)
+            if problem:
+                return QuarantineRow("parse", Reason.schema_violation, (f"{name}: {problem}",), record_id, origin, row)
         try:
             return Record.model_validate(fields)
         except ValidationError as error:
-            record_id = fields["id"] if isinstance(fields["id"], str) else fallback_id
             return QuarantineRow(
                 "parse", Reason.schema_violation, validation_messages(error), record_id, origin, row
             )
+
+
+# The record fields that hold whatever the logs put there; every other field has a type that bounds it.
+_FREE_FORM = ("metadata", "tool_calls", "provenance")
 
 
 def validation_messages(error: ValidationError) -> tuple[str, ...]:

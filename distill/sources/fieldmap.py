@@ -53,9 +53,13 @@ class FieldMap:
     """record field -> rule. Fields not named map from the input key of the same name. Top-level input keys that
     feed no field whole are kept under `metadata` (without overwriting it), so nothing a log carries is silently
     lost: a column only partly read through a dotted path (`tokens_used: state_metadata.tokens_used`) keeps its
-    other keys there too."""
+    other keys there too.
 
-    def __init__(self, fields: dict[str, FieldSpec]) -> None:
+    A map edit cannot switch a check off: when a field is read from elsewhere (`category: verdict`) and a row lacks
+    that path but carries a key named after the field (`"category": "rejected"`), the row is refused (ValueError ->
+    `schema_violation`) instead of going on without a category, unless the field is in `allow_unmapped`."""
+
+    def __init__(self, fields: dict[str, FieldSpec], allow_unmapped: tuple[str, ...] = ()) -> None:
         unknown = sorted(set(fields) - set(_MAPPABLE))
         if unknown:
             raise ValueError(f"unknown record field(s) {unknown} (known: {', '.join(_MAPPABLE)})")
@@ -69,6 +73,7 @@ class FieldMap:
         # Most rules read one column as it is: a dict lookup, without walking a path.
         self._plain = [(n, r.path) for n, r in self.rules.items() if "." not in r.path and r.decode is None]
         self._walked = [(n, r) for n, r in self.rules.items() if "." in r.path or r.decode is not None]
+        self._moved = [(n, r.path) for n, r in self.rules.items() if r.path != n and n not in allow_unmapped]
 
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
         consumed = self._consumed_roots
@@ -83,6 +88,12 @@ class FieldMap:
                 found, value = _lookup(row, name, rule)
                 if found:
                     fields[name] = value
+            for name, path in self._moved:
+                if name not in fields and row.get(name) is not None:
+                    raise ValueError(
+                        f"{name}: the row has a {name!r} key, but source.fields reads {name} from {path!r}, which "
+                        f"the row lacks (source.allow_unmapped=[{name}] accepts such rows without a {name})"
+                    )
         leftovers = {key: value for key, value in row.items() if key not in consumed}
         if leftovers:
             metadata = fields.get("metadata")

@@ -6,39 +6,95 @@ import os
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, BinaryIO
 
 import orjson
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 
 from distill.errors import DistillError
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin, Record
+from distill.output.files import shown_path, unwritable
 from distill.sources.base import SOURCES, Parsed, Shard, Source, SourceParams
+from distill.sources.json_document import BOM, CHUNK_BYTES, array_elements, document_shape
+
+
+def _named(path: str) -> str:
+    if not path.strip():
+        # An empty path would read the working directory recursively, an earlier run's quarantine included.
+        raise ValueError("empty; name a file, a directory or a glob")
+    return path
+
+
+InputPath = Annotated[str, AfterValidator(_named)]
 
 
 class JsonlParams(SourceParams):
-    path: str
+    path: InputPath
+
+
+def _listed(directory: Path, suffixes: tuple[str, ...], unreadable: list[str]) -> list[Path]:
+    """Files under `directory` (recursively) with one of `suffixes`; a sub-directory that cannot be listed is
+    added to `unreadable` (Path.rglob would skip it silently)."""
+    def refused(error: OSError) -> None:
+        unreadable.append(f"{shown_path(error.filename)}/ ({error.strerror})")
+
+    found = []
+    for folder, _, names in os.walk(directory, onerror=refused):
+        found.extend(Path(folder, name) for name in names if name.endswith(suffixes))
+    return sorted(path for path in found if path.is_file())
+
+
+def _unreadable(path: Path) -> str | None:
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as error:
+        return f"{shown_path(path)} ({error.strerror})"
 
 
 def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
-    """(root, files in sorted order) for a file, a directory (searched recursively) or a glob."""
+    """(root, files in sorted order) for a file, a directory (searched recursively) or a glob. Every input that
+    cannot be read (a file or a sub-directory without permission) is named up front, in one error."""
     path = Path(pattern).expanduser()
+    unreadable: list[str] = []
     if path.is_file():
-        return path.parent, [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
-        if not files:
+        root, files = path.parent, [path]
+    elif path.is_dir():
+        root, files = path, _listed(path, suffixes, unreadable)
+        if not files and not unreadable:
             raise DistillError(f"{key}: no {'/'.join(suffixes)} files under {pattern}")
-        return path, files
-    if glob.has_magic(pattern):
+    elif glob.has_magic(pattern):
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
         if not files:
             raise DistillError(f"{key}: the glob {pattern} matches no file")
         root = Path(os.path.commonpath([str(p.parent) for p in files]))
-        return root, files
-    raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
+    else:
+        raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
+    unreadable.extend(problem for problem in map(_unreadable, files) if problem)
+    if unreadable:
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        raise DistillError(f"{key}: cannot read {', '.join(unreadable[:5])}{more}")
+    return root, files
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """The file relative to the source root, as origins and ids show it (a name that is not UTF-8 percent-encoded)."""
+    return shown_path(path.relative_to(root).as_posix())
+
+
+class _Hashing:
+    """A binary reader that hashes what passes through it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
 
 
 CUT_CHUNK_BYTES = 8 << 20
@@ -73,6 +129,11 @@ def fast_record(line: bytes, origin: Origin) -> Record | None:
     if (record.metadata and _has_non_finite(record.metadata)) or (record.tool_calls and _has_non_finite(record.tool_calls)):
         return None
     if record.provenance is not None and _has_non_finite(record.provenance.model_extra):
+        return None
+    # What the full path refuses as unwritable (nesting deeper than distill writes, integers beyond 64 bits).
+    if (record.metadata and unwritable(record.metadata)) or (record.tool_calls and unwritable(record.tool_calls)):
+        return None
+    if record.provenance is not None and record.provenance.model_extra and unwritable(record.provenance.model_extra):
         return None
     # The record is frozen; `origin` is set once here, as the full path sets it before validation.
     object.__setattr__(record, "origin", origin)
@@ -124,22 +185,26 @@ def range_lines(path: Path, start: int, stop: int | None, first_line: int) -> It
 def numbered_lines(
     path: Path, origin_path: str, inputs: list[dict[str, Any]], **entry: Any
 ) -> Iterator[tuple[bytes, Origin]]:
-    """The file's non-blank lines with their origin; once read, appends {path, sha256, rows, **entry} to `inputs`."""
+    """The file's non-blank lines with their origin (a UTF-8 byte order mark before the first is not part of it);
+    once read, appends {path, sha256, rows, **entry} to `inputs`."""
     digest = hashlib.sha256()
     rows = 0
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             digest.update(line)
+            if number == 1 and line.startswith(BOM):
+                line = line[len(BOM):]
             if not line.strip():
                 continue
             rows += 1
             yield line, Origin(path=origin_path, line=number)
-    inputs.append({"path": str(path.resolve()), "sha256": digest.hexdigest(), "rows": rows, **entry})
+    inputs.append({"path": shown_path(path.resolve()), "sha256": digest.hexdigest(), "rows": rows, **entry})
 
 
 @SOURCES.register("jsonl")
 class JsonlSource(Source):
-    """JSON Lines files: one logged record per line, read in sorted file order, line by line.
+    """JSON Lines files: one logged record per line, read in sorted file order, line by line. A `.json` file holding
+    one JSON array is streamed as the array's rows (`origin = {path, row}`), one holding one object is one row.
 
     A line that is not UTF-8 (`invalid_utf8`) or not JSON (`invalid_json`) becomes a quarantine row and the rest of
     the file is still read; blank lines are not rows.
@@ -157,8 +222,13 @@ class JsonlSource(Source):
         self.check()
         self._inputs = []
         for path in self.files:
-            for line, origin in numbered_lines(path, path.relative_to(self.root).as_posix(), self._inputs):
-                yield self._parse_line(line, origin)
+            relative = relative_name(path, self.root)
+            shape = self._document_shape(path)
+            if shape == "lines":
+                for line, origin in numbered_lines(path, relative, self._inputs):
+                    yield self._parse_line(line, origin, f"{origin.path}:{origin.line}")
+            else:
+                yield from self._read_document(path, relative, shape)
 
     def shards(self, target_bytes: int) -> list[Shard]:
         """Files larger than `target_bytes` are cut into line-aligned byte ranges; each shard knows its first
@@ -166,7 +236,11 @@ class JsonlSource(Source):
         self.check()
         shards: list[Shard] = []
         for path in self.files:
-            relative = path.relative_to(self.root).as_posix()
+            relative = relative_name(path, self.root)
+            if self._document_shape(path) != "lines":  # one JSON document: read whole, as one shard
+                size = path.stat().st_size
+                shards.append(Shard(len(shards), str(path), relative, 0, None, 1, size, None))
+                continue
             digest, cuts = cut_points(path, target_bytes)
             size = path.stat().st_size
             ends = [start for start, _ in cuts[1:]] + [size]
@@ -181,23 +255,50 @@ class JsonlSource(Source):
         if shard.path is None:
             yield from self.read()
             return
+        path = Path(shard.path)
+        if shard.start == 0 and (shape := self._document_shape(path)) != "lines":
+            self._inputs = []
+            yield from self._read_document(path, shard.relative, shape)
+            return
         rows = 0
-        for number, line in range_lines(Path(shard.path), shard.start, shard.stop, shard.first_line):
+        for number, line in range_lines(path, shard.start, shard.stop, shard.first_line):
+            if number == 1 and line.startswith(BOM):
+                line = line[len(BOM):]
             if not line.strip():
                 continue
             rows += 1
             yield self._parse_line(line, Origin(path=shard.relative, line=number))
-        self._inputs = [{"path": str(Path(shard.path).resolve()), "sha256": shard.sha256, "rows": rows}]
+        self._inputs = [{"path": shown_path(path.resolve()), "sha256": shard.sha256, "rows": rows}]
 
     def shard_inputs(self, shard: Shard) -> list[dict[str, Any]]:
         return list(self._inputs)
 
-    def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
+    @staticmethod
+    def _document_shape(path: Path) -> str:
+        if path.suffix != ".json":
+            return "lines"
+        with path.open("rb") as handle:
+            return document_shape(handle)
+
+    def _read_document(self, path: Path, relative: str, shape: str) -> Iterator[Parsed]:
+        """A `.json` file holding one array (each element a row, `origin = {path, row}` from 0) or one object."""
+        rows = 0
+        with path.open("rb") as handle:
+            reader = _Hashing(handle)
+            elements = array_elements(reader) if shape == "array" else iter([reader.read().removeprefix(BOM)])
+            for row, element in enumerate(elements):
+                rows += 1
+                yield self._parse_line(element, Origin(path=relative, row=row), f"{relative}#{row}")
+            while reader.read(CHUNK_BYTES):
+                pass  # the hash covers the whole file, whatever follows the array
+        self._inputs.append({"path": shown_path(path.resolve()), "sha256": reader.digest.hexdigest(), "rows": rows})
+
+    def _parse_line(self, line: bytes, origin: Origin, fallback_id: str | None = None) -> Parsed:
         if not self.params.fields:
             record = fast_record(line, origin)
             if record is not None:
                 return record
-        fallback_id = f"{origin.path}:{origin.line}"
+        fallback_id = fallback_id or f"{origin.path}:{origin.line}"
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as error:

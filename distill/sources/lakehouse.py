@@ -21,7 +21,8 @@ from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Source, SourceParams
-from distill.sources.jsonl import numbered_lines
+from distill.output.files import shown_path
+from distill.sources.jsonl import numbered_lines, relative_name, resolve_files
 
 SCORED_DIR = Path("data/scored-runs")
 EVIDENCE_DIR = Path("data/evidence")
@@ -136,9 +137,7 @@ class LakehouseSource(Source):
         scored_dir = self.root / SCORED_DIR
         if not scored_dir.is_dir():
             raise DistillError(f"source.root: no {SCORED_DIR.as_posix()}/ directory under {self.params.root}")
-        self.scored_files = sorted(p for p in scored_dir.rglob("*.jsonl") if p.is_file())
-        if not self.scored_files:
-            raise DistillError(f"source.root: no .jsonl files under {(self.root / SCORED_DIR).as_posix()}")
+        self.scored_files = resolve_files(str(scored_dir), "source.root", (".jsonl",))[1]
 
     def read(self) -> Iterator[Parsed]:
         self.check()
@@ -150,7 +149,7 @@ class LakehouseSource(Source):
             if evidence.sha256 is not None:
                 self._inputs.append(
                     {
-                        "path": str(evidence.path.resolve()),
+                        "path": shown_path(evidence.path.resolve()),
                         "sha256": evidence.sha256,
                         "rows": evidence.lines,
                         "role": "evidence",
@@ -159,7 +158,7 @@ class LakehouseSource(Source):
                 )
 
     def _read_scored_file(self, path: Path, evidence: EvidenceIndex) -> Iterator[Parsed]:
-        relative = path.relative_to(self.root).as_posix()
+        relative = relative_name(path, self.root)
         for line, origin in numbered_lines(path, relative, self._inputs, role="scored"):
             yield self._parse_scored(line, origin, evidence)
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -8,25 +7,18 @@ from typing import Any
 from pydantic import PositiveInt
 
 from distill.errors import DistillError
+from distill.hashing import file_sha256
 from distill.record import Origin
-from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+from distill.sources.base import SOURCES, Parsed, Shard, Source, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
-from distill.sources.jsonl import resolve_files
+from distill.output.files import shown_path
+from distill.sources.jsonl import InputPath, relative_name, resolve_files
 
-HASH_CHUNK_BYTES = 1 << 20
 
 
 class ParquetParams(SourceParams):
-    path: str
+    path: InputPath
     batch_rows: PositiveInt = 4096
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @SOURCES.register("parquet")
@@ -57,15 +49,37 @@ class ParquetSource(Source):
 
     def read(self) -> Iterator[Parsed]:
         self.check()
-        self._inputs = []
+        inputs = []
         for path in self.files:
-            relative = path.relative_to(self.root).as_posix()
-            rows = 0
-            with self._open(path) as handle:
-                batches = handle.iter_batches(batch_size=self.params.batch_rows)
-                for parsed in parse_batches(
-                    self, batches, lambda row: Origin(path=relative, row=row), lambda row: f"{relative}#{row}"
-                ):
-                    rows += 1
-                    yield parsed
-            self._inputs.append({"path": str(path.resolve()), "sha256": file_sha256(path), "rows": rows})
+            yield from self._read_file(path)
+            inputs.extend(self._inputs)
+        self._inputs = inputs
+
+    def shards(self, target_bytes: int) -> list[Shard]:
+        """One shard per file (rows are numbered per file, so a file is read whole)."""
+        self.check()
+        return [
+            Shard(
+                index, str(path), relative_name(path, self.root), size=path.stat().st_size,
+                sha256=file_sha256(path),
+            )
+            for index, path in enumerate(self.files)
+        ]
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        if shard.path is None:
+            return self.read()
+        self.parquet = import_columnar("pyarrow.parquet", "source.kind")
+        return self._read_file(Path(shard.path), shard.sha256)
+
+    def _read_file(self, path: Path, sha256: str | None = None) -> Iterator[Parsed]:
+        relative = relative_name(path, self.root)
+        rows = 0
+        with self._open(path) as handle:
+            batches = handle.iter_batches(batch_size=self.params.batch_rows)
+            for parsed in parse_batches(
+                self, batches, lambda row: Origin(path=relative, row=row), lambda row: f"{relative}#{row}"
+            ):
+                rows += 1
+                yield parsed
+        self._inputs = [{"path": shown_path(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows}]

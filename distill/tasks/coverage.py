@@ -102,6 +102,15 @@ class CoverageTask(Task):
             output.drop(TASK_STEP, [record], Drop(Reason.schema_violation, problems))
         if not inputs.candidates:
             return
+        # A package that would break its schema (a group key no id may hold, e.g. with a newline) is refused here,
+        # while its records can still be quarantined, never at write time after the ledger closed.
+        from distill.output.writers import package_errors  # the writer's own check, run before the ledger closes
+
+        errors = package_errors(PackageBuilder(replace(inputs, split="all")).files())
+        if errors:
+            records = [c.record for c in inputs.candidates]
+            output.drop(TASK_STEP, records, Drop(Reason.schema_violation, (f"group {name!r}: {errors[0]}",)))
+            return
         body = {
             "group": name,
             "instance_id": inputs.instance_id,

@@ -64,6 +64,9 @@ class Step(ABC):
         self.params = params
         self.context = context
         self.counters: Counter[str] = Counter()
+        self.figures: dict[str, Any] = {}
+        """What `setup()` and `decide` found, for the manifest; the executor carries it back from wherever
+        `decide` ran."""
 
     def setup(self) -> None:
         """Loads what the step needs (eval sets, detectors), once per worker process, before its first batch."""

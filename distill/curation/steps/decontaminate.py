@@ -86,7 +86,6 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
         self.size = self.params.ngram_size or preset_size
         self.ratio = self.params.min_overlap_ratio if self.params.min_overlap_ratio is not None else preset_ratio
         self._items: list[EvalItem] | None = None
-        self._figures: dict[str, Any] = {}
 
     # -- the eval side, loaded once ------------------------------------------------------------------------------
 
@@ -94,7 +93,7 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
         if self._items is not None:
             return
         self._items = load_eval_items(list(self.params.eval_sets), f"curation.steps.{self.name}.eval_sets")
-        self._figures["eval_items"] = dict(Counter(item.eval_set for item in self._items))
+        self.figures["eval_items"] = dict(Counter(item.eval_set for item in self._items))
         if self.params.mode == "ngram":
             self._index_ngrams()
         else:
@@ -108,7 +107,7 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
         order = np.argsort(hashes, kind="stable")
         self._hashes, self._owners, self._starts = hashes[order], owners[order], starts[order]
         self._distinct = np.unique(hashes)
-        self._figures["short_items"] = int((spans.counts < self.size).sum())
+        self.figures["short_items"] = int((spans.counts < self.size).sum())
 
     def _index_embeddings(self) -> None:
         usable = [i for i, item in enumerate(self._items) if item.embedding is not None]
@@ -121,7 +120,7 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
             raise DistillError(f"curation.steps.{self.name}.eval_sets: eval embeddings differ in length {sorted(dims)}")
         self._usable = np.array(usable)
         self._eval_vectors = _unit_rows(np.array([self._items[i].embedding for i in usable], dtype=np.float32))
-        self._figures["items_without_embedding"] = len(self._items) - len(usable)
+        self.figures["items_without_embedding"] = len(self._items) - len(usable)
 
     def setup(self) -> None:
         self._load()
@@ -182,9 +181,9 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
                 if drop is not None:
                     drops[record_id] = drop
                     hits[drop.detail["eval_set"]] += 1
-        self._figures["hits"] = {name: hits.get(name, 0) for name in self._figures["eval_items"]}
+        self.figures["hits"] = {name: hits.get(name, 0) for name in self.figures["eval_items"]}
         if self.params.mode == "embedding":
-            self._figures["records_without_embedding"] = hits["\x00without_embedding"]
+            self.figures["records_without_embedding"] = hits["\x00without_embedding"]
         return drops
 
     def _ngram_drop(self, matched: np.ndarray) -> Drop | None:
@@ -224,7 +223,7 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
         )
 
     def manifest_extra(self) -> dict[str, Any]:
-        figures = {"mode": self.params.mode, **self._figures}
+        figures = {"mode": self.params.mode, **self.figures}
         if self.params.mode == "ngram":
             figures.update(ngram_size=self.size, min_overlap_ratio=self.ratio)
         return figures

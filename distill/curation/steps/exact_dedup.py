@@ -19,6 +19,8 @@ from distill.curation.textnorm import exact_form_bytes
 class ExactDedupParams(StepParams):
     scope: Literal["group", "record"] = "group"
     roles: tuple[str, ...] | None = None
+    across_roles: bool = False
+    """False: texts are compared only within one role (a user prompt is never a duplicate of an assistant answer)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ExactDedup(GlobalStep[ExactKeys]):
 
     `scope: group` (default) compares whole conversations, each the ordered (role, text) of its group's records, and
     drops every record of a later copy; `scope: record` compares single records, optionally only some `roles`.
+    Texts match only within one role unless `across_roles: true`.
     The survivor is the first by (created_at, id). One pass over 64-bit keys: O(n) time, one int per record kept.
     """
 
@@ -47,8 +50,10 @@ class ExactDedup(GlobalStep[ExactKeys]):
 
     def keys(self, batch: Sequence[Record]) -> ExactKeys:
         chosen = in_roles(batch, self.params.roles, has_text)
+        across = self.params.across_roles
         hashes = np.fromiter(
-            (hash64(_role_prefix(r.role.value if r.role else "") + exact_form_bytes(r.text)) for r in chosen),
+            (hash64(_role_prefix("" if across or not r.role else r.role.value) + exact_form_bytes(r.text))
+             for r in chosen),
             dtype=np.uint64, count=len(chosen),
         )
         groups = [self.context.group_key(r) for r in chosen] if self.params.scope == "group" else []

@@ -27,6 +27,8 @@ class NearDedupParams(StepParams):
     bands: int | None = Field(default=None, ge=1)
     rows: int | None = Field(default=None, ge=1)
     keep: Literal["first", "highest_reward"] = "first"
+    across_roles: bool = False
+    """False: texts are compared only within one role (a user prompt is never a duplicate of an assistant answer)."""
 
     @model_validator(mode="after")
     def _bands_fit(self) -> NearDedupParams:
@@ -58,6 +60,7 @@ class NearDedup(GlobalStep[NearKeys]):
     `keep: highest_reward` (ties by (created_at, id)). Texts shorter than one shingle are compared exactly.
     `scope: group` (default) compares whole conversations (the union of their records' shingles) and drops every
     in-scope record of a duplicate conversation; `scope: record` compares single records, optionally only `roles`.
+    Shingles match only within one role (each role salts its hashes) unless `across_roles: true`.
     The quarantine row's detail names the survivor (`duplicate_of`) and the estimated `similarity` to it.
     """
 
@@ -70,11 +73,11 @@ class NearDedup(GlobalStep[NearKeys]):
         super().__init__(*args, **kwargs)
         p = self.params
         self.bands, self.rows = (p.bands, p.rows) if p.bands else minhash.lsh_parameters(p.threshold, p.num_perm)
-        self._figures: dict[str, Any] = {}
 
     def keys(self, batch: Sequence[Record]) -> NearKeys:
         chosen = in_roles(batch, self.params.roles, has_text)
-        salts = np.array([_role_salt(r.role.value if r.role else "") for r in chosen], dtype=np.uint64)
+        across = self.params.across_roles
+        salts = np.array([_role_salt("" if across or not r.role else r.role.value) for r in chosen], dtype=np.uint64)
         hashes, owners = minhash.shingle_hashes([r.text for r in chosen], self.params.shingle_size, salts)
         signatures = minhash.raw_signatures(hashes, owners, len(chosen), self.params.num_perm)
         has_words = np.zeros(len(chosen), dtype=bool)
@@ -103,7 +106,7 @@ class NearDedup(GlobalStep[NearKeys]):
             drops[units[unit]] = self.drop(units[survivor[unit]], float(similarity[unit]))
         if self.params.scope == "group":
             drops = {record_id: drops[units[m]] for record_id, m in zip(ids, member_of.tolist()) if units[m] in drops}
-        self._figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
+        self.figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
         return drops
 
     def drop(self, kept_as: str, similarity: float) -> Drop:
@@ -137,13 +140,13 @@ class NearDedup(GlobalStep[NearKeys]):
         similarity = np.ones(count)
         moved = np.flatnonzero(survivor != np.arange(count))
         similarity[moved] = minhash.agreement(signatures, moved, survivor[moved])
-        self._figures.update(
+        self.figures.update(
             bands=self.bands, rows=self.rows, candidate_pairs=int(len(left)), verified_pairs=int(verified.sum())
         )
         return survivor, similarity
 
     def manifest_extra(self) -> dict[str, Any]:
-        return dict(self._figures)
+        return dict(self.figures)
 
 
 @cache

@@ -62,7 +62,6 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._figures: dict[str, Any] = {}
 
     def keys(self, batch: Sequence[Record]) -> EmbeddingKeys:
         chosen = in_roles(batch, self.params.roles, lambda r: r.embedding)
@@ -101,7 +100,7 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
                 (f"embedding within cosine distance {distance:.4f} of {ids[earlier]}",),
                 {"duplicate_of": ids[earlier], "distance": distance},
             )
-        self._figures.update(
+        self.figures.update(
             bands=self.bands, rows=self.rows, candidate_pairs=int(len(left)), close_pairs=int(close.sum())
         )
         return drops
@@ -144,7 +143,7 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
         return min(max(bands, 1), MAX_BANDS), rows
 
     def manifest_extra(self) -> dict[str, Any]:
-        return dict(self._figures)
+        return dict(self.figures)
 
 
 def _pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536) -> np.ndarray:
