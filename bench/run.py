@@ -378,6 +378,9 @@ LIMITS = """What limits it (py-spy / pyinstrument profiles of the 1e5 run):
 """
 
 
+KEPT_SECTION = "## report.html"
+
+
 def write_report() -> None:
     step_runs = [path for path in (BENCH / "results").glob("*.json") if path.stem.isdigit()]
     runs = [json.loads(path.read_text()) for path in sorted(step_runs, key=lambda p: int(p.stem))]
@@ -386,7 +389,10 @@ def write_report() -> None:
     from scale import render_scale  # the partitioned plan's own figures (bench/scale.py)
 
     sections.append(render_scale())
-    (BENCH / "RESULTS.md").write_text(HEADER + "\n".join(sections))
+    # Sections other scripts measure by hand (bench/report.py's) are kept as they are.
+    previous = (BENCH / "RESULTS.md").read_text() if (BENCH / "RESULTS.md").exists() else ""
+    kept = previous[previous.index(KEPT_SECTION):] if KEPT_SECTION in previous else ""
+    (BENCH / "RESULTS.md").write_text(HEADER + "\n".join(sections) + ("\n" + kept if kept else ""))
 
 
 def main() -> None:

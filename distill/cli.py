@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import shlex
 import signal
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from distill.config import build_settings
 from distill.errors import ConfigError, DistillError
+from distill.multirun import exit_status, job_command, sweep_job
 from distill.output.files import claim_run_directory, release_run_directories, shown_path
 from distill.runner import run
 
@@ -66,14 +66,16 @@ def app(cfg: DictConfig) -> None:
     runtime = HydraConfig.get().runtime
     choices = {group: option for group, option in runtime.choices.items() if not group.startswith("hydra/")}
     try:
-        settings = build_settings(config)
-        result = run(
-            settings,
-            Path(runtime.output_dir),
-            config=config,
-            choices=choices,
-            command=shlex.join(["distill", *sys.argv[1:]]),
-        )
+        with sweep_job(config):  # in a multirun, a failing job records its error and the sweep goes on
+            settings = build_settings(config)
+            result = run(
+                settings,
+                Path(runtime.output_dir),
+                config=config,
+                choices=choices,
+                command=job_command(sys.argv[1:]),
+            )
+            print(result.summary())
     except ConfigError as error:
         fail(error.problems)
     except DistillError as error:
@@ -82,7 +84,6 @@ def app(cfg: DictConfig) -> None:
         # An input that vanished or failed mid-read, a device error: one line, not a traceback.
         where = f"{shown_path(error.filename)}: " if error.filename else ""
         fail([f"{where}{error.strerror or error}"])
-    print(result.summary())
 
 
 # --- before Hydra -------------------------------------------------------------------------------------------------
@@ -240,9 +241,11 @@ def main() -> None:
         if problems:
             fail(problems)
         app()
+        status = exit_status()
     except (KeyboardInterrupt, Terminated) as stop:
         stop_workers()
         release_run_directories()
         interrupted = isinstance(stop, KeyboardInterrupt)
         print(f"distill: error: {'interrupted' if interrupted else 'terminated'}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED)
+    sys.exit(status)

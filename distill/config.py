@@ -109,6 +109,7 @@ class TopLevel(BaseModel):
     batch_size: PositiveInt = 4096
     dry_run: bool = False
     overwrite: bool = False
+    report: bool = True
 
 
 def executor_settings(config: ExecutorConfig) -> ExecutorSettings:

@@ -29,6 +29,7 @@ class Reason(StrEnum):
     self_pairing = "self_pairing"
     no_pair_signal = "no_pair_signal"
     unused_candidate = "unused_candidate"
+    broken_tool_chain = "broken_tool_chain"
 
 
 # Valid records that simply ended in no example: the ledger closes with these, but they are not errors.

@@ -139,7 +139,12 @@ class Record(BaseModel):
     source_files: list[str] | None = None
     tokens_used: int | None = Field(default=None, strict=True, ge=0, le=MAX_INT64)
     tool_calls: list[dict[str, Any]] | None = None
+    """Calls an assistant turn makes, in the OpenAI/TRL shape {id?, type: function, function: {name, arguments}}."""
+    tool_call_id: str | None = None
+    """On a tool turn: the id of the call it answers (None: paired with the calls before it, in order)."""
     name: str | None = None
+    reasoning: str | None = None
+    """An assistant turn's reasoning (thinking) text, kept apart from `text`."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance | None = None
     origin: Origin | None = None
@@ -154,7 +159,7 @@ class Record(BaseModel):
     def _metadata_may_be_null(cls, value: Any) -> Any:
         return {} if value is None else value
 
-    @field_validator("id", "run_id", "session_id", "task_id", "external_id", "group_id", mode="before")
+    @field_validator("id", "run_id", "session_id", "task_id", "external_id", "group_id", "tool_call_id", mode="before")
     @classmethod
     def _ids_are_text(cls, value: Any) -> Any:
         # Numeric ids are common in logs; keep them, as text, so keys compare the same everywhere.

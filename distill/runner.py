@@ -121,8 +121,12 @@ def run(
         executor=executor.describe(),
     )
     if not settings.dry_run:
-        digest = RunDigest(manifest, merged.stats, merged.quarantine_samples, merged.example_samples)
-        merged.outputs.extend(write_documents(digest, output_dir))
+        digest = RunDigest(
+            manifest, merged.stats, merged.quarantine_samples, merged.example_samples, merged.named_samples
+        )
+        documents = write_documents(digest, output_dir)
+        merged.outputs.extend(documents)
+        merged.files.extend(entry["path"] for entry in documents)
     write_json(output_dir / "manifest.json", manifest)
     layout.remove()
     return RunResult(output_dir, manifest, [*merged.files, "manifest.json"])

@@ -243,7 +243,7 @@ def test_folder_names_cannot_climb_out_of_coverage(tmp_path: Path) -> None:
     for name in directories:
         assert (coverage / name).resolve().parent == coverage
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "coverage", "manifest.json", "quarantine.jsonl", "stats.json",
+        "coverage", "manifest.json", "quarantine.jsonl", "report.html", "stats.json",
     ]
 
 
@@ -298,5 +298,5 @@ def test_cli_writes_the_example_packages(tmp_path: Path) -> None:
     assert "coverage" in done.stdout
     manifest = json.loads((run_dir / "manifest.json").read_text())
     jsonschema.validate(manifest, schema("manifest"))
-    assert manifest["counts"] == {"input_rows": 8, "exported_records": 7, "quarantined_rows": 1, "examples": 2}
+    assert manifest["counts"] == {"input_rows": 8, "exported_records": 7, "quarantined_rows": 1, "examples": 2, "input_lines": 8}
     assert manifest["config"]["group"]["key"] == "task_id"  # the coverage task's natural group

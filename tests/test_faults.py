@@ -145,7 +145,7 @@ def test_a_file_name_that_is_not_utf8_is_read_and_shown_percent_encoded(tmp_path
         handle.write(b"\n".join(json.dumps(row).encode() for row in conversation("latin", 10)) + b"\n{broken\n")
     run_pipeline(tmp_path / "run", [f"source.path={source}", "split=none"])
     manifest = assert_finished_cleanly(tmp_path / "run")
-    assert manifest["counts"] == {"input_rows": 5, "exported_records": 4, "quarantined_rows": 1, "examples": 2}
+    assert manifest["counts"] == {"input_rows": 5, "exported_records": 4, "quarantined_rows": 1, "examples": 2, "input_lines": 5}
     (row,) = read_jsonl(tmp_path / "run" / "quarantine.jsonl")
     assert row["origin"] == {"path": "bad-%FF.jsonl", "line": 3} and row["record_id"] == "bad-%FF.jsonl:3"
     assert {entry["path"].rsplit("/", 1)[-1] for entry in manifest["inputs"]} == {"bad-%FF.jsonl", "good.jsonl"}
@@ -215,7 +215,7 @@ def test_a_json_file_holding_one_array_is_streamed_as_its_rows(tmp_path, monkeyp
     logs.write_text("\ufeff" + json.dumps([*rows, "not an object"], indent=2), encoding="utf-8")
     run_pipeline(tmp_path / "run", [f"source.path={logs}", "split=none"])
     manifest = assert_finished_cleanly(tmp_path / "run")
-    assert manifest["counts"] == {"input_rows": 5, "exported_records": 4, "quarantined_rows": 1, "examples": 2}
+    assert manifest["counts"] == {"input_rows": 5, "exported_records": 4, "quarantined_rows": 1, "examples": 2, "input_lines": 5}
     (row,) = read_jsonl(tmp_path / "run" / "quarantine.jsonl")
     assert row["origin"] == {"path": "logs.json", "row": 4} and row["reason"] == "schema_violation"
     lines = read_jsonl(tmp_path / "run" / "sft.jsonl")

@@ -142,7 +142,7 @@ def test_invalid_utf8_and_repeated_run_ids_keep_the_ledger_closed(tmp_path):
     result = run_lakehouse(tmp_path / "out", [f"source.root={tmp_path}", "task=rag"])
     reasons = sorted(row["reason"] for row in read_jsonl(tmp_path / "out" / "quarantine.jsonl"))
     assert reasons == ["invalid_utf8", "missing_provenance", "schema_violation"]
-    assert result.manifest["counts"] == {"input_rows": 4, "exported_records": 1, "quarantined_rows": 3, "examples": 1}
+    assert result.manifest["counts"] == {"input_rows": 4, "exported_records": 1, "quarantined_rows": 3, "examples": 1, "input_lines": 4}
     joined = next(p for p in read_source(tmp_path) if isinstance(p, Record))
     assert (joined.task_id, joined.metadata["evidence_task_id"]) == ("t", "t-old")  # a disagreement stays visible
     assert joined.provenance.model_dump(exclude_none=True)["scorer"] == "judge-v2"

@@ -40,6 +40,8 @@ def sessions(count: int, rewards: bool = True) -> list[dict[str, Any]]:
         extra = {"reward": n / 10} if rewards else {}
         calls = [{"id": f"c{n}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]
         rows.append(turn(f"a{n}", f"s{n}", 2 * n + 1, "assistant", f"answer {n}", tool_calls=calls, **extra))
+        # The call's reply (same minute, after `a{n}` by id): a call without it would be a broken tool chain.
+        rows.append(turn(f"t{n}", f"s{n}", 2 * n + 1, "tool", f"result {n}", tool_call_id=f"c{n}"))
     return rows
 
 
@@ -127,7 +129,7 @@ def test_a_directory_of_parquet_files_is_read_in_order_with_row_origins(tmp_path
 
     assert result.manifest["inputs"] == [
         {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "rows": rows}
-        for path, rows in ((first, 4), (second, 2))
+        for path, rows in ((first, 6), (second, 2))
     ]
     quarantine = {row["record_id"]: row for row in read_jsonl(tmp_path / "out" / "quarantine.jsonl")}
     assert quarantine["x2"]["reason"] == "schema_violation"

@@ -152,9 +152,92 @@ def test_tool_calls_and_tool_results_keep_trl_shape(tmp_path):
         turn("a2", "assistant", "x is 42", 4),
     ]
     (line,), quarantine, _ = export(tmp_path, rows)
-    assert line["messages"][1] == {"role": "assistant", "content": "", "tool_calls": call}
-    assert line["messages"][2] == {"role": "tool", "content": "x is 42", "name": "search"}
+    (sent,) = line["messages"][1]["tool_calls"]
+    assert sent["id"].startswith("call_") and {k: v for k, v in sent.items() if k != "id"} == call[0]
+    assert line["messages"][2] == {"role": "tool", "content": "x is 42", "tool_call_id": sent["id"], "name": "search"}
     assert not quarantine
+    (again,), _, _ = export(tmp_path / "again", rows)
+    assert again == line  # derived call ids are deterministic
+
+
+def test_calls_without_ids_pair_with_the_tool_turns_that_follow_in_order(tmp_path):
+    calls = [{"type": "function", "function": {"name": n, "arguments": {}}} for n in ("a", "b")]
+    rows = [
+        turn("u", "user", "do a and b", 1),
+        turn("c", "assistant", "", 2, tool_calls=calls),
+        turn("ta", "tool", "A", 3, name="a"),
+        turn("tb", "tool", "B", 4, name="b"),
+        turn("f", "assistant", "done", 5),
+    ]
+    (line,), _, _ = export(tmp_path, rows)
+    ids = [call["id"] for call in line["messages"][1]["tool_calls"]]
+    assert [m["tool_call_id"] for m in line["messages"][2:4]] == ids and len(set(ids)) == 2
+
+
+def test_logged_call_ids_are_kept_and_matched_by_id(tmp_path):
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}},
+             {"id": "call_2", "type": "function", "function": {"name": "b", "arguments": "{}"}}]
+    rows = [
+        turn("u", "user", "do a and b", 1),
+        turn("c", "assistant", "", 2, tool_calls=calls),
+        turn("tb", "tool", "B", 3, tool_call_id="call_2"),
+        turn("ta", "tool", "A", 4, tool_call_id="call_1"),
+        turn("f", "assistant", "done", 5),
+    ]
+    (line,), _, _ = export(tmp_path, rows)
+    assert line["messages"][1]["tool_calls"] == calls
+    assert [m["tool_call_id"] for m in line["messages"][2:4]] == ["call_2", "call_1"]
+
+
+def test_a_call_without_its_reply_is_a_broken_chain_and_the_conversation_is_cut_before_it(tmp_path):
+    call = [{"type": "function", "function": {"name": "search", "arguments": {"q": "x"}}}]
+    rows = [
+        turn("u1", "user", "hi", 1),
+        turn("a1", "assistant", "hello", 2),
+        turn("u2", "user", "find x", 3),
+        turn("a2", "assistant", "", 4, tool_calls=call),
+        turn("u3", "user", "well?", 5),
+        turn("a3", "assistant", "no idea", 6),
+    ]
+    (line,), quarantine, _ = export(tmp_path, rows)
+    assert [m["content"] for m in line["messages"]] == ["hi", "hello"]
+    assert quarantine["a2"]["reason"] == "broken_tool_chain" and "has no reply" in quarantine["a2"]["errors"][0]
+    assert {quarantine[i]["reason"] for i in ("u2", "u3", "a3")} == {"after_gap"}
+
+
+def test_a_reply_without_its_call_is_a_broken_chain(tmp_path):
+    rows = [
+        turn("u1", "user", "hi", 1),
+        turn("a1", "assistant", "hello", 2),
+        turn("t", "tool", "stray output", 3, tool_call_id="call_9"),
+        turn("a2", "assistant", "ok", 4),
+    ]
+    (line,), quarantine, _ = export(tmp_path, rows, "task.on_gap=keep")
+    assert [m["content"] for m in line["messages"]] == ["hi", "hello", "ok"]
+    assert quarantine == {"t": quarantine["t"]} and quarantine["t"]["reason"] == "broken_tool_chain"
+
+
+def test_a_cut_never_ends_on_a_call_whose_reply_was_dropped(tmp_path):
+    call = [{"type": "function", "function": {"name": "search", "arguments": {"q": "x"}}}]
+    rows = [
+        turn("u", "user", "find x", 1),
+        turn("a0", "assistant", "let me look", 2),
+        turn("u2", "user", "please", 3),
+        turn("a1", "assistant", "", 4, tool_calls=call),
+        turn("t", "tool", "", 5, name="search"),  # empty: dropped by non_empty_text
+        turn("a2", "assistant", "x is 42", 6),
+    ]
+    (line,), quarantine, _ = export(tmp_path, rows)
+    assert [m["content"] for m in line["messages"]] == ["find x", "let me look"]
+    assert quarantine["t"]["reason"] == "empty_content" and quarantine["a1"]["reason"] == "after_gap"
+
+
+def test_reasoning_goes_out_only_when_asked(tmp_path):
+    rows = [turn("u", "user", "2+2?", 1), turn("a", "assistant", "4", 2, reasoning="two and two make four")]
+    (plain,), _, _ = export(tmp_path / "plain", rows)
+    (with_reasoning,), _, _ = export(tmp_path / "reasoning", rows, "task.include_reasoning=true")
+    assert "reasoning_content" not in plain["messages"][1]
+    assert with_reasoning["messages"][1] == {"role": "assistant", "content": "4", "reasoning_content": "two and two make four"}
 
 
 def test_a_conversation_without_assistant_turn_is_no_example(tmp_path):

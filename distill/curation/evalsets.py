@@ -1,5 +1,6 @@
-"""Held-out eval sets for decontamination: JSONL rows (`text`, else `prompt`, `question` or `messages`, optional
-`id` and `embedding`) or plain text files (one item per non-blank line)."""
+"""Held-out eval sets for decontamination: JSONL rows (`text`, else `prompt`, `problem`, `question` (with its
+`choices` when multiple choice) or `messages`; the item id from `id`, else `task_id`; optional `embedding`) or plain
+text files (one item per non-blank line). Either may be gzip, zstd, bz2 or xz compressed, as eval sets often ship."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from typing import Any
 import orjson
 
 from distill.errors import DistillError
+from distill.sources.files import open_input, strip_compression
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-TEXT_FIELDS = ("text", "prompt", "question")
+TEXT_FIELDS = ("text", "prompt", "problem")
+ID_FIELDS = ("id", "task_id")
 
 
 @dataclass(frozen=True)
 class EvalItem:
     eval_set: str
-    item: str  # the row's `id`, else `file:line`
+    item: str  # the row's `id` (or `task_id`), else `file:line`
     text: str
     embedding: tuple[float, ...] | None = None
 
@@ -35,7 +38,7 @@ def eval_files(pattern: str) -> list[Path]:
 
 
 def eval_set_name(path: Path) -> str:
-    name = path.name
+    name = strip_compression(path.name)
     for suffix in (*JSONL_SUFFIXES, ".txt"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -56,13 +59,14 @@ def load_eval_items(patterns: list[str], key: str) -> list[EvalItem]:
 
 def _read(path: Path, key: str) -> list[EvalItem]:
     name = eval_set_name(path)
+    is_jsonl = strip_compression(path.name).endswith(JSONL_SUFFIXES)
     items = []
-    with path.open("rb") as handle:
+    with open_input(path, key) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path.name}:{number}"
-            if not path.name.endswith(JSONL_SUFFIXES):
+            if not is_jsonl:
                 items.append(EvalItem(name, where, line.decode("utf-8", errors="replace").strip()))
                 continue
             try:
@@ -71,9 +75,9 @@ def _read(path: Path, key: str) -> list[EvalItem]:
                 raise DistillError(f"{key}: {path}:{number}: not JSON ({error})") from None
             text = _item_text(row)
             if text is None:
-                raise DistillError(f"{key}: {path}:{number}: no text, prompt, question or messages field")
+                raise DistillError(f"{key}: {path}:{number}: no text, prompt, problem, question or messages field")
             embedding = row.get("embedding")
-            item_id = row.get("id")
+            item_id = next((row[field] for field in ID_FIELDS if row.get(field) is not None), None)
             items.append(
                 EvalItem(
                     name,
@@ -91,7 +95,19 @@ def _item_text(row: Any) -> str | None:
     for field in TEXT_FIELDS:
         if isinstance(row.get(field), str):
             return row[field]
+    if isinstance(row.get("question"), str):
+        return _with_choices(row["question"], row.get("choices"))
     messages = row.get("messages")
     if isinstance(messages, list):
         return "\n".join(m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
     return None
+
+
+def _with_choices(question: str, choices: Any) -> str:
+    """A multiple-choice item is its question and its options (MMLU: a list; ARC: {text: [...], label: [...]}), so an
+    example that copies the options is caught too."""
+    if isinstance(choices, dict):
+        choices = choices.get("text")
+    if not isinstance(choices, list):
+        return question
+    return "\n".join([question, *(str(choice) for choice in choices if isinstance(choice, (str, int, float)))])

@@ -25,6 +25,18 @@ class RunDigest:
     stats: dict[str, Any] | None
     quarantine_samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     example_samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Quarantine rows of the records the stages' extras name (see `named_records`), by record id.
+    named_samples: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def named_records(stages: list[dict[str, Any]]) -> set[str]:
+    """Record ids that stage extras point at for a document to show (bounded by each step): the duplicate of each
+    of near_dedup's largest clusters, each eval set's first contaminated record."""
+    named: set[str] = set()
+    for stage in stages:
+        named.update(c["duplicate_record"] for c in stage.get("largest_clusters", ()) if c.get("duplicate_record"))
+        named.update(hit["record_id"] for hit in stage.get("first_hits", {}).values() if hit.get("record_id"))
+    return named
 
 
 Document = Callable[[RunDigest, Path], "dict[str, Any] | None"]
@@ -39,3 +51,7 @@ def write_documents(digest: RunDigest, output_dir: Path) -> list[dict[str, Any]]
         if entry is not None:
             entries.append(entry)
     return entries
+
+
+# The documents register themselves on import; imported last, as they use the names above.
+from distill.output import report  # noqa: E402,F401

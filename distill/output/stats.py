@@ -16,6 +16,14 @@ NONE_KEY = "__none__"
 EXACT_INT_LIMIT = 2**53
 """Floats as large as this are still exact integers: above it `int()` invents digits (and JSON writers choke)."""
 
+# Fixed bin edges, the same for every run, so two runs' (or a sweep's jobs') histograms compare bin by bin.
+# Bin i counts edges[i] <= v < edges[i + 1], the last bin includes its top edge; `under` / `over` count the rest.
+HISTOGRAM_EDGES: dict[str, tuple[float, ...]] = {
+    "tokens_per_example": (0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072),
+    "turns_per_example": (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 32, 64, 128),
+    "rewards": tuple(round(-1 + i / 10, 1) for i in range(21)),
+}
+
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """count, min, median, p95, max, mean (None when empty), as plain JSON numbers."""
@@ -53,6 +61,7 @@ class StatsPart:
     methods: set[str] = field(default_factory=set)
     records_per_group: list[np.ndarray] = field(default_factory=list)
     tokens_per_example: list[np.ndarray] = field(default_factory=list)
+    turns_per_example: list[np.ndarray] = field(default_factory=list)
     rewards: list[np.ndarray] = field(default_factory=list)
 
     def add(self, other: StatsPart) -> None:
@@ -64,7 +73,21 @@ class StatsPart:
         self.methods |= other.methods
         self.records_per_group += other.records_per_group
         self.tokens_per_example += other.tokens_per_example
+        self.turns_per_example += other.turns_per_example
         self.rewards += other.rewards
+
+
+def histogram(values: Sequence[float] | np.ndarray, edges: Sequence[float]) -> dict[str, Any]:
+    """Counts of `values` in the fixed bins `edges` (see HISTOGRAM_EDGES)."""
+    array = np.asarray(values, dtype=np.float64)
+    inside = array[(array >= edges[0]) & (array <= edges[-1])]
+    counts = np.histogram(inside, bins=np.asarray(edges, dtype=np.float64))[0] if inside.size else np.zeros(len(edges) - 1)
+    return {
+        "edges": [int(e) if float(e).is_integer() else e for e in edges],
+        "counts": [int(c) for c in counts],
+        "under": int((array < edges[0]).sum()),
+        "over": int((array > edges[-1]).sum()),
+    }
 
 
 def _key(value: str | None) -> str:
@@ -94,6 +117,7 @@ def stats_part(examples: Sequence[Example], tokenizer: TokenCounter | None = Non
         tokens_per_example=[
             np.array([sum(measured[r.id][0] for r in example.records) for example in examples], dtype=np.float64)
         ],
+        turns_per_example=[np.array([len(example.records) for example in examples], dtype=np.float64)],
         rewards=[np.array([r.reward for r in rewarded], dtype=np.float64)],
     )
 
@@ -124,4 +148,9 @@ def file_stats(
         "tokens_per_example": {"method": method, **summary(_values(part.tokens_per_example))},
         "rewards": {**summary(_values(part.rewards)), "by_source": dict(sorted(part.reward_sources.items()))},
         "excluded_by_step": excluded,
+        "histograms": {
+            "tokens_per_example": histogram(_values(part.tokens_per_example), HISTOGRAM_EDGES["tokens_per_example"]),
+            "turns_per_example": histogram(_values(part.turns_per_example), HISTOGRAM_EDGES["turns_per_example"]),
+            "rewards": histogram(_values(part.rewards), HISTOGRAM_EDGES["rewards"]),
+        },
     }

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from distill.config import Settings
-from distill.output.documents import SAMPLES_PER_REASON
+from distill.output.documents import SAMPLES_PER_REASON, named_records
 from distill.output.files import write_json, write_jsonl
 from distill.output.manifest import SCHEMA_VERSION
 from distill.output.stats import StatsPart, file_stats
@@ -40,6 +40,7 @@ class Merged:
     task_counts: dict[str, int] = field(default_factory=dict)
     quarantine: dict[str, int] = field(default_factory=dict)
     quarantine_samples: dict[str, list[Any]] = field(default_factory=dict)
+    named_samples: dict[str, Any] = field(default_factory=dict)
     example_samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     split: dict[str, Any] = field(default_factory=dict)
@@ -110,6 +111,7 @@ def merge_quarantine(ctx: PlanContext, shards: Sequence[int], merged: Merged, ou
     streams += [read_values(ctx.layout.reduce_quarantine(partition)) for partition in range(ctx.partitions)]
     reasons: Counter[str] = Counter()
     samples: dict[str, list[Any]] = {}
+    named = named_records(merged.stages)  # rows a document shows by id: a near-dup cluster's, an eval set's hit
 
     def rows() -> Any:
         for _, line in heapq.merge(*streams, key=lambda entry: entry[0]):
@@ -118,6 +120,8 @@ def merge_quarantine(ctx: PlanContext, shards: Sequence[int], merged: Merged, ou
             taken = samples.setdefault(row["reason"], [])
             if len(taken) < SAMPLES_PER_REASON:
                 taken.append(row)
+            if row.get("record_id") in named:
+                merged.named_samples.setdefault(row["record_id"], row)
             yield line
 
     merged.outputs.append(write_jsonl(output_dir / "quarantine.jsonl", rows()))
@@ -153,11 +157,13 @@ def merge(
     if exported + quarantined != input_rows:
         raise AccountingError(f"{input_rows} input rows, but {exported} exported + {quarantined} quarantined")
     examples = {side: sum(r.sides[side].examples for r in reduce_results if side in r.sides) for side in sides}
+    merged.inputs = merged_inputs(map_results)
     merged.counts = {
         "input_rows": input_rows,
         "exported_records": exported,
         "quarantined_rows": quarantined,
         "examples": sum(examples.values()),
+        "input_lines": settings.source.input_lines(merged.inputs),
     }
     task_counts: Counter[str] = Counter()
     for result in reduce_results:
@@ -175,7 +181,6 @@ def merge(
             "start": format_timestamp(min(start for start, _ in ranges)),
             "end": format_timestamp(max(end for _, end in ranges)),
         }
-    merged.inputs = merged_inputs(map_results)
     if not settings.dry_run:
         excluded = {stage["step"]: stage["dropped"] for stage in merged.stages if stage["dropped"]}
         stats: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "task": settings.task.kind, "files": {}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -15,6 +16,7 @@ from distill.reasons import Reason
 from distill.record import RECORD_FIELDS, Origin, Record
 from distill.registry import Registry
 from distill.sources.fieldmap import FieldMap, FieldSpec
+from distill.sources.files import relative_name, resolve_files
 
 
 class SourceParams(BaseModel):
@@ -93,6 +95,11 @@ class Source(ABC):
         File sources append one entry per file to `self._inputs` as they finish reading it."""
         return list(self._inputs)
 
+    def input_lines(self, inputs: list[dict[str, Any]]) -> int:
+        """The manifest's `counts.input_lines` from its `inputs` entries: lines (or columnar rows) read. A line may
+        yield several records, so this can be less than `input_rows`."""
+        return sum(entry.get("rows") or 0 for entry in inputs)
+
     def to_record(self, row: Any, origin: Origin, fallback_id: str) -> Parsed:
         """Maps one decoded row onto a Record, or a `schema_violation` quarantine row saying what is wrong."""
         if not isinstance(row, dict):
@@ -123,6 +130,47 @@ class Source(ABC):
 
 # The record fields that hold whatever the logs put there; every other field has a type that bounds it.
 _FREE_FORM = ("metadata", "tool_calls", "provenance")
+
+
+class FileSource(Source):
+    """A source of files (`source.path`: a file, a directory searched recursively for `suffixes`, or a glob), read in
+    sorted order one file at a time by `read_file`. Each file is one map shard: a format whose records depend on
+    earlier lines of the same file (history merging) reads it as one unit."""
+
+    suffixes: ClassVar[tuple[str, ...]]
+
+    def check(self) -> None:
+        self.root, self.files = resolve_files(self.params.path, "source.path", self.suffixes)  # type: ignore[attr-defined]
+
+    def read(self) -> Iterator[Parsed]:
+        self.check()
+        self._inputs = []
+        for path in self.files:
+            yield from self.read_file(path, relative_name(path, self.root))
+
+    @abstractmethod
+    def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
+        """One file's rows, in order (`relative`: its path from the source root, for origins and ids); appends the
+        file's manifest entry to `self._inputs` once read."""
+
+    def shards(self, target_bytes: int) -> list[Shard]:
+        self.check()
+        return [
+            Shard(index, str(path), relative_name(path, self.root), size=path.stat().st_size)
+            for index, path in enumerate(self.files)
+        ]
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        if shard.path is None:
+            yield from self.read()
+            return
+        if not hasattr(self, "files"):  # a worker builds its own source from the config: check it once there
+            self.check()
+        self._inputs = []
+        yield from self.read_file(Path(shard.path), shard.relative or Path(shard.path).name)
+
+    def shard_inputs(self, shard: Shard) -> list[dict[str, Any]]:
+        return list(self._inputs)
 
 
 def validation_messages(error: ValidationError) -> tuple[str, ...]:

@@ -1,23 +1,33 @@
 from __future__ import annotations
 
-import glob
 import hashlib
-import os
+import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-import orjson
 from pydantic import AfterValidator, ValidationError
 
-from distill.errors import DistillError
-from distill.quarantine import QuarantineRow
-from distill.reasons import Reason
-from distill.record import Origin, Record
+from distill.hashing import file_sha256
 from distill.output.files import shown_path, unwritable
-from distill.sources.base import SOURCES, Parsed, Shard, Source, SourceParams
+from distill.quarantine import QuarantineRow
+from distill.record import Origin, Record
+from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
+from distill.sources.files import (
+    compression_of,
+    relative_name,
+    decode_line,
+    numbered_lines,
+    open_input,
+    row_label,
+    strip_compression,
+    with_compression,
+)
 from distill.sources.json_document import BOM, CHUNK_BYTES, array_elements, document_shape
+
+JSONL_SUFFIXES = with_compression((".jsonl", ".json", ".ndjson"))
+SHAPE_HEAD_BYTES = 1 << 18
 
 
 def _named(path: str) -> str:
@@ -32,56 +42,6 @@ InputPath = Annotated[str, AfterValidator(_named)]
 
 class JsonlParams(SourceParams):
     path: InputPath
-
-
-def _listed(directory: Path, suffixes: tuple[str, ...], unreadable: list[str]) -> list[Path]:
-    """Files under `directory` (recursively) with one of `suffixes`; a sub-directory that cannot be listed is
-    added to `unreadable` (Path.rglob would skip it silently)."""
-    def refused(error: OSError) -> None:
-        unreadable.append(f"{shown_path(error.filename)}/ ({error.strerror})")
-
-    found = []
-    for folder, _, names in os.walk(directory, onerror=refused):
-        found.extend(Path(folder, name) for name in names if name.endswith(suffixes))
-    return sorted(path for path in found if path.is_file())
-
-
-def _unreadable(path: Path) -> str | None:
-    try:
-        with path.open("rb"):
-            return None
-    except OSError as error:
-        return f"{shown_path(path)} ({error.strerror})"
-
-
-def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
-    """(root, files in sorted order) for a file, a directory (searched recursively) or a glob. Every input that
-    cannot be read (a file or a sub-directory without permission) is named up front, in one error."""
-    path = Path(pattern).expanduser()
-    unreadable: list[str] = []
-    if path.is_file():
-        root, files = path.parent, [path]
-    elif path.is_dir():
-        root, files = path, _listed(path, suffixes, unreadable)
-        if not files and not unreadable:
-            raise DistillError(f"{key}: no {'/'.join(suffixes)} files under {pattern}")
-    elif glob.has_magic(pattern):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
-        if not files:
-            raise DistillError(f"{key}: the glob {pattern} matches no file")
-        root = Path(os.path.commonpath([str(p.parent) for p in files]))
-    else:
-        raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
-    unreadable.extend(problem for problem in map(_unreadable, files) if problem)
-    if unreadable:
-        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
-        raise DistillError(f"{key}: cannot read {', '.join(unreadable[:5])}{more}")
-    return root, files
-
-
-def relative_name(path: Path, root: Path) -> str:
-    """The file relative to the source root, as origins and ids show it (a name that is not UTF-8 percent-encoded)."""
-    return shown_path(path.relative_to(root).as_posix())
 
 
 class _Hashing:
@@ -182,29 +142,11 @@ def range_lines(path: Path, start: int, stop: int | None, first_line: int) -> It
             yield number, line
 
 
-def numbered_lines(
-    path: Path, origin_path: str, inputs: list[dict[str, Any]], **entry: Any
-) -> Iterator[tuple[bytes, Origin]]:
-    """The file's non-blank lines with their origin (a UTF-8 byte order mark before the first is not part of it);
-    once read, appends {path, sha256, rows, **entry} to `inputs`."""
-    digest = hashlib.sha256()
-    rows = 0
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            digest.update(line)
-            if number == 1 and line.startswith(BOM):
-                line = line[len(BOM):]
-            if not line.strip():
-                continue
-            rows += 1
-            yield line, Origin(path=origin_path, line=number)
-    inputs.append({"path": shown_path(path.resolve()), "sha256": digest.hexdigest(), "rows": rows, **entry})
-
-
 @SOURCES.register("jsonl")
-class JsonlSource(Source):
+class JsonlSource(FileSource):
     """JSON Lines files: one logged record per line, read in sorted file order, line by line. A `.json` file holding
     one JSON array is streamed as the array's rows (`origin = {path, row}`), one holding one object is one row.
+    Files may be gzip, zstd, bz2 or xz compressed.
 
     A line that is not UTF-8 (`invalid_utf8`) or not JSON (`invalid_json`) becomes a quarantine row and the rest of
     the file is still read; blank lines are not rows.
@@ -213,36 +155,30 @@ class JsonlSource(Source):
     kind = "jsonl"
     Params = JsonlParams
     params: JsonlParams
+    suffixes = JSONL_SUFFIXES
 
-
-    def check(self) -> None:
-        self.root, self.files = resolve_files(self.params.path, "source.path", (".jsonl", ".json", ".ndjson"))
-
-    def read(self) -> Iterator[Parsed]:
-        self.check()
-        self._inputs = []
-        for path in self.files:
-            relative = relative_name(path, self.root)
-            shape = self._document_shape(path)
-            if shape == "lines":
-                for line, origin in numbered_lines(path, relative, self._inputs):
-                    yield self._parse_line(line, origin, f"{origin.path}:{origin.line}")
-            else:
-                yield from self._read_document(path, relative, shape)
+    def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
+        """One whole file's rows; appends its entry to the inputs once read."""
+        shape = self._document_shape(path)
+        if shape == "lines":
+            for line, origin in numbered_lines(path, relative, self._inputs):
+                yield self._parse_line(line, origin)
+        else:
+            yield from self._read_document(path, relative, shape)
 
     def shards(self, target_bytes: int) -> list[Shard]:
-        """Files larger than `target_bytes` are cut into line-aligned byte ranges; each shard knows its first
-        line's number, so origins and `<file>:<line>` ids are those of a whole-file read."""
+        """Plain JSON Lines files larger than `target_bytes` are cut into line-aligned byte ranges; each shard knows
+        its first line's number, so origins and `<file>:<line>` ids are those of a whole-file read. A compressed file
+        or a JSON document cannot be cut: it is one shard (without a sha256: read whole by `read_file`)."""
         self.check()
         shards: list[Shard] = []
         for path in self.files:
             relative = relative_name(path, self.root)
-            if self._document_shape(path) != "lines":  # one JSON document: read whole, as one shard
-                size = path.stat().st_size
+            size = path.stat().st_size
+            if compression_of(path, "source.path") is not None or self._document_shape(path) != "lines":
                 shards.append(Shard(len(shards), str(path), relative, 0, None, 1, size, None))
                 continue
             digest, cuts = cut_points(path, target_bytes)
-            size = path.stat().st_size
             ends = [start for start, _ in cuts[1:]] + [size]
             for (start, first_line), stop in zip(cuts, ends):
                 shards.append(Shard(
@@ -252,14 +188,10 @@ class JsonlSource(Source):
         return shards
 
     def read_shard(self, shard: Shard) -> Iterator[Parsed]:
-        if shard.path is None:
-            yield from self.read()
+        if shard.path is None or shard.sha256 is None:  # the whole source, or a whole file
+            yield from super().read_shard(shard)
             return
         path = Path(shard.path)
-        if shard.start == 0 and (shape := self._document_shape(path)) != "lines":
-            self._inputs = []
-            yield from self._read_document(path, shard.relative, shape)
-            return
         rows = 0
         for number, line in range_lines(path, shard.start, shard.stop, shard.first_line):
             if number == 1 and line.startswith(BOM):
@@ -270,45 +202,36 @@ class JsonlSource(Source):
             yield self._parse_line(line, Origin(path=shard.relative, line=number))
         self._inputs = [{"path": shown_path(path.resolve()), "sha256": shard.sha256, "rows": rows}]
 
-    def shard_inputs(self, shard: Shard) -> list[dict[str, Any]]:
-        return list(self._inputs)
-
     @staticmethod
     def _document_shape(path: Path) -> str:
-        if path.suffix != ".json":
+        if not strip_compression(path.name).endswith(".json"):
             return "lines"
-        with path.open("rb") as handle:
-            return document_shape(handle)
+        with open_input(path, "source.path") as handle:
+            if compression_of(path, "source.path") is None:
+                return document_shape(handle)
+            # A decompressing stream cannot rewind: judge the shape on a copy of its start.
+            return document_shape(io.BytesIO(handle.read(SHAPE_HEAD_BYTES)))
 
     def _read_document(self, path: Path, relative: str, shape: str) -> Iterator[Parsed]:
         """A `.json` file holding one array (each element a row, `origin = {path, row}` from 0) or one object."""
         rows = 0
-        with path.open("rb") as handle:
+        with open_input(path, "source.path") as handle:
             reader = _Hashing(handle)
             elements = array_elements(reader) if shape == "array" else iter([reader.read().removeprefix(BOM)])
             for row, element in enumerate(elements):
                 rows += 1
-                yield self._parse_line(element, Origin(path=relative, row=row), f"{relative}#{row}")
+                yield self._parse_line(element, Origin(path=relative, row=row))
             while reader.read(CHUNK_BYTES):
                 pass  # the hash covers the whole file, whatever follows the array
-        self._inputs.append({"path": shown_path(path.resolve()), "sha256": reader.digest.hexdigest(), "rows": rows})
+        compressed = compression_of(path, "source.path") is not None
+        sha256 = file_sha256(path) if compressed else reader.digest.hexdigest()  # the file on disk
+        self._inputs.append({"path": shown_path(path.resolve()), "sha256": sha256, "rows": rows})
 
-    def _parse_line(self, line: bytes, origin: Origin, fallback_id: str | None = None) -> Parsed:
+    def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
         if not self.params.fields:
             record = fast_record(line, origin)
             if record is not None:
                 return record
-        fallback_id = fallback_id or f"{origin.path}:{origin.line}"
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as error:
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as bad_bytes:
-                text = line.decode("utf-8", errors="replace")
-                return QuarantineRow(
-                    "parse", Reason.invalid_utf8, (f"byte {bad_bytes.start}: {bad_bytes.reason}",),
-                    fallback_id, origin, text.rstrip("\r\n"),
-                )
-            return QuarantineRow("parse", Reason.invalid_json, (str(error),), fallback_id, origin, text.rstrip("\r\n"))
-        return self.to_record(row, origin, fallback_id)
+        fallback_id = row_label(origin)  # `<file>:<line>`, or `<file>#<row>` for a document's rows
+        row = decode_line(line, origin, fallback_id)
+        return row if isinstance(row, QuarantineRow) else self.to_record(row, origin, fallback_id)

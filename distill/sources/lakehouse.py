@@ -8,7 +8,6 @@ ROOT/data/evidence/YYYY/MM/DD/<stem>.jsonl      one EvidenceRecord per line (sam
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +16,18 @@ from typing import Any
 import orjson
 
 from distill.errors import DistillError
+from distill.hashing import file_sha256
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
 from distill.record import Origin
-from distill.sources.base import SOURCES, Parsed, Source, SourceParams
 from distill.output.files import shown_path
-from distill.sources.jsonl import numbered_lines, relative_name, resolve_files
+from distill.sources.base import SOURCES, FileSource, Parsed, SourceParams
+from distill.sources.files import numbered_lines, read_bytes, resolve_files, with_compression
 
 SCORED_DIR = Path("data/scored-runs")
 EVIDENCE_DIR = Path("data/evidence")
 PARSE_STEP = "parse"
+SCORED_SUFFIXES = with_compression((".jsonl",))
 
 # Scored-run keys the join consumes; every other key of either row is kept under `metadata`.
 _SCORED_KEYS = {"evidence_run_id", "evidence_task_id", "category", "reasons", "provenance"}
@@ -48,8 +49,8 @@ class EvidenceIndex:
         self.sha256: str | None = None
         if not path.is_file():
             return
-        data = path.read_bytes()
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        data = read_bytes(path, "source.root")
+        self.sha256 = file_sha256(path)
         for line in data.splitlines():
             if not line.strip():
                 continue
@@ -117,7 +118,7 @@ def joined_row(scored: dict[str, Any], evidence: dict[str, Any], provenance: dic
 
 
 @SOURCES.register("lakehouse")
-class LakehouseSource(Source):
+class LakehouseSource(FileSource):
     """Scored runs joined with their evidence rows (`source.root`), partitions and lines in sorted order.
 
     Each scored-runs file is read with the evidence file of the same relative path, and that file is read once.
@@ -137,30 +138,26 @@ class LakehouseSource(Source):
         scored_dir = self.root / SCORED_DIR
         if not scored_dir.is_dir():
             raise DistillError(f"source.root: no {SCORED_DIR.as_posix()}/ directory under {self.params.root}")
-        self.scored_files = resolve_files(str(scored_dir), "source.root", (".jsonl",))[1]
+        self.files = resolve_files(str(scored_dir), "source.root", SCORED_SUFFIXES)[1]
 
-    def read(self) -> Iterator[Parsed]:
-        self.check()
-        self._inputs = []
-        for scored_path in self.scored_files:
-            partition = scored_path.relative_to(self.root / SCORED_DIR)
-            evidence = EvidenceIndex(self.root / EVIDENCE_DIR / partition)
-            yield from self._read_scored_file(scored_path, evidence)
-            if evidence.sha256 is not None:
-                self._inputs.append(
-                    {
-                        "path": shown_path(evidence.path.resolve()),
-                        "sha256": evidence.sha256,
-                        "rows": evidence.lines,
-                        "role": "evidence",
-                        "unreadable_rows": evidence.unreadable,
-                    }
-                )
-
-    def _read_scored_file(self, path: Path, evidence: EvidenceIndex) -> Iterator[Parsed]:
-        relative = relative_name(path, self.root)
-        for line, origin in numbered_lines(path, relative, self._inputs, role="scored"):
+    def read_file(self, path: Path, relative: str) -> Iterator[Parsed]:
+        """One scored-runs file joined with its evidence file (a map shard); appends both to the inputs."""
+        evidence = EvidenceIndex(self.root / EVIDENCE_DIR / path.relative_to(self.root / SCORED_DIR))
+        for line, origin in numbered_lines(path, relative, self._inputs, key="source.root", role="scored"):
             yield self._parse_scored(line, origin, evidence)
+        if evidence.sha256 is not None:
+            self._inputs.append(
+                {
+                    "path": shown_path(evidence.path.resolve()),
+                    "sha256": evidence.sha256,
+                    "rows": evidence.lines,
+                    "role": "evidence",
+                    "unreadable_rows": evidence.unreadable,
+                }
+            )
+
+    def input_lines(self, inputs: list[dict[str, Any]]) -> int:
+        return sum(entry["rows"] for entry in inputs if entry.get("role") == "scored")
 
     def _parse_scored(self, line: bytes, origin: Origin, evidence: EvidenceIndex) -> Parsed:
         # Quarantine rows are keyed by the line (origin), not the run id: a run id may repeat across scored rows,

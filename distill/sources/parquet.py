@@ -8,21 +8,19 @@ from pydantic import PositiveInt
 
 from distill.errors import DistillError
 from distill.hashing import file_sha256
-from distill.record import Origin
-from distill.sources.base import SOURCES, Parsed, Shard, Source, SourceParams
-from distill.sources.columnar import import_columnar, parse_batches
 from distill.output.files import shown_path
-from distill.sources.jsonl import InputPath, relative_name, resolve_files
-
+from distill.record import Origin
+from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
+from distill.sources.columnar import import_columnar, parse_batches
 
 
 class ParquetParams(SourceParams):
-    path: InputPath
+    path: str
     batch_rows: PositiveInt = 4096
 
 
 @SOURCES.register("parquet")
-class ParquetSource(Source):
+class ParquetSource(FileSource):
     """Parquet files (a file, a directory searched recursively, or a glob), read in sorted file order and streamed
     in record batches (pyarrow), so a file larger than memory is never loaded whole.
 
@@ -33,11 +31,11 @@ class ParquetSource(Source):
     kind = "parquet"
     Params = ParquetParams
     params: ParquetParams
-
+    suffixes = (".parquet",)
 
     def check(self) -> None:
         self.parquet = import_columnar("pyarrow.parquet", "source.kind")
-        self.root, self.files = resolve_files(self.params.path, "source.path", (".parquet",))
+        super().check()
         for path in self.files:
             self._open(path).close()
 
@@ -45,35 +43,25 @@ class ParquetSource(Source):
         try:
             return self.parquet.ParquetFile(path)
         except (OSError, ValueError) as error:
-            raise DistillError(f"source.path: {path} is not a readable Parquet file ({error})") from None
-
-    def read(self) -> Iterator[Parsed]:
-        self.check()
-        inputs = []
-        for path in self.files:
-            yield from self._read_file(path)
-            inputs.extend(self._inputs)
-        self._inputs = inputs
+            raise DistillError(f"source.path: {shown_path(path)} is not a readable Parquet file ({error})") from None
 
     def shards(self, target_bytes: int) -> list[Shard]:
-        """One shard per file (rows are numbered per file, so a file is read whole)."""
-        self.check()
+        """One shard per file (rows are numbered per file, so a file is read whole), hashed once here."""
         return [
-            Shard(
-                index, str(path), relative_name(path, self.root), size=path.stat().st_size,
-                sha256=file_sha256(path),
-            )
-            for index, path in enumerate(self.files)
+            Shard(shard.index, shard.path, shard.relative, size=shard.size, sha256=file_sha256(shard.path))
+            for shard in super().shards(target_bytes)
         ]
 
     def read_shard(self, shard: Shard) -> Iterator[Parsed]:
         if shard.path is None:
             return self.read()
+        # A worker builds its own source: it needs pyarrow, not the driver's check of every file.
         self.parquet = import_columnar("pyarrow.parquet", "source.kind")
-        return self._read_file(Path(shard.path), shard.sha256)
+        self._inputs = []
+        return self.read_file(Path(shard.path), shard.relative or Path(shard.path).name, shard.sha256)
 
-    def _read_file(self, path: Path, sha256: str | None = None) -> Iterator[Parsed]:
-        relative = relative_name(path, self.root)
+    def read_file(self, path: Path, relative: str, sha256: str | None = None) -> Iterator[Parsed]:
+        """One file's rows; appends its entry to the inputs once read."""
         rows = 0
         with self._open(path) as handle:
             batches = handle.iter_batches(batch_size=self.params.batch_rows)
@@ -82,4 +70,4 @@ class ParquetSource(Source):
             ):
                 rows += 1
                 yield parsed
-        self._inputs = [{"path": shown_path(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows}]
+        self._inputs.append({"path": shown_path(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows})

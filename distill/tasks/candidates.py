@@ -31,8 +31,8 @@ class PromptAndCandidates:
     def records(self) -> tuple[Record, ...]:
         return (*self.prompt, *self.candidates)
 
-    def prompt_messages(self) -> list[dict[str, Any]]:
-        return [message(r) for r in self.prompt]
+    def prompt_messages(self, *, include_reasoning: bool = False) -> list[dict[str, Any]]:
+        return [message(r, include_reasoning=include_reasoning) for r in self.prompt]
 
 
 def preference_score(record: Record) -> float | None:

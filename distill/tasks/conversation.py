@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from distill.hashing import sha256_hex
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Category, Label, Record, Role
@@ -13,11 +14,98 @@ from distill.record import Category, Label, Record, Role
 GapPolicy = Literal["cut", "keep", "drop_group"]
 
 
-def message(record: Record) -> dict[str, Any]:
-    """A record as a chat message in TRL's shape: role, content, and tool_calls / name when present."""
+REASONING_KEY = "reasoning_content"
+"""The message key for an assistant's reasoning: what the Qwen3 and DeepSeek-R1 chat templates and TRL's response
+parsers read."""
+
+
+@dataclass(frozen=True)
+class ToolChain:
+    """How a conversation's tool calls pair with its tool turns: the id of every call (the log's own, else a derived
+    one), the call each tool turn answers, and the records that break a chain, with why."""
+
+    call_ids: dict[str, tuple[str, ...]]
+    reply_ids: dict[str, str]
+    broken: dict[str, str]
+
+
+def derived_call_id(record: Record, index: int) -> str:
+    """A deterministic id for a call the log gave none: the same record gives the same id on every machine."""
+    return f"call_{sha256_hex(f'{record.id}#{index}')[:24]}"
+
+
+def tool_chain(records: Sequence[Record]) -> ToolChain:
+    """Pairs each tool turn with a call of the assistant turn before it: by `tool_call_id` when the turn has one,
+    else with the first call still unanswered (calls and replies in order). Every call must be answered before the
+    next non-tool turn. A call left unanswered breaks its assistant turn and the replies it already had; a reply
+    with no call to answer breaks itself."""
+    call_ids: dict[str, tuple[str, ...]] = {}
+    reply_ids: dict[str, str] = {}
+    broken: dict[str, str] = {}
+    pending: dict[str, Record] = {}
+    replies: dict[str, list[Record]] = {}
+
+    def break_pending(why: str) -> None:
+        for call_id, caller in pending.items():
+            broken.setdefault(caller.id, f"tool call {call_id} {why}")
+            for reply in replies.get(caller.id, ()):
+                broken.setdefault(reply.id, f"answers a call of {caller.id}, whose other calls are unanswered")
+        pending.clear()
+
+    for record in records:
+        if record.role is Role.tool:
+            call_id = record.tool_call_id if record.tool_call_id is not None else next(iter(pending), None)
+            caller = pending.pop(call_id, None) if call_id is not None else None
+            if caller is None:
+                wanted = f"call {record.tool_call_id}" if record.tool_call_id is not None else "any call"
+                broken[record.id] = f"tool reply without its call: no unanswered {wanted} before it"
+                continue
+            reply_ids[record.id] = call_id
+            replies.setdefault(caller.id, []).append(record)
+            continue
+        if pending:
+            break_pending(f"has no reply before turn {record.id}")
+        if is_assistant(record) and record.tool_calls:
+            ids = tuple(
+                str(call["id"]) if isinstance(call, dict) and call.get("id") not in (None, "") else derived_call_id(record, i)
+                for i, call in enumerate(record.tool_calls)
+            )
+            call_ids[record.id] = ids
+            pending.update((call_id, record) for call_id in ids)
+    if pending:
+        break_pending("has no reply: the conversation ends first")
+    return ToolChain(call_ids, reply_ids, broken)
+
+
+def tool_call_message(call: Any, call_id: str) -> dict[str, Any]:
+    """One call in TRL's shape {id, type: function, function: {name, arguments}} (a flat {name, arguments} is
+    wrapped)."""
+    if not isinstance(call, dict):
+        return {"id": call_id, "type": "function", "function": {"name": str(call)}}
+    rest = {key: value for key, value in call.items() if key not in ("id", "type", "function", "name", "arguments")}
+    function = call.get("function")
+    if not isinstance(function, dict):
+        function = {key: call[key] for key in ("name", "arguments") if key in call}
+    return {"id": call_id, "type": call.get("type") or "function", "function": function, **rest}
+
+
+def message(record: Record, chain: ToolChain | None = None, *, include_reasoning: bool = False) -> dict[str, Any]:
+    """A record as a chat message in TRL's shape: role, content, and when present tool_calls (with their ids),
+    tool_call_id, name, and (only when asked) the reasoning under `reasoning_content`."""
     out: dict[str, Any] = {"role": record.role.value if record.role else Role.user.value, "content": record.text or ""}
+    if include_reasoning and record.reasoning:
+        out[REASONING_KEY] = record.reasoning
     if record.tool_calls:
-        out["tool_calls"] = record.tool_calls
+        ids = chain.call_ids.get(record.id) if chain is not None else None
+        if ids is None:
+            ids = tuple(
+                str(c["id"]) if isinstance(c, dict) and c.get("id") else derived_call_id(record, i)
+                for i, c in enumerate(record.tool_calls)
+            )
+        out["tool_calls"] = [tool_call_message(call, call_id) for call, call_id in zip(record.tool_calls, ids)]
+    reply_id = chain.reply_ids.get(record.id) if chain is not None else None
+    if reply_id is not None or record.tool_call_id is not None:
+        out["tool_call_id"] = reply_id if reply_id is not None else record.tool_call_id
     if record.name is not None:
         out["name"] = record.name
     return out
@@ -93,13 +181,14 @@ def apply_gap_policy(
     kept: Sequence[Record], gaps: Sequence[Record], policy: GapPolicy
 ) -> tuple[list[Record], list[Record]]:
     """Returns (exported turns, turns lost to the gap). `cut` keeps the turns up to the last assistant turn
-    before the first hole; `keep` ignores holes; `drop_group` drops the whole conversation when it has one."""
+    before the first hole that calls no tool (so no call goes out without its reply); `keep` ignores holes;
+    `drop_group` drops the whole conversation when it has one."""
     if not gaps or policy == "keep":
         return list(kept), []
     if policy == "drop_group":
         return [], list(kept)
     first_hole = gaps[0].order_key()
     before = [r for r in kept if r.order_key() < first_hole]
-    last_assistant = max((i for i, r in enumerate(before) if is_assistant(r)), default=-1)
+    last_assistant = max((i for i, r in enumerate(before) if is_assistant(r) and not r.tool_calls), default=-1)
     exported = before[: last_assistant + 1]
     return exported, list(kept[len(exported) :])

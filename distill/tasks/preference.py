@@ -39,6 +39,8 @@ class PreferenceParams(TaskParams):
     min_margin: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     max_pairs_per_group: PositiveInt = 5
     min_reward: float | None = Field(default=None, allow_inf_nan=False)
+    # Add each assistant turn's reasoning to its message (`reasoning_content`).
+    include_reasoning: bool = False
 
     @field_validator("pairing")
     @classmethod
@@ -74,6 +76,9 @@ class PreferenceTask(Task):
         super().__init__(params)
         self.firewall = candidate_firewall(params.require_category)
         self.category_pairs = build_category_pairs if params.pairing == "category" else None
+
+    def _message(self, record: Record) -> dict[str, Any]:
+        return message(record, include_reasoning=self.params.include_reasoning)
 
     @property
     def schema(self) -> str:  # type: ignore[override]
@@ -115,13 +120,14 @@ class PreferenceTask(Task):
     def _paired(self, conversation: PromptAndCandidates, group_key: str, output: TaskOutput) -> None:
         pairs = self._pairs(best_first(conversation.candidates))
         lines = [
-            ({"chosen": [message(chosen)], "rejected": [message(rejected)]}, [chosen, rejected])
+            ({"chosen": [self._message(chosen)], "rejected": [self._message(rejected)]}, [chosen, rejected])
             for chosen, rejected in pairs
         ]
         _write_lines(
             "paired", conversation, lines, group_key, output,
             no_signal=f"fewer than two scored candidates, or no gap above task.min_margin={self.params.min_margin}",
             unused=f"unscored, or in no pair of this group (task.pairs={self.params.pairs})",
+            reasoning=self.params.include_reasoning,
         )
 
     def _desirable(self, candidate: Record) -> bool | None:
@@ -135,7 +141,7 @@ class PreferenceTask(Task):
     def _unpaired(self, conversation: PromptAndCandidates, group_key: str, output: TaskOutput) -> None:
         labelled = [(candidate, self._desirable(candidate)) for candidate in conversation.candidates]
         lines = [
-            ({"completion": [message(candidate)], "label": label}, [candidate])
+            ({"completion": [self._message(candidate)], "label": label}, [candidate])
             for candidate, label in labelled
             if label is not None
         ]
@@ -144,6 +150,7 @@ class PreferenceTask(Task):
             "unpaired", conversation, lines, group_key, output,
             no_signal=f"no candidate has a label, or a reward to compare with task.min_reward={min_reward}",
             unused=f"neither a label nor a reward comparable with task.min_reward={min_reward}",
+            reasoning=self.params.include_reasoning,
         )
 
     def _ranked(self, conversation: PromptAndCandidates, group_key: str, output: TaskOutput) -> None:
@@ -154,12 +161,13 @@ class PreferenceTask(Task):
         explicit = any(c.rank is not None for c in ordered)
         lines = []
         if len(ordered) >= 2 and (explicit or self._separated(ordered[0], ordered[-1])):
-            candidates = [_ranked_candidate(c, position) for position, c in enumerate(ordered, start=1)]
+            candidates = [_ranked_candidate(self._message(c), c, position) for position, c in enumerate(ordered, start=1)]
             lines.append(({"candidates": candidates}, ordered))
         _write_lines(
             "ranked", conversation, lines, group_key, output,
             no_signal="fewer than two ranked or scored candidates, or all scores tied",
             unused="neither a rank, a label nor a reward",
+            reasoning=self.params.include_reasoning,
         )
 
 
@@ -172,12 +180,13 @@ def _write_lines(
     *,
     no_signal: str,
     unused: str,
+    reasoning: bool = False,
 ) -> None:
     """One example per (fields, completion records) after the shared prompt; with none, the group has no signal."""
     if not lines:
         drop_without_signal(conversation, no_signal, output)
         return
-    prompt = conversation.prompt_messages()
+    prompt = conversation.prompt_messages(include_reasoning=reasoning)
     for fields, completions in lines:
         body = {"prompt": prompt, **fields}
         output.examples.append(make_example(prefix, body, [*conversation.prompt, *completions], group_key))
@@ -191,9 +200,9 @@ def _rank_order(candidate: Record) -> tuple[Any, ...]:
     return (candidate.rank is None, candidate.rank or 0, by_score, candidate.order_key())
 
 
-def _ranked_candidate(candidate: Record, position: int) -> dict[str, Any]:
+def _ranked_candidate(sent: dict[str, Any], candidate: Record, position: int) -> dict[str, Any]:
     return {
-        "messages": [message(candidate)],
+        "messages": [sent],
         "rank": candidate.rank if candidate.rank is not None else position,
         "reward": candidate.reward,
     }

@@ -12,6 +12,11 @@ from distill.tasks.candidates import candidate_firewall, read_group
 from distill.tasks.conversation import message
 
 
+class RolloutParams(TaskParams):
+    # Add each assistant turn's reasoning to its message (`reasoning_content`).
+    include_reasoning: bool = False
+
+
 @TASKS.register("rollout")
 class RolloutTask(Task):
     """RL rollouts: `{"prompt", "responses": [{"messages", "reward", "reward_source"}], "group_id"}` per group.
@@ -24,8 +29,10 @@ class RolloutTask(Task):
 
     kind = "rollout"
     schema = "rollout_line"
+    Params = RolloutParams
+    params: RolloutParams
 
-    def __init__(self, params: TaskParams) -> None:
+    def __init__(self, params: RolloutParams) -> None:
         super().__init__(params)
         self.firewall = candidate_firewall(params.require_category)
 
@@ -36,13 +43,14 @@ class RolloutTask(Task):
             if conversation is None:
                 continue
             body = {
-                "prompt": conversation.prompt_messages(),
-                "responses": [_response(c) for c in conversation.candidates],
+                "prompt": conversation.prompt_messages(include_reasoning=self.params.include_reasoning),
+                "responses": [_response(c, self.params.include_reasoning) for c in conversation.candidates],
                 "group_id": next((c.group_id for c in conversation.candidates if c.group_id is not None), None),
             }
             output.examples.append(make_example("rollout", body, conversation.records, group.key))
         return output
 
 
-def _response(candidate: Record) -> dict[str, Any]:
-    return {"messages": [message(candidate)], "reward": candidate.reward, "reward_source": candidate.reward_source}
+def _response(candidate: Record, include_reasoning: bool) -> dict[str, Any]:
+    sent = message(candidate, include_reasoning=include_reasoning)
+    return {"messages": [sent], "reward": candidate.reward, "reward_source": candidate.reward_source}

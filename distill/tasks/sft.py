@@ -18,6 +18,7 @@ from distill.tasks.conversation import (
     is_assistant,
     message,
     select_alternatives,
+    tool_chain,
 )
 from distill.tasks.instruction import InstructionBuilder, checked_fallback_template, checked_templates
 
@@ -26,6 +27,8 @@ class SftParams(TaskParams):
     format: Literal["chat", "instruction"] = "chat"
     include_partial: bool = False
     on_gap: GapPolicy = "cut"
+    # format=chat: add each assistant turn's reasoning to its message (`reasoning_content`).
+    include_reasoning: bool = False
     # format=instruction only: source stem -> template (or templates, first fully known wins), and the rest.
     templates: dict[str, str | list[str]] = {}
     fallback_template: str = "Source '{stem}' run; produce the appropriate output for this task type."
@@ -44,8 +47,10 @@ class SftTask(Task):
 
     Firewall (`unsafe_sft_category`): a rejected or needs_human_review record never reaches a line;
     partially_accepted only with `include_partial`. Of alternatives sharing a group_id only the best stays
-    (`not_selected`). A dropped turn leaves a hole handled by `on_gap` (`after_gap`); a conversation without an
-    assistant turn is no example (`no_assistant_turn`).
+    (`not_selected`). A tool call without its reply, or a reply without its call, is `broken_tool_chain` and
+    leaves a hole; a dropped turn leaves a hole handled by `on_gap` (`after_gap`); a conversation without an
+    assistant turn is no example (`no_assistant_turn`). Tool calls carry their ids (derived when the log has none)
+    and tool messages the `tool_call_id` they answer; reasoning goes out only with `include_reasoning`.
     """
 
     kind = "sft"
@@ -86,12 +91,23 @@ class SftTask(Task):
         output.drop(TASK_STEP, others, Drop(Reason.not_selected, ("a better-scored alternative was kept",)))
         gaps = holes(kept, [*group.dropped, *blocked])
         exported, lost = apply_gap_policy(kept, gaps, self.params.on_gap)
+        broken = tool_chain(exported).broken
+        if broken:
+            # A call without its reply (or a reply without its call) never goes out: it is a hole like any other.
+            for record in exported:
+                if record.id in broken:
+                    output.drop(TASK_STEP, [record], Drop(Reason.broken_tool_chain, (broken[record.id],)))
+            gaps = sorted([*gaps, *(r for r in exported if r.id in broken)], key=Record.order_key)
+            kept = [r for r in kept if r.id not in broken]
+            exported, lost = apply_gap_policy(kept, gaps, self.params.on_gap)
         if not any(is_assistant(r) for r in exported):
             self._drop_unanswered(kept, gaps, output)
             return
         self._drop_after_gap(lost, gaps, output)
         rewards = [r.reward for r in exported if r.reward is not None]
-        body = {"messages": [message(r) for r in exported]}
+        chain = tool_chain(exported)
+        reasoning = self.params.include_reasoning
+        body = {"messages": [message(r, chain, include_reasoning=reasoning) for r in exported]}
         if rewards:
             body["reward"] = max(rewards)
         output.examples.append(make_example("sft", body, exported, group.key))

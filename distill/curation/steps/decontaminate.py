@@ -168,6 +168,7 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
         self._load()
         drops: dict[str, Drop] = {}
         hits: Counter[str] = Counter()
+        first_hits: dict[str, dict[str, Any]] = {}
         for batch in keys:
             if isinstance(batch, EmbeddingHits):
                 hits["\x00without_embedding"] += batch.items.count(-1)
@@ -181,7 +182,9 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
                 if drop is not None:
                     drops[record_id] = drop
                     hits[drop.detail["eval_set"]] += 1
+                    first_hits.setdefault(drop.detail["eval_set"], _first_hit(record_id, drop))
         self.figures["hits"] = {name: hits.get(name, 0) for name in self.figures["eval_items"]}
+        self.figures["first_hits"] = dict(sorted(first_hits.items()))
         if self.params.mode == "embedding":
             self.figures["records_without_embedding"] = hits["\x00without_embedding"]
         return drops
@@ -227,6 +230,13 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
         if self.params.mode == "ngram":
             figures.update(ngram_size=self.size, min_overlap_ratio=self.ratio)
         return figures
+
+
+def _first_hit(record_id: str, drop: Drop) -> dict[str, Any]:
+    """What the manifest keeps of an eval set's first hit (one per set, so bounded): the record, the item and the
+    matched n-gram (or distance)."""
+    keep = ("eval_item", "matched_ngram", "overlap", "distance")
+    return {"record_id": record_id, **{key: drop.detail[key] for key in keep if key in drop.detail}}
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -107,6 +107,8 @@ class NearDedup(GlobalStep[NearKeys]):
         if self.params.scope == "group":
             drops = {record_id: drops[units[m]] for record_id, m in zip(ids, member_of.tolist()) if units[m] in drops}
         self.figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
+        shown_record = ids if self.params.scope == "record" else _last_members(ids, member_of, len(units))
+        self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, units, shown_record, self.params.scope)
         return drops
 
     def drop(self, kept_as: str, similarity: float) -> Drop:
@@ -147,6 +149,41 @@ class NearDedup(GlobalStep[NearKeys]):
 
     def manifest_extra(self) -> dict[str, Any]:
         return dict(self.figures)
+
+
+LARGEST_CLUSTERS = 5
+
+
+def _last_members(ids: list[str], member_of: np.ndarray, count: int) -> list[str]:
+    """Each group's last record id in (created_at, id) order: in a conversation, usually its last answer."""
+    last: dict[int, str] = {}
+    for record_id, unit in zip(ids, member_of.tolist()):
+        last[unit] = record_id
+    return [last.get(unit, "") for unit in range(count)]
+
+
+def _largest_clusters(
+    survivor: np.ndarray, similarity: np.ndarray, units: list[str], shown_record: list[str], scope: str
+) -> list[dict[str, Any]]:
+    """The LARGEST_CLUSTERS largest clusters (ties: earliest survivor), each with its survivor, its first duplicate,
+    that duplicate's similarity and a record of it (`duplicate_record`, its last record in group scope, for a report
+    to show its text): bounded, for the manifest."""
+    moved = np.flatnonzero(survivor != np.arange(len(survivor)))
+    if not len(moved):
+        return []
+    heads, first_index, sizes = np.unique(survivor[moved], return_index=True, return_counts=True)
+    order = np.lexsort((heads, -sizes))[:LARGEST_CLUSTERS]
+    shown = display_key if scope == "group" else str
+    return [
+        {
+            "size": int(sizes[k]) + 1,
+            "survivor": shown(units[int(heads[k])]),
+            "duplicate": shown(units[int(moved[first_index[k]])]),
+            "duplicate_record": shown_record[int(moved[first_index[k]])],
+            "similarity": round(float(similarity[moved[first_index[k]]]), 4),
+        }
+        for k in order.tolist()
+    ]
 
 
 @cache
