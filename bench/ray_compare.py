@@ -19,8 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from run import machine, measure  # noqa: E402
-from scale import tree_rss, tree_stats  # noqa: E402
+from scale import run_sampled, tree_rss, tree_stats  # noqa: E402
 
 DATA_FILES = (".jsonl", ".parquet", "stats.json")
 PHASE = re.compile(r"(?:local|ray) (map|decide|reduce): ([\d.]+) s(?:, ([\d.]+) task-seconds, (\d+) rows)?")
@@ -59,23 +57,13 @@ def run_once(data: Path, executor: list[str], extra: list[str], work: Path) -> d
     command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *executor, *extra]
     peaks = {"tree": 0, "driver": 0}
     cpu: dict[int, float] = {}
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def sample() -> None:
-        while process.poll() is None:
-            peaks["tree"] = max(peaks["tree"], tree_rss(process.pid))
-            peaks["driver"] = max(peaks["driver"], driver_peak(process.pid))
-            tree_cpu(process.pid, cpu)
-            time.sleep(0.2)
+    def sample(pid: int) -> None:
+        peaks["tree"] = max(peaks["tree"], tree_rss(pid))
+        peaks["driver"] = max(peaks["driver"], driver_peak(pid))
+        tree_cpu(pid, cpu)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = process.communicate()
-    wall = time.perf_counter() - started
-    sampler.join()
-    if process.returncode != 0:
-        raise SystemExit(f"bench: distill failed:\n{stderr[-3000:]}")
+    _, stderr, wall = run_sampled(command, sample)
     manifest = json.loads((out / "manifest.json").read_text())
     shutil.rmtree(out)
     phases = {

@@ -72,26 +72,37 @@ def disk_use(path: Path) -> int:
     return total
 
 
-def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
-    out = work / "run"
-    command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
-    peaks = {"rss": 0, "disk": 0}
+def run_sampled(command: list[str], sample: Any) -> tuple[str, str, float]:
+    """Runs `command` from the repository, calling `sample(pid)` every 0.2 s while it runs: (stdout, stderr, wall
+    seconds). A failed run ends the benchmark with its stderr."""
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def sample() -> None:
+    def sampling() -> None:
         while process.poll() is None:
-            peaks["rss"] = max(peaks["rss"], tree_rss(process.pid))
-            peaks["disk"] = max(peaks["disk"], disk_use(out) if out.exists() else 0)
+            sample(process.pid)
             time.sleep(0.2)
 
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = threading.Thread(target=sampling, daemon=True)
     sampler.start()
     stdout, stderr = process.communicate()
     wall = time.perf_counter() - started
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"bench: distill failed:\n{stderr[-3000:]}")
+    return stdout, stderr, wall
+
+
+def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
+    out = work / "run"
+    command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
+    peaks = {"rss": 0, "disk": 0}
+
+    def sample(pid: int) -> None:
+        peaks["rss"] = max(peaks["rss"], tree_rss(pid))
+        peaks["disk"] = max(peaks["disk"], disk_use(out) if out.exists() else 0)
+
+    stdout, stderr, wall = run_sampled(command, sample)
     manifest = json.loads((out / "manifest.json").read_text())
     decide = re.findall(r"decide (\S+): (\d+) keys, ([\d.]+) bytes per record", stderr)
     partitions = re.findall(r"plan: (\d+) shards, (\d+) partitions", stderr)
