@@ -23,7 +23,8 @@ import numpy as np
 import ray
 
 from distill.curation import minhash
-from distill.curation.steps.near_dedup import NearDedup, merge_groups
+from distill.curation.steps.near_dedup import LARGEST_CLUSTERS, NearDedup, merge_groups
+from distill.grouping import display_key
 from distill.executor.ray import get, worker_context
 from distill.executor.ray_decide import refs_of, split
 
@@ -230,30 +231,63 @@ def answer_task(partitions: int, table: Any, *pieces: Any) -> Any:
     nodes = np.concatenate([p[1] for p in pieces])
     index = survivors & LOW
     names = [table["names"][i] for i in index.tolist()]
-    return split([*route(nodes, partitions, names, table["signatures"][index]), len(np.unique(survivors))])
+    return split([*route(nodes, partitions, names, table["signatures"][index], survivors), len(np.unique(survivors))])
 
 
 @ray.remote
-def drops_task(token: str, holder: list[Any], position: int, table: Any, *pieces: Any) -> Any:
+def drops_task(token: str, holder: list[Any], position: int, partitions: int, table: Any, *pieces: Any) -> Any:
     """At a dropped unit's partition: the similarity to its survivor and the step's drop for each of its records.
-    Outputs: this partition's decisions, their count."""
+    Outputs: this partition's decisions, their count, then per partition of a survivor its clusters' partial
+    summaries (members here, and the earliest of them) for `largest_clusters`."""
     pieces = present(pieces)
     if not pieces:
-        return split([[], 0])
+        return split([[], 0, *[None] * partitions])
     step = step_at(token, holder, position)
     nodes = np.concatenate([p[0] for p in pieces])
     names = [n for p in pieces for n in p[1]]
     theirs = np.concatenate([p[2] for p in pieces])
+    survivors = np.concatenate([p[3] for p in pieces])
     count = len(nodes)
     both = np.concatenate([table["signatures"][nodes & LOW], theirs])
     similarity = minhash.agreement(both, np.arange(count), np.arange(count) + count)
     unit_drops = {int(node) & LOW: step.drop(name, float(sim)) for node, name, sim in zip(nodes, names, similarity)}
     decided = []
+    last_record: dict[int, str] = {}
     for i, unit in enumerate(table["member_of"].tolist()):
+        last_record[unit] = table["record_ids"][i]
         drop = unit_drops.get(unit)
         if drop is not None:
             decided.append((int(table["handles"][i]), position, drop))
-    return split([decided, len(decided)])
+    partial: dict[int, list[Any]] = {}
+    for node, survivor, sim in zip(nodes.tolist(), survivors.tolist(), similarity.tolist()):
+        unit = node & LOW
+        member = (own_label(table, node), table["names"][unit], last_record[unit], round(float(sim), 4))
+        entry = partial.setdefault(survivor, [0, member])
+        entry[0] += 1
+        entry[1] = min(entry[1], member)
+    heads = np.array(sorted(partial), dtype=np.int64)
+    summaries = route(heads, partitions, [partial[head] for head in heads.tolist()])
+    return split([decided, len(decided), *summaries])
+
+
+@ray.remote
+def clusters_task(scope: str, table: Any, *pieces: Any) -> list[tuple[Any, ...]]:
+    """At survivors' partition: each cluster's size and earliest duplicate; the LARGEST_CLUSTERS largest here."""
+    merged: dict[int, list[Any]] = {}
+    for heads, parts in present(pieces):
+        for head, (members, first) in zip(heads.tolist(), parts):
+            entry = merged.setdefault(head, [0, first])
+            entry[0] += members
+            entry[1] = min(entry[1], first)
+    shown = display_key if scope == "group" else str
+    ranked = []
+    for head, (members, first) in merged.items():
+        _, name, record, sim = first
+        ranked.append(((-members, own_label(table, head)), {
+            "size": members + 1, "survivor": shown(table["names"][head & LOW]), "duplicate": shown(name),
+            "duplicate_record": record, "similarity": sim,
+        }))
+    return sorted(ranked, key=lambda entry: entry[0])[:LARGEST_CLUSTERS]
 
 
 def near_dedup_distributed(
@@ -314,7 +348,12 @@ def near_dedup_distributed(
         for p in range(partitions)
     ]
     dropped = [
-        refs_of(many(drops_task, 2).remote(token, holder, position, tables[p], *[out[p] for out in answered]), 2)
+        refs_of(many(drops_task, partitions + 2).remote(
+            token, holder, position, partitions, tables[p], *[out[p] for out in answered]), partitions + 2)
+        for p in range(partitions)
+    ]
+    largest = [
+        clusters_task.options(**options).remote(step.params.scope, tables[p], *[out[2 + p] for out in dropped])
         for p in range(partitions)
     ]
     clusters = sum(get([out[partitions] for out in answered]))
@@ -326,6 +365,8 @@ def near_dedup_distributed(
             bands=step.bands, rows=step.rows, candidate_pairs=candidate_pairs, verified_pairs=verified_pairs
         )
     step.figures["near_duplicate_clusters"] = clusters
+    ranked = sorted((entry for part in get(largest) for entry in part), key=lambda entry: entry[0])
+    step.figures["largest_clusters"] = [summary for _, summary in ranked[:LARGEST_CLUSTERS]]
     return [out[0] for out in dropped], records
 
 
