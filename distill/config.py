@@ -6,7 +6,7 @@ Every problem is reported with its dotted override key, all of them at once.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import Any, Literal
 
@@ -20,6 +20,10 @@ from distill.split import SplitParams
 from distill.tokens import TokenCounter, load_tokenizer
 from distill.curation.steps import STEPS, Step, StepContext
 from distill.tasks import TASKS, Task
+from distill.output.flavours import FLAVOURS, Flavour, RenderContext
+from distill.output.flavours.base import INLINE, file_format, provenance_mode, refusal
+from distill.output.flavours.render import FlavourOutput
+from distill.output.flavours.trl import TrlFlavour
 
 
 class CurationConfig(BaseModel):
@@ -43,10 +47,21 @@ def needs_package(value: str, choice: str, package: str, extra: str, what: str) 
     return value
 
 
+class VerlOutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_source: str | None = None
+    ability: str = "general"
+
+
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["jsonl", "parquet"] = "jsonl"
+    flavor: str = "trl"
+    provenance: Literal["inline", "sidecar"] | None = None
+    max_example_tokens: PositiveInt | None = None
+    verl: VerlOutputConfig = VerlOutputConfig()
 
     @field_validator("format")
     @classmethod
@@ -143,10 +158,18 @@ class Settings:
     resume: bool = False
     token_counter: TokenCounter | None = None
     overwrite: bool = False
+    flavour: Flavour = field(default_factory=TrlFlavour)
+    render_context: RenderContext | None = None
+    provenance: str = INLINE
 
     @property
     def step_order(self) -> list[str]:
         return [step.name for step in self.steps]
+
+    @property
+    def flavour_output(self) -> FlavourOutput:
+        context = self.render_context or RenderContext(shape=self.task.schema)
+        return FlavourOutput(self.flavour, context, self.provenance, self.output_format)
 
 
 def _problems(error: ValidationError, prefix: str) -> list[str]:
@@ -219,6 +242,13 @@ def build_settings(config: dict[str, Any]) -> Settings:
     task_cls = _kind_class(TASKS, top.task.get("kind"), "task.kind", problems)
     task_params = task_cls and _validate(task_cls.Params, top.task, "task", problems)
 
+    flavour_cls = _kind_class(FLAVOURS, top.output.flavor, "output.flavor", problems)
+    task = task_cls(task_params) if task_params is not None else None
+    flavour = flavour_cls() if flavour_cls is not None else None
+    if flavour is not None and task is not None:
+        partial_turns = getattr(task.params, "partial_turns", "train")
+        problems.extend(refusal(flavour, task.schema, partial_turns, top.output.provenance, top.output.format))
+
     token_counter = None
     if top.stats.tokenizer is not None:
         try:
@@ -242,12 +272,22 @@ def build_settings(config: dict[str, Any]) -> Settings:
         group_key=group_key,
         split=split,
         split_key=split_key,
-        task=task_cls(task_params),
+        task=task,
         batch_size=top.batch_size,
         dry_run=top.dry_run,
-        output_format=top.output.format,
+        output_format=file_format(flavour, top.output.format),
         executor=executor_settings(top.executor),
         resume=top.resume,
         token_counter=token_counter,
         overwrite=top.overwrite,
+        flavour=flavour,
+        render_context=RenderContext(
+            shape=task.schema,
+            partial_turns=getattr(task.params, "partial_turns", "train"),
+            token_counter=token_counter,
+            max_example_tokens=top.output.max_example_tokens,
+            data_source=top.output.verl.data_source,
+            ability=top.output.verl.ability,
+        ),
+        provenance=provenance_mode(flavour, top.output.provenance),
     )

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     no_pair_signal = "no_pair_signal"
     unused_candidate = "unused_candidate"
     broken_tool_chain = "broken_tool_chain"
+    missing_ground_truth = "missing_ground_truth"
 
 
 # Valid records that simply ended in no example: the ledger closes with these, but they are not errors.

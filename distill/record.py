@@ -145,6 +145,7 @@ class Record(BaseModel):
     name: str | None = None
     reasoning: str | None = None
     """An assistant turn's reasoning (thinking) text, kept apart from `text`."""
+    ground_truth: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance | None = None
     origin: Origin | None = None
@@ -164,6 +165,14 @@ class Record(BaseModel):
     def _ids_are_text(cls, value: Any) -> Any:
         # Numeric ids are common in logs; keep them, as text, so keys compare the same everywhere.
         if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("ground_truth", mode="before")
+    @classmethod
+    def _answer_is_text(cls, value: Any) -> Any:
+        # A verifier's reference answer is often numeric in logs; reward functions compare it as text.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         return value
 

@@ -81,7 +81,9 @@ def run(
         log.info("plan: %d shards, %d partitions, %d workers", len(shards), partitions, settings.executor.workers)
         layout.make(partitions, list(range(len(settings.steps))))
         ctx.setup()
-        writer = dataset_writer(settings.task, output_dir, layout, settings.output_format, ctx.compress)
+        writer = dataset_writer(
+            settings.task, output_dir, layout, settings.output_format, ctx.compress, settings.flavour_output
+        )
 
         # map: shards a resumed run already finished keep their markers and spills.
         finished = {s.index: read_marker(layout.map_done(s.index)) for s in shards}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,10 @@ def run_dir(output_dir: Path, overrides: list[str]) -> dict[str, bytes]:
     files = {}
     for path in sorted(output_dir.rglob("*")):
         if path.is_file() and path.name != "manifest.json" and ".hydra" not in path.parts:
-            files[path.relative_to(output_dir).as_posix()] = path.read_bytes()
+            data = path.read_bytes()
+            if path.name == "report.html":  # shows the config's hash, and the config names the executor settings
+                data = re.sub(rb"<tr><th>config sha256</th>.*?</tr>", b"", data)
+            files[path.relative_to(output_dir).as_posix()] = data
     assert not list(output_dir.glob(".distill-work")), "the work directory outlived the run"
     assert not [p for p in output_dir.rglob("*.tmp")], "a temporary file outlived the run"
     return files

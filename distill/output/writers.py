@@ -13,6 +13,7 @@ from typing import Any
 from distill.errors import DistillError
 from distill.output.documents import SAMPLES_PER_FILE
 from distill.output.files import write_json, write_jsonl, write_parquet, write_text
+from distill.output.flavours.render import FlavourOutput, Rendered
 from distill.plan.context import Layout
 from distill.plan.spill import read_values, write_spill
 from distill.split import ALL
@@ -36,17 +37,25 @@ class Written:
 
 
 class DatasetWriter(ABC):
-    def __init__(self, task: Task, output_dir: Path, layout: Layout, output_format: str, compress: bool) -> None:
+    def __init__(
+        self, task: Task, output_dir: Path, layout: Layout, output_format: str, compress: bool,
+        flavour: FlavourOutput | None = None,
+    ) -> None:
         self.task = task
         self.output_dir = output_dir
         self.layout = layout
         self.output_format = output_format
         self.compress = compress
+        self.flavour = flavour
 
     @abstractmethod
-    def write_partition(self, partition: int, examples_by_side: dict[str, list[Example]]) -> Any:
-        """Writes (or spills) one partition's examples, each side already in file order; returns what `finish`
-        needs from this partition (small and picklable)."""
+    def write_partition(
+        self, partition: int, examples_by_side: dict[str, list[Example]],
+        rendered_by_side: dict[str, list[Rendered]] | None = None,
+    ) -> Any:
+        """Writes (or spills) one partition's examples, each side already in file order (and their lines in the
+        run's output flavour, aligned with them); returns what `finish` needs from this partition (small and
+        picklable)."""
 
     @abstractmethod
     def finish(self, sides: Sequence[str], partitions: Sequence[Any]) -> Written:
@@ -58,35 +67,49 @@ class LineFiles(DatasetWriter):
     sort keys; `finish` merges the partitions' spills into each file in (first record's created_at, id) order,
     holding one batch per partition at a time."""
 
-    def write_partition(self, partition: int, examples_by_side: dict[str, list[Example]]) -> None:
+    def write_partition(
+        self, partition: int, examples_by_side: dict[str, list[Example]],
+        rendered_by_side: dict[str, list[Rendered]] | None = None,
+    ) -> None:
         for side, examples in examples_by_side.items():
-            write_spill(
-                self.layout.examples(side, partition),
-                [[(example.sort_key(), example.line) for example in examples]],
-                compress=self.compress,
-            )
+            if rendered_by_side is not None and side in rendered_by_side:
+                # output.flavor: the flavour's line and its sidecar row, under the canonical example's sort key.
+                entries = [(e.sort_key(), r.line, r.sidecar) for e, r in zip(examples, rendered_by_side[side])]
+            else:
+                entries = [(example.sort_key(), example.line, None) for example in examples]
+            write_spill(self.layout.examples(side, partition), [entries], compress=self.compress)
 
-    def _merged(self, side: str, partitions: int, samples: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def _merged(
+        self, side: str, partitions: int, samples: list[dict[str, Any]]
+    ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
         streams = [read_values(self.layout.examples(side, partition)) for partition in range(partitions)]
-        for _, line in heapq.merge(*streams, key=lambda entry: entry[0]):
+        for _, line, sidecar in heapq.merge(*streams, key=lambda entry: entry[0]):
             if len(samples) < SAMPLES_PER_FILE:
                 samples.append(line)
-            yield line
+            yield line, sidecar
 
     def finish(self, sides: Sequence[str], partitions: Sequence[Any]) -> Written:
         written = Written()
+        flavour_files: list[tuple[str, str]] = []
         for side in sides:
             name = output_file_name(self.task.output_name, side, self.output_format)
             samples: list[dict[str, Any]] = []
-            lines = self._merged(side, len(partitions), samples)
-            if self.output_format == "parquet":
-                entry = write_parquet(self.output_dir / name, lines, self.task.schema)
+            stream = self._merged(side, len(partitions), samples)
+            if self.flavour is not None:
+                entries = self.flavour.write(self.output_dir, name, side, stream)
+                flavour_files.append((side, name))
+            elif self.output_format == "parquet":
+                entries = [write_parquet(self.output_dir / name, (line for line, _ in stream), self.task.schema)]
             else:
-                entry = write_jsonl(self.output_dir / name, lines)
-            written.entries.append(entry)
-            written.files.append(name)
+                entries = [write_jsonl(self.output_dir / name, (line for line, _ in stream))]
+            written.entries.extend(entries)
+            written.files.extend(entry["path"] for entry in entries)
             written.stats_names[side] = name
             written.samples[name] = samples
+        if self.flavour is not None and flavour_files:
+            side_files = self.flavour.write_side_files(self.output_dir, flavour_files)
+            written.entries.extend(side_files)
+            written.files.extend(entry["path"] for entry in side_files)
         return written
 
 
@@ -120,7 +143,10 @@ class CoveragePackages(DatasetWriter):
     `coverage/<package>/`; `finish` writes `coverage/coverage_export_manifest.json` listing every package in
     directory order."""
 
-    def write_partition(self, partition: int, examples_by_side: dict[str, list[Example]]) -> dict[str, Any]:
+    def write_partition(
+        self, partition: int, examples_by_side: dict[str, list[Example]],
+        rendered_by_side: dict[str, list[Rendered]] | None = None,
+    ) -> dict[str, Any]:
         from distill.tasks.coverage_package import GENERATION_MANIFEST, INSTANCE_FILE, generation_manifest, package_readme
 
         root = self.output_dir / COVERAGE_DIR
@@ -186,5 +212,7 @@ class CoveragePackages(DatasetWriter):
 WRITERS: dict[str, type[DatasetWriter]] = {"lines": LineFiles, "coverage_packages": CoveragePackages}
 
 
-def dataset_writer(task: Task, output_dir: Path, layout: Layout, output_format: str, compress: bool) -> DatasetWriter:
-    return WRITERS[task.writer](task, output_dir, layout, output_format, compress)
+def dataset_writer(
+    task: Task, output_dir: Path, layout: Layout, output_format: str, compress: bool, flavour: FlavourOutput | None = None
+) -> DatasetWriter:
+    return WRITERS[task.writer](task, output_dir, layout, output_format, compress, flavour)

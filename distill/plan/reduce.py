@@ -16,8 +16,9 @@ from typing import Any
 from distill.errors import DistillError
 from distill.grouping import Group, display_key, group_records
 from distill.output.files import jsonl_bytes
+from distill.output.flavours.render import FlavourOutput, Rendered
 from distill.output.stats import StatsPart, stats_part
-from distill.output.writers import DatasetWriter
+from distill.output.writers import DatasetWriter, output_file_name
 from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
 from distill.plan.map import PARSE_STEP, redact_row
@@ -40,6 +41,8 @@ class TaskResult:
     examples_by_side: dict[str, list[Example]]
     drops_by_step: dict[str, Counter[str]]
     counts: Counter[str]
+    rendered_by_side: dict[str, list[Rendered]] = field(default_factory=dict)
+    """Each side's lines in the run's output.flavor, aligned with examples_by_side."""
 
     @cached_property
     def exported(self) -> dict[str, Record]:
@@ -47,12 +50,15 @@ class TaskResult:
         return {r.id: r for examples in self.examples_by_side.values() for e in examples for r in e.records}
 
 
-def build_examples(task: Task, sides: dict[str, list[Group]], ledger: Ledger) -> TaskResult:
-    """Runs the task on each side and checks every line against the task's schema (the firewall's second layer).
-    A rejected line is never written: its records are quarantined as `schema_violation` unless a valid line uses
-    them too."""
+def build_examples(
+    task: Task, sides: dict[str, list[Group]], ledger: Ledger, flavour: FlavourOutput | None = None
+) -> TaskResult:
+    """Runs the task on each side and checks every line against the task's schema (the firewall's second layer),
+    then renders the valid lines in the run's output flavour, which refuses a line its trainer would reject. A
+    rejected line is never written: its records are quarantined (`schema_violation`, or the flavour's reason)
+    unless a written line uses them too."""
     result = TaskResult({}, {}, Counter())
-    invalid: list[tuple[Example, list[str]]] = []
+    invalid: list[tuple[Example, Reason, Sequence[str]]] = []
     for side, side_groups in sides.items():
         output = task.build(side_groups)
         result.counts.update(output.counts)
@@ -63,18 +69,26 @@ def build_examples(task: Task, sides: dict[str, list[Group]], ledger: Ledger) ->
         for example in output.examples:
             errors = schema_errors(task.schema, example.line)
             if errors:
-                invalid.append((example, errors))
+                invalid.append((example, Reason.schema_violation, errors))
             else:
                 valid.append(example)
         result.examples_by_side[side] = sorted(valid, key=Example.sort_key)
+        if flavour is not None:
+            # output.flavor: only valid canonical lines are re-rendered; a refused one goes the way of an invalid one.
+            file_name = output_file_name(task.output_name, side, flavour.output_format)
+            rendered, refused = flavour.render(result.examples_by_side[side], file_name)
+            gone = {id(line.example) for line in refused}
+            result.examples_by_side[side] = [e for e in result.examples_by_side[side] if id(e) not in gone]
+            result.rendered_by_side[side] = rendered
+            invalid.extend((line.example, line.reason, line.errors) for line in refused)
     written_off: set[str] = set()
     write_drops = result.drops_by_step.setdefault(WRITE_STEP, Counter())
-    for example, errors in invalid:
+    for example, reason, errors in invalid:
         for record in example.records:
             if record.id not in result.exported and record.id not in written_off:
                 written_off.add(record.id)  # one quarantine row per record, however many lines it was in
-                ledger.drop(WRITE_STEP, record, Drop(Reason.schema_violation, tuple(errors), {"example_id": example.id}))
-                write_drops[Reason.schema_violation.value] += 1
+                ledger.drop(WRITE_STEP, record, Drop(reason, tuple(errors), {"example_id": example.id}))
+                write_drops[reason.value] += 1
     return result
 
 
@@ -166,7 +180,7 @@ def reduce_partition(ctx: PlanContext, partition: int, shards: Sequence[int], wr
     del kept, dropped
     check_group_sizes(groups, settings.executor.memory_bytes // max(settings.executor.workers, 1))
     sides = assign_sides(groups, settings.split, settings.split_key)
-    built = build_examples(settings.task, sides, ledger)
+    built = build_examples(settings.task, sides, ledger, settings.flavour_output)
     counts = ledger.close(set(built.exported))
     result.exported, result.quarantined = counts["exported_records"], counts["quarantined_rows"]
     result.task_drops = built.drops_by_step
@@ -176,7 +190,7 @@ def reduce_partition(ctx: PlanContext, partition: int, shards: Sequence[int], wr
     for side, examples in built.examples_by_side.items():
         result.sides[side] = SideResult(len(examples), len(sides[side]), stats_part(examples, settings.token_counter))
     if not settings.dry_run:
-        result.written = writer.write_partition(partition, built.examples_by_side)
+        result.written = writer.write_partition(partition, built.examples_by_side, built.rendered_by_side)
     rows = [(row.sort_key(), jsonl_bytes(redact_row(settings.steps, row.to_json()))) for row in ledger.sorted_rows()]
     write_spill(ctx.layout.reduce_quarantine(partition), [rows], compress=ctx.compress)
     result.seconds = time.perf_counter() - started

@@ -23,7 +23,8 @@ class RolloutTask(Task):
 
     The prompt and candidates are read as for preference data (`distill.tasks.candidates`); every candidate is a
     response, in (created_at, id) order, rewarded or not (`reward` null: the trainer scores it online).
-    `group_id` is the first response's group_id (null when none has one). Groups without a candidate are
+    `group_id` is the first response's group_id (null when none has one); `ground_truth` is the prompt's (the last
+    prompt record that has one), left out when none has. Groups without a candidate are
     `no_assistant_turn`, without a prompt `not_instructable`, with a hole in the prompt `after_gap`.
     """
 
@@ -47,6 +48,9 @@ class RolloutTask(Task):
                 "responses": [_response(c, self.params.include_reasoning) for c in conversation.candidates],
                 "group_id": next((c.group_id for c in conversation.candidates if c.group_id is not None), None),
             }
+            truths = [r.ground_truth for r in conversation.prompt if r.ground_truth is not None]
+            if truths:
+                body["ground_truth"] = truths[-1]  # a column TRL's GRPO hands to reward functions by name
             output.examples.append(make_example("rollout", body, conversation.records, group.key))
         return output
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from distill.grouping import Group
 from distill.quarantine import Drop
@@ -26,6 +26,9 @@ from distill.tasks.instruction import InstructionBuilder, checked_fallback_templ
 class SftParams(TaskParams):
     format: Literal["chat", "instruction"] = "chat"
     include_partial: bool = False
+    # What a partially_accepted assistant turn (let in by include_partial) is: trained on, or context only (kept
+    # in the conversation, masked from the loss by the flavours that can: openai `weight: 0`, axolotl `train`).
+    partial_turns: Literal["train", "context"] = "train"
     on_gap: GapPolicy = "cut"
     # format=chat: add each assistant turn's reasoning to its message (`reasoning_content`).
     include_reasoning: bool = False
@@ -36,6 +39,15 @@ class SftParams(TaskParams):
     quality_scores: dict[str, float] = {}
 
     _templates_use_known_fields = field_validator("templates")(checked_templates)
+
+    @field_validator("partial_turns")
+    @classmethod
+    def _context_needs_partial_chat_turns(cls, value: str, info: ValidationInfo) -> str:
+        if value == "context" and info.data.get("format") == "instruction":
+            raise ValueError("context turns are turns of a conversation: use it with task.format=chat")
+        if value == "context" and not info.data.get("include_partial"):
+            raise ValueError("only partially_accepted turns can be context: set task.include_partial=true too")
+        return value
     _fallback_always_renders = field_validator("fallback_template")(checked_fallback_template)
 
 
