@@ -33,10 +33,10 @@ from run import machine, measure  # noqa: E402
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def tree_rss(root: int) -> int:
-    """Bytes resident in `root` and every descendant process, summed."""
+def tree_stats(root: int) -> dict[int, list[str]]:
+    """`/proc/PID/stat` fields (after the command name) of `root` and every descendant process, by pid."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -45,15 +45,20 @@ def tree_rss(root: int) -> int:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        pid, ppid = int(entry.name), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields[21]) * PAGE
-    total, stack = 0, [root]
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        stats[int(entry.name)] = fields
+    found, stack = {}, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        if pid in stats:
+            found[pid] = stats[pid]
         stack.extend(children.get(pid, []))
-    return total
+    return found
+
+
+def tree_rss(root: int) -> int:
+    """Bytes resident in `root` and every descendant process, summed."""
+    return sum(int(fields[21]) * PAGE for fields in tree_stats(root).values())
 
 
 def disk_use(path: Path) -> int:
@@ -67,26 +72,37 @@ def disk_use(path: Path) -> int:
     return total
 
 
-def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
-    out = work / "run"
-    command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
-    peaks = {"rss": 0, "disk": 0}
+def run_sampled(command: list[str], sample: Any) -> tuple[str, str, float]:
+    """Runs `command` from the repository, calling `sample(pid)` every 0.2 s while it runs: (stdout, stderr, wall
+    seconds). A failed run ends the benchmark with its stderr."""
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def sample() -> None:
+    def sampling() -> None:
         while process.poll() is None:
-            peaks["rss"] = max(peaks["rss"], tree_rss(process.pid))
-            peaks["disk"] = max(peaks["disk"], disk_use(out) if out.exists() else 0)
+            sample(process.pid)
             time.sleep(0.2)
 
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = threading.Thread(target=sampling, daemon=True)
     sampler.start()
     stdout, stderr = process.communicate()
     wall = time.perf_counter() - started
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"bench: distill failed:\n{stderr[-3000:]}")
+    return stdout, stderr, wall
+
+
+def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
+    out = work / "run"
+    command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
+    peaks = {"rss": 0, "disk": 0}
+
+    def sample(pid: int) -> None:
+        peaks["rss"] = max(peaks["rss"], tree_rss(pid))
+        peaks["disk"] = max(peaks["disk"], disk_use(out) if out.exists() else 0)
+
+    stdout, stderr, wall = run_sampled(command, sample)
     manifest = json.loads((out / "manifest.json").read_text())
     decide = re.findall(r"decide (\S+): (\d+) keys, ([\d.]+) bytes per record", stderr)
     partitions = re.findall(r"plan: (\d+) shards, (\d+) partitions", stderr)

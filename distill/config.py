@@ -11,7 +11,7 @@ from dataclasses import field as dataclass_field
 from importlib.util import find_spec
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from distill.errors import ConfigError, DistillError
 from distill.output.card import CardConfig
@@ -42,6 +42,13 @@ class GroupConfig(BaseModel):
     delimiter: str = Field(default="#", min_length=1)
 
 
+def needs_package(value: str, choice: str, package: str, extra: str, what: str) -> str:
+    """`value`, unless it is `choice` and the optional `package` is not installed."""
+    if value == choice and find_spec(package) is None:
+        raise ValueError(f"{what} needs the `{package}` package (pip install 'distill[{extra}]')")
+    return value
+
+
 class VerlOutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,9 +68,7 @@ class OutputConfig(BaseModel):
     @field_validator("format")
     @classmethod
     def _parquet_needs_pyarrow(cls, value: str) -> str:
-        if value == "parquet" and find_spec("pyarrow") is None:
-            raise ValueError("parquet output needs the `pyarrow` package (pip install 'distill[columnar]')")
-        return value
+        return needs_package(value, "parquet", "pyarrow", "columnar", "parquet output")
 
 
 class ExecutorConfig(BaseModel):
@@ -71,9 +76,15 @@ class ExecutorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "ray"] = "local"
     workers: PositiveInt | None = None
-    """Worker processes for map and reduce; null: every core this process may use."""
+    """Worker processes for map and reduce; null: every core this process may use. With `kind: ray` and no
+    `address`, the CPUs of the local Ray it starts."""
+    address: str | None = None
+    """`kind: ray` only: null starts a local Ray (unless `RAY_ADDRESS` names a cluster); `auto` or
+    `ray://HOST:10001` joins an existing cluster."""
+    max_retries: int = Field(default=3, ge=0)
+    """`kind: ray` only: how often a task whose worker died (or that failed with a transient error) is retried."""
     memory_gb: float | None = Field(default=None, gt=0)
     """The memory budget the partition count follows; null: a quarter of the machine, at most 0.75 GB per worker."""
     partitions: PositiveInt | None = None
@@ -81,6 +92,17 @@ class ExecutorConfig(BaseModel):
     shard_mb: float = Field(default=64, gt=0)
     """Plain JSONL files are cut into byte ranges of about this size, mapped in parallel."""
     compress_spills: bool = False
+
+    @field_validator("kind")
+    @classmethod
+    def _ray_needs_the_extra(cls, value: str) -> str:
+        return needs_package(value, "ray", "ray", "ray", "the ray executor")
+
+    @model_validator(mode="after")
+    def _address_is_for_ray(self) -> ExecutorConfig:
+        if self.address is not None and self.kind != "ray":
+            raise ValueError("`address` is for executor=ray only")
+        return self
 
 
 class StatsConfig(BaseModel):
@@ -118,7 +140,8 @@ def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         memory = min(total // 4, workers * 3 * 2**28)
     return ExecutorSettings(
-        config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills
+        config.kind, workers, memory, config.partitions, int(config.shard_mb * 2**20), config.compress_spills,
+        address=config.address, max_retries=config.max_retries,
     )
 
 

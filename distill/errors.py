@@ -11,3 +11,7 @@ class ConfigError(DistillError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("; ".join(problems))
+
+    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
+        # Crosses processes (a Ray task's error) with its problems, not with its joined message.
+        return (type(self), (self.problems,))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Settings
-from distill.executor import LocalExecutor
+from distill.executor import make_executor
 from distill.executor.progress import Progress
 from distill.output.documents import RunDigest, write_documents
 from distill.output.files import claim_run_directory, write_json
@@ -75,8 +75,8 @@ def run(
     for note in settings.notes:
         log.warning(note)
     layout = Layout.of(output_dir)
-    executor = LocalExecutor(settings.executor.workers)
-    with cyclic_gc_paused():
+    executor = make_executor(settings.executor)
+    with cyclic_gc_paused(), executor:
         shards = settings.source.shards(settings.executor.shard_bytes)
         partitions = prepare(layout, shards, config, settings.executor, settings.resume)
         ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)
@@ -123,6 +123,7 @@ def run(
         created_at_range=merged.created_at_range,
         dry_run=settings.dry_run,
         notes=settings.notes,
+        executor=executor.describe(),
     )
     if not settings.dry_run:
         digest = RunDigest(

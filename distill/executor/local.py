@@ -8,11 +8,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from distill.executor.progress import Progress
+from distill.executor.progress import Progress, log_phase
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
 from distill.plan.decide import Decisions, decide
@@ -79,6 +80,15 @@ class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local", "workers": self.workers}
+
     def _run(
         self, ctx: PlanContext, task: Callable[[Any], Any], items: Sequence[Any], *, processes: bool = False
     ) -> Iterator[Any]:
@@ -110,19 +120,23 @@ class LocalExecutor:
         _WORKER.update(ctx=ctx)
         results = []
         sizes = {shard.index: shard.size for shard in shards}
+        started = time.perf_counter()
         for result in self._run(ctx, _map_task, shards):
             progress.advance(sizes[result.shard], result.rows)
             results.append(result)
             kill_hook("map", len(results))
+        log_phase("local", "map", started, sum(r.seconds for r in results), sum(r.rows for r in results))
         return results
 
     def run_decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
         """The decide phase in a process of its own (with more than one worker): what it held (every global step's
         keys) goes back to the system when it ends, instead of staying in the driver through the reduce."""
         _WORKER.update(ctx=ctx)
+        started = time.perf_counter()
         ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=True))
         for step in ctx.settings.steps:
             step.figures = figures.get(step.name, {})
+        log_phase("local", "decide", started)
         return decisions
 
     def run_reduce(
@@ -131,8 +145,10 @@ class LocalExecutor:
     ) -> list[ReduceResult]:
         _WORKER.update(ctx=ctx, shards=list(shards), writer=writer)
         results = []
+        started = time.perf_counter()
         for result in self._run(ctx, _reduce_task, partitions):
             progress.advance(1, result.records)
             results.append(result)
             kill_hook("reduce", len(results))
+        log_phase("local", "reduce", started, sum(r.seconds for r in results), sum(r.records for r in results))
         return results

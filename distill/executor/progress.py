@@ -47,3 +47,12 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def log_phase(executor: str, phase: str, started: float, task_seconds: float | None = None, rows: int = 0) -> None:
+    """The phase's wall time and, for map and reduce, the seconds its tasks ran: per-core rates for bench/."""
+    wall = time.perf_counter() - started
+    if task_seconds is None:
+        log.info("%s %s: %.2f s", executor, phase, wall)
+    else:
+        log.info("%s %s: %.2f s, %.2f task-seconds, %d rows", executor, phase, wall, task_seconds, rows)

@@ -55,6 +55,7 @@ def build_manifest(
     created_at_range: dict[str, str] | None,
     dry_run: bool,
     notes: Sequence[str] = (),
+    executor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest in its contract's key order; `outputs` is the caller's list, so documents rendered from this
     manifest (report, dataset card) can still add their own entries before it is written."""
@@ -75,6 +76,7 @@ def build_manifest(
         "dry_run": dry_run,
         "notes": list(notes),
         "versions": versions(),
+        "executor": executor or {"kind": "local"},
         "git_commit": git_commit(),
         "created_at": format_timestamp(datetime.now(timezone.utc).replace(microsecond=0)),
     }

@@ -32,6 +32,8 @@ class ExecutorSettings:
     partitions: int | None
     shard_bytes: int
     compress_spills: bool
+    address: str | None = None
+    max_retries: int = 3
 
 
 MAX_PARTITIONS = 4096

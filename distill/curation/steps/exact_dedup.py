@@ -90,12 +90,17 @@ class ExactDedup(GlobalStep[ExactKeys]):
         drops: dict[str, Drop] = {}
         # dicts keep insertion order, and records arrive in (created_at, id) order: the first group seen is earliest.
         for group, record_ids in members.items():
-            conversation = hash64(b"".join(d.to_bytes(8, "big") for d in digests[group]))
+            conversation = conversation_hash(digests[group])
             survivor = survivors.setdefault(conversation, group)
             if survivor != group:
                 drop = Drop(Reason.duplicate, (f"conversation repeats group {survivor}",), {"duplicate_of": survivor})
                 drops.update(dict.fromkeys(record_ids, drop))
         return drops
+
+
+def conversation_hash(digests: Sequence[int]) -> int:
+    """A conversation's key: the hash of its records' (role, text) hashes in (created_at, id) order."""
+    return hash64(b"".join(d.to_bytes(8, "big") for d in digests))
 
 
 @cache

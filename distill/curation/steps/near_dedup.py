@@ -96,28 +96,31 @@ class NearDedup(GlobalStep[NearKeys]):
         raw = np.concatenate([batch.signatures for batch in keys]) if keys else np.empty((0, 0), np.uint16)
         if self.params.scope == "group":
             groups = [group for batch in keys for group in batch.groups]
-            units, member_of, raw, rewards = _merge_groups(groups, raw, rewards)
+            units, member_of, raw, rewards = merge_groups(groups, raw, rewards)
         else:
             units, member_of = ids, np.arange(len(ids))
         survivor, similarity = self._cluster(minhash.densify(raw), rewards)
         drops: dict[str, Drop] = {}
         duplicate = np.flatnonzero(survivor != np.arange(len(units)))
         for unit in duplicate.tolist():
-            kept_as = units[survivor[unit]]
-            shown = display_key(kept_as) if self.params.scope == "group" else kept_as
-            estimate = round(float(similarity[unit]), 4)
-            what = "conversation" if self.params.scope == "group" else "text"
-            drops[units[unit]] = Drop(
-                Reason.near_duplicate,
-                (f"{what} is a near duplicate of {shown} (estimated Jaccard {estimate:.2f})",),
-                {"duplicate_of": shown, "similarity": estimate},
-            )
+            drops[units[unit]] = self.drop(units[survivor[unit]], float(similarity[unit]))
         if self.params.scope == "group":
             drops = {record_id: drops[units[m]] for record_id, m in zip(ids, member_of.tolist()) if units[m] in drops}
         self.figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
         shown_record = ids if self.params.scope == "record" else _last_members(ids, member_of, len(units))
         self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, units, shown_record, self.params.scope)
         return drops
+
+    def drop(self, kept_as: str, similarity: float) -> Drop:
+        """The drop of a unit whose cluster keeps `kept_as` (a group key or a record id)."""
+        shown = display_key(kept_as) if self.params.scope == "group" else kept_as
+        estimate = round(similarity, 4)
+        what = "conversation" if self.params.scope == "group" else "text"
+        return Drop(
+            Reason.near_duplicate,
+            (f"{what} is a near duplicate of {shown} (estimated Jaccard {estimate:.2f})",),
+            {"duplicate_of": shown, "similarity": estimate},
+        )
 
     def _cluster(self, signatures: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(survivor index, estimated similarity to it) for each unit (record or conversation), in input order."""
@@ -188,7 +191,7 @@ def _role_salt(role: str) -> int:
     return hash64(f"near_dedup-role\x1f{role}")
 
 
-def _merge_groups(
+def merge_groups(
     groups: list[str], raw: np.ndarray, rewards: np.ndarray
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Conversation signatures: the element-wise minimum of their records' raw signatures (= the signature of the
