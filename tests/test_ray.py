@@ -31,8 +31,9 @@ pytestmark = pytest.mark.xdist_group("ray")
 LOCAL = ["executor.workers=1", "executor.partitions=1"]
 RAY = ["executor=ray", "executor.partitions=3", "executor.shard_mb=0.05"]
 MANIFEST_MAY_DIFFER = ("created_at", "config_sha256", "command", "executor")
-DOCUMENTS = ("report.html",)
-"""For people, rendered from the manifest: they show the command and the config's hash, which name the executor."""
+DOCUMENTS = ("report.html", "README.md")
+"""For people (the report, the dataset card), rendered from the manifest: they show the command and the config's
+hash, which name the executor."""
 
 
 def data_files(output_dir: Path, overrides: list[str]) -> dict[str, bytes]:
@@ -77,8 +78,7 @@ def test_the_bundled_sample_gives_the_same_bytes_on_ray(tmp_path, task):
 
 
 def test_the_lakehouse_fixture_gives_the_same_bytes_on_ray(tmp_path):
-    same_as_local(tmp_path, ["source=lakehouse", f"source.root={FIXTURE}", "split=none", "task=preference",
-                             "task.pairing=category"])
+    same_as_local(tmp_path, ["source=lakehouse", f"source.root={FIXTURE}", "split=none", "task=preference_category"])
 
 
 def test_columnar_sources_and_parquet_output_give_the_same_bytes_on_ray(tmp_path):
