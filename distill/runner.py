@@ -97,7 +97,7 @@ def run(
         map_results = [finished[s.index] for s in shards]
         shard_ids = [s.index for s in shards]
 
-        decisions = executor.run_decide(ctx, shard_ids)
+        executor.run_decide(ctx, shard_ids)
 
         reduced = {p: read_marker(layout.reduce_done(p)) for p in range(partitions)}
         todo_partitions = [p for p, result in reduced.items() if result is None]
@@ -107,7 +107,7 @@ def run(
         progress.close()
         reduce_results = [reduced[p] for p in range(partitions)]
 
-        merged = merge(ctx, writer, shard_ids, map_results, decisions, reduce_results, output_dir)
+        merged = merge(ctx, writer, shard_ids, map_results, reduce_results, output_dir)
 
     manifest = build_manifest(
         command=command,

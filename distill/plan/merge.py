@@ -20,7 +20,6 @@ from distill.output.manifest import SCHEMA_VERSION
 from distill.output.stats import StatsPart, file_stats
 from distill.output.writers import DatasetWriter, Written
 from distill.plan.context import PlanContext
-from distill.plan.decide import Decisions
 from distill.plan.map import PARSE_STEP, MapResult
 from distill.plan.reduce import WRITE_STEP, ReduceResult
 from distill.plan.spill import read_values
@@ -135,7 +134,6 @@ def merge(
     writer: DatasetWriter,
     shards: Sequence[int],
     map_results: Sequence[MapResult],
-    decisions: Decisions,
     reduce_results: Sequence[ReduceResult],
     output_dir: Path,
 ) -> Merged:

@@ -169,9 +169,6 @@ class FileSource(Source):
         self._inputs = []
         yield from self.read_file(Path(shard.path), shard.relative or Path(shard.path).name)
 
-    def shard_inputs(self, shard: Shard) -> list[dict[str, Any]]:
-        return list(self._inputs)
-
 
 def validation_messages(error: ValidationError) -> tuple[str, ...]:
     return tuple(
