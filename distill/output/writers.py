@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from distill.errors import DistillError
 from distill.output.documents import SAMPLES_PER_FILE
-from distill.output.files import write_json, write_jsonl, write_parquet, write_text
+from distill.output.files import OutputError, jsonl_bytes, write_json, write_jsonl, write_parquet, write_text
 from distill.output.flavours.render import FlavourOutput, Rendered
 from distill.plan.context import Layout
 from distill.plan.spill import read_values, write_spill
@@ -62,6 +64,13 @@ class DatasetWriter(ABC):
         """The run's dataset files from every partition's part, in partition order."""
 
 
+def encoded_line(file_name: str, line: dict[str, Any]) -> bytes:
+    try:
+        return jsonl_bytes(line)
+    except orjson.JSONEncodeError as error:
+        raise OutputError(f"cannot write {file_name}: {error}") from None
+
+
 class LineFiles(DatasetWriter):
     """One line per example, `<task>[.<side>].<jsonl|parquet>`: each partition spills its sorted lines with their
     sort keys; `finish` merges the partitions' spills into each file in (first record's created_at, id) order,
@@ -75,6 +84,10 @@ class LineFiles(DatasetWriter):
             if rendered_by_side is not None and side in rendered_by_side:
                 # output.flavor: the flavour's line and its sidecar row, under the canonical example's sort key.
                 entries = [(e.sort_key(), r.line, r.sidecar) for e, r in zip(examples, rendered_by_side[side])]
+            elif self.output_format == "jsonl":
+                # Encoded here, in the partition's worker, so the merge only copies bytes.
+                name = output_file_name(self.task.output_name, side, self.output_format)
+                entries = [(example.sort_key(), encoded_line(name, example.line), None) for example in examples]
             else:
                 entries = [(example.sort_key(), example.line, None) for example in examples]
             write_spill(self.layout.examples(side, partition), [entries], compress=self.compress)
@@ -85,7 +98,7 @@ class LineFiles(DatasetWriter):
         streams = [read_values(self.layout.examples(side, partition)) for partition in range(partitions)]
         for _, line, sidecar in heapq.merge(*streams, key=lambda entry: entry[0]):
             if len(samples) < SAMPLES_PER_FILE:
-                samples.append(line)
+                samples.append(orjson.loads(line) if isinstance(line, bytes) else line)
             yield line, sidecar
 
     def finish(self, sides: Sequence[str], partitions: Sequence[Any]) -> Written:

@@ -58,6 +58,13 @@ def redact_row(steps: Any, row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def quarantine_entry(steps: Any, row: QuarantineRow) -> tuple[Any, str, str | None, bytes]:
+    """A quarantine row as its spills hold it: (sort key, reason, record id, the redacted JSON line). The merge
+    counts and samples from the first three without decoding every line again."""
+    redacted = redact_row(steps, row.to_json())
+    return (row.sort_key(), redacted["reason"], redacted.get("record_id"), jsonl_bytes(redacted))
+
+
 class ShardMapper:
     """Maps one shard: holds the spill writers and the batch being built."""
 
@@ -89,8 +96,7 @@ class ShardMapper:
                 self.result.rows += 1
                 if isinstance(parsed, QuarantineRow):
                     self.result.parse_dropped[parsed.reason.value] += 1
-                    row = redact_row(self.steps, parsed.to_json())
-                    self.quarantine.append((parsed.sort_key(), jsonl_bytes(row)))
+                    self.quarantine.append(quarantine_entry(self.steps, parsed))
                     continue
                 # A batch never holds one id twice, so a key's id names one record of its batch.
                 if parsed.id in self.batch_ids:

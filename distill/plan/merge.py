@@ -113,14 +113,13 @@ def merge_quarantine(ctx: PlanContext, shards: Sequence[int], merged: Merged, ou
     named = named_records(merged.stages)  # rows a document shows by id: a near-dup cluster's, an eval set's hit
 
     def rows() -> Any:
-        for _, line in heapq.merge(*streams, key=lambda entry: entry[0]):
-            row = orjson.loads(line)
-            reasons[row["reason"]] += 1
-            taken = samples.setdefault(row["reason"], [])
+        for _, reason, record_id, line in heapq.merge(*streams, key=lambda entry: entry[0]):
+            reasons[reason] += 1
+            taken = samples.setdefault(reason, [])
             if len(taken) < SAMPLES_PER_REASON:
-                taken.append(row)
-            if row.get("record_id") in named:
-                merged.named_samples.setdefault(row["record_id"], row)
+                taken.append(orjson.loads(line))
+            if record_id in named and record_id not in merged.named_samples:
+                merged.named_samples[record_id] = orjson.loads(line)
             yield line
 
     merged.outputs.append(write_jsonl(output_dir / "quarantine.jsonl", rows()))

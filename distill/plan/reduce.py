@@ -15,13 +15,12 @@ from typing import Any
 
 from distill.errors import DistillError
 from distill.grouping import Group, display_key, group_records
-from distill.output.files import jsonl_bytes
 from distill.output.flavours.render import FlavourOutput, Rendered
 from distill.output.stats import StatsPart, stats_part
 from distill.output.writers import DatasetWriter, output_file_name
 from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
-from distill.plan.map import PARSE_STEP, redact_row
+from distill.plan.map import PARSE_STEP, quarantine_entry
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
 from distill.plan.spill import read_values, write_marker, write_spill
 from distill.quarantine import Drop, Ledger, QuarantineRow
@@ -191,7 +190,7 @@ def reduce_partition(ctx: PlanContext, partition: int, shards: Sequence[int], wr
         result.sides[side] = SideResult(len(examples), len(sides[side]), stats_part(examples, settings.token_counter))
     if not settings.dry_run:
         result.written = writer.write_partition(partition, built.examples_by_side, built.rendered_by_side)
-    rows = [(row.sort_key(), jsonl_bytes(redact_row(settings.steps, row.to_json()))) for row in ledger.sorted_rows()]
+    rows = [quarantine_entry(settings.steps, row) for row in ledger.sorted_rows()]
     write_spill(ctx.layout.reduce_quarantine(partition), [rows], compress=ctx.compress)
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)
