@@ -5,6 +5,8 @@ and, rendered, to bench/RESULTS.md.
 
     python bench/scale.py --records 1000000                      # generates bench/data/1000000 if missing
     python bench/scale.py --records 1000000 --copies 3           # 3e6 records: the corpus three times, new ids
+    python bench/scale.py --records 1000000 --files 10 -- executor.compress_spills=true
+                                # 1e7 records: ten zstd files, each the corpus with new ids, sessions and texts
     python bench/scale.py --records 1000000 --floor-only
     python bench/scale.py --records 100000 -- curation=thorough  # anything after -- is passed to distill
 """
@@ -12,6 +14,7 @@ and, rendered, to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -93,6 +96,14 @@ def run_sampled(command: list[str], sample: Any) -> tuple[str, str, float]:
     return stdout, stderr, wall
 
 
+def folder_floor(folder: Path) -> float:
+    done = subprocess.run(
+        [sys.executable, __file__, "--records", "0", "--child-floor-folder", str(folder)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(done.stdout)["seconds"]
+
+
 def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
     out = work / "run"
     command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
@@ -106,6 +117,8 @@ def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
     manifest = json.loads((out / "manifest.json").read_text())
     decide = re.findall(r"decide (\S+): (\d+) keys, ([\d.]+) bytes per record", stderr)
     partitions = re.findall(r"plan: (\d+) shards, (\d+) partitions", stderr)
+    phases = {phase: float(seconds) for phase, seconds in re.findall(r"\w+ (map|decide|reduce): ([\d.]+) s", stderr)}
+    decide_rss = re.findall(r"decide: peak RSS of its process (\d+) MiB", stderr)
     shutil.rmtree(out)
     return {
         "wall_seconds": wall,
@@ -114,6 +127,8 @@ def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
         "counts": manifest["counts"],
         "decide_bytes_per_record": {step: float(size) for step, _, size in decide},
         "plan": partitions[0] if partitions else None,
+        "phase_seconds": phases,
+        "decide_peak_rss_mib": float(decide_rss[0]) if decide_rss else None,
         "summary": stdout.strip(),
     }
 
@@ -133,6 +148,41 @@ def copies_of(data: Path, copies: int, work: Path) -> Path:
     return target
 
 
+def distinct_files(data: Path, files: int, work: Path) -> Path:
+    """A folder of `files` zstd-compressed JSONL files, each the corpus with its ids, session ids and texts prefixed
+    by the file's number: nothing repeats across files, so every file's records travel the whole chain as the
+    corpus's do (compressed, so 1e7 records fit this machine's disk beside their outputs)."""
+    import zstandard
+
+    folder = work / f"distinct-x{files}"
+    folder.mkdir()
+    for copy in range(files):
+        prefix = f"f{copy}".encode()
+        with data.open("rb") as source, (folder / f"part-{copy:03d}.jsonl.zst").open("wb") as raw:
+            with zstandard.ZstdCompressor(level=3).stream_writer(raw) as out:
+                for line in source:
+                    for key in (b'"id":"', b'"session_id":"', b'"text":"'):  # the generator writes compact JSON
+                        line = line.replace(key, key + prefix + (b" " if key == b'"text":"' else b""), 1)
+                    out.write(line)
+    return folder
+
+
+def child_floor_folder(folder: Path) -> None:
+    """The floor over a folder of compressed JSONL files: decompress, orjson-parse and serialise every line."""
+    import orjson
+    import zstandard
+
+    started = time.perf_counter()
+    rows = 0
+    with open(os.devnull, "wb") as sink:
+        for path in sorted(folder.glob("*.jsonl.zst")):
+            with path.open("rb") as raw:
+                for line in io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)):
+                    sink.write(orjson.dumps(orjson.loads(line)) + b"\n")
+                    rows += 1
+    print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows}))
+
+
 def render_scale() -> str:
     """RESULTS.md's section for every bench/results/scale-*.json."""
     lines = [
@@ -141,8 +191,8 @@ def render_scale() -> str:
         "is the peak of the summed RSS of the whole process tree (driver, fork server, workers), sampled every 0.2 s;",
         "disk is the run directory's peak (spills included). The floor is the median of 3 runs in the same invocation.",
         "",
-        "| records | input MiB | machine | command | floor s | distill s | x floor | peak RSS MiB | peak disk MiB | partitions | decide bytes/record |",
-        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| records | input MiB | machine | command | floor s | distill s | x floor | peak RSS MiB | peak disk MiB | partitions | map / decide / reduce / rest s | decide bytes/record (held), decide process peak MiB |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for path in sorted((REPO / "bench" / "results").glob("scale-*.json")):
         result = json.loads(path.read_text())
@@ -153,10 +203,18 @@ def render_scale() -> str:
             continue
         plan = run_.get("plan") or ["?", "?"]
         decided = ", ".join(f"{k} {v:.0f}" for k, v in run_.get("decide_bytes_per_record", {}).items()) or "-"
+        if run_.get("decide_peak_rss_mib"):
+            decided += f"; {run_['decide_peak_rss_mib']:.0f} MiB"
+        phases = run_.get("phase_seconds") or {}
+        if phases:
+            rest = run_["wall_seconds"] - sum(phases.values())
+            timing = " / ".join(f"{phases.get(p, 0):.1f}" for p in ("map", "decide", "reduce")) + f" / {rest:.1f}"
+        else:
+            timing = "-"
         lines.append(
             f"| {result['records']:,} | {result['input_mib']:.0f} | {where} | `{command}` | {result['floor_seconds']:.1f} | "
             f"{run_['wall_seconds']:.1f} | {result['x_floor']:.1f} | {run_['peak_tree_rss_mib']:.0f} | "
-            f"{run_['peak_disk_mib']:.0f} | {plan[1]} | {decided} |"
+            f"{run_['peak_disk_mib']:.0f} | {plan[1]} | {timing} | {decided} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -165,25 +223,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, required=True)
     parser.add_argument("--copies", type=int, default=1)
+    parser.add_argument("--files", type=int, default=0, help="N distinct zstd files of the corpus (see distinct_files)")
+    parser.add_argument("--child-floor-folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--floor-only", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="where copies and the run directory go")
     parser.add_argument("extra", nargs="*", help="distill overrides (after --)")
     args = parser.parse_args()
+    if args.child_floor_folder:
+        child_floor_folder(args.child_floor_folder)
+        return
     data_dir = REPO / "bench" / "data" / str(args.records)
     if not (data_dir / "logs.jsonl").exists():
         subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), "--records", str(args.records),
                         "--out", str(data_dir)], check=True)
     work = Path(tempfile.mkdtemp(prefix="distill-scale-", dir=args.work))
     try:
-        data = data_dir / "logs.jsonl" if args.copies == 1 else copies_of(data_dir / "logs.jsonl", args.copies, work)
-        floor_data = data.parent if args.copies == 1 else work
-        if args.copies > 1:
-            (work / "logs.jsonl").unlink(missing_ok=True)
-            os.link(data, work / "logs.jsonl")
-        floors = [measure(["--child", "floor", str(floor_data)])["seconds"] for _ in range(3)]
+        if args.files:
+            data = distinct_files(data_dir / "logs.jsonl", args.files, work)
+            floors = [folder_floor(data) for _ in range(3)]
+            input_bytes = sum(path.stat().st_size for path in data.iterdir())
+        else:
+            data = data_dir / "logs.jsonl" if args.copies == 1 else copies_of(data_dir / "logs.jsonl", args.copies, work)
+            floor_data = data.parent if args.copies == 1 else work
+            if args.copies > 1:
+                (work / "logs.jsonl").unlink(missing_ok=True)
+                os.link(data, work / "logs.jsonl")
+            floors = [measure(["--child", "floor", str(floor_data)])["seconds"] for _ in range(3)]
+            input_bytes = data.stat().st_size
         result: dict[str, Any] = {
-            "records": args.records * args.copies,
-            "input_mib": data.stat().st_size / 2**20,
+            "records": args.records * max(args.copies, args.files),
+            "input_mib": input_bytes / 2**20,
+            "input": f"{args.files} zstd files" if args.files else "JSONL",
             "machine": machine(),
             "floor_seconds": statistics.median(floors),
             "floor_runs": floors,
@@ -194,7 +264,7 @@ def main() -> None:
             result["x_floor"] = result["distill"]["wall_seconds"] / result["floor_seconds"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    name = f"scale-{args.records * args.copies}{'-' + '-'.join(args.extra).replace('=', '_').replace('/', '_') if args.extra else ''}"
+    name = f"scale-{args.records * max(args.copies, args.files)}{'-' + '-'.join(args.extra).replace('=', '_').replace('/', '_') if args.extra else ''}"
     result["command"] = " ".join(["python bench/scale.py", *sys.argv[1:]])
     (REPO / "bench" / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     from run import write_report

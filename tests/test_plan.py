@@ -110,6 +110,28 @@ def test_a_corpus_with_copies_leaks_and_bad_rows_gives_the_same_bytes(tmp_path, 
         assert {"near_duplicate", "contaminated"} <= reasons
 
 
+@pytest.mark.parametrize("dedup", [[], ["++curation.steps.exact_dedup.scope=record"]])
+def test_keys_decided_in_buckets_give_what_one_pass_over_all_keys_gives(tmp_path, corpus, dedup, caplog):
+    """A memory budget too small for one step's keys makes the decide phase split them into buckets (by record
+    partition, then by the bucket that decides them): the same drops, the same figures, the same bytes."""
+    overrides = [
+        f"source.path={corpus / 'logs.jsonl'}", "curation=thorough", "executor.workers=1",
+        f"++curation.steps.decontaminate.eval_sets=[{corpus / 'evals' / 'heldout.jsonl'}]", *dedup,
+    ]
+    whole = tmp_path / "whole"
+    bucketed = tmp_path / "bucketed"
+    expected = run_dir(whole, [*overrides, "executor.partitions=1"])
+    with caplog.at_level("INFO", logger="distill.plan.decide"):
+        found = run_dir(bucketed, [*overrides, "executor.partitions=7", "executor.memory_gb=0.0002"])
+    assert "decide exact_dedup: in 5 buckets" in caplog.text
+    assert "decide decontaminate: in 5 buckets" in caplog.text
+    assert found == expected
+    stages = [json.loads((out / "manifest.json").read_text())["stages"] for out in (whole, bucketed)]
+    assert stages[0] == stages[1]
+    first_hits = next(s for s in stages[0] if s["step"] == "decontaminate")["first_hits"]
+    assert first_hits, "the corpus leaks eval items: the first hits must be there to compare"
+
+
 def test_the_quarantine_is_in_origin_order_and_the_ledger_closes(tmp_path, corpus):
     out = tmp_path / "out"
     config = compose_config([f"source.path={corpus / 'logs.jsonl'}", "executor.partitions=5", "executor.shard_mb=0.05"])

@@ -6,8 +6,10 @@ resolved config once and runs every step's `setup()` once."""
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,10 +19,12 @@ from typing import Any
 from distill.executor.progress import Progress, log_phase
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
-from distill.plan.decide import Decisions, decide
+from distill.plan.decide import Decisions, decide, log_held
 from distill.plan.map import MapResult, map_shard
 from distill.plan.reduce import ReduceResult, reduce_partition
 from distill.sources.base import Shard
+
+log = logging.getLogger(__name__)
 
 _WORKER: dict[str, Any] = {}
 """A process's view of the run: set in the driver for in-process tasks, and by `_start_worker` in each worker."""
@@ -44,6 +48,7 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
 def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
     ctx = _WORKER["ctx"]
     decisions = decide(ctx, shard_ids)
+    decisions.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return decisions, {step.name: step.figures for step in ctx.settings.steps}
 
 
@@ -146,7 +151,10 @@ class LocalExecutor:
         ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=True))
         for step in ctx.settings.steps:
             step.figures = figures.get(step.name, {})
+        log_held(decisions)
         log_phase("local", "decide", started)
+        if decisions.peak_rss_mib:
+            log.info("decide: peak RSS of its process %.0f MiB", decisions.peak_rss_mib)
         return decisions
 
     def run_reduce(

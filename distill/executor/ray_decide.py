@@ -28,19 +28,13 @@ import numpy as np
 import ray
 
 from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
-from distill.curation.steps.decontaminate import Decontaminate
-from distill.curation.steps.exact_dedup import ExactDedup, conversation_hash
 from distill.curation.steps.near_dedup import NearDedup
 from distill.executor.ray import get, worker_context
 from distill.plan.context import PlanContext
-from distill.plan.decide import REPEATED_ID, Decisions
+from distill.plan.decide import REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, merge_figures
 from distill.plan.spill import read_batches, write_spill
 from distill.quarantine import Drop
 from distill.reasons import Reason
-
-SUMMED_FIGURES = ("hits", "records_without_embedding")
-"""Figures a step counts per record (decontaminate's hits): summed over the buckets that decided them."""
-
 
 def split(outputs: list[Any]) -> Any:
     """A task's outputs as Ray expects them for `num_returns=len(outputs)`."""
@@ -128,22 +122,6 @@ def alive_keys(pieces: Sequence[list[Any]], decided: Sequence[list[Any]]) -> tup
     return order_by_created(handles[alive], micros[alive], take_keys(keys, alive))
 
 
-def bucket_of(step: GlobalStep, keys: Any, buckets: int, partition: int) -> np.ndarray:
-    """Which bucket decides each key: one where every key the step compares it with is decided too."""
-    count = len(keys.ids)
-    if isinstance(step, ExactDedup):
-        if step.params.scope == "record":
-            return (keys.hashes % np.uint64(buckets)).astype(np.int64)
-        digests: dict[str, list[int]] = {}
-        for group, digest in zip(keys.groups, keys.hashes.tolist()):
-            digests.setdefault(group, []).append(digest)
-        conversation = {group: conversation_hash(values) % buckets for group, values in digests.items()}
-        return np.array([conversation[group] for group in keys.groups], dtype=np.int64)
-    if isinstance(step, Decontaminate):
-        return np.full(count, partition % buckets, dtype=np.int64)
-    return np.zeros(count, dtype=np.int64)
-
-
 @ray.remote
 def partition_keys(
     token: str, holder: list[Any], position: int, partition: int, buckets: int, shards: int, *args: list[Any]
@@ -154,7 +132,12 @@ def partition_keys(
     if found is None:
         return split([None] * buckets)
     handles, micros, keys = found
-    where = bucket_of(ctx.settings.steps[position], keys, buckets, partition)
+    step = ctx.settings.steps[position]
+    count = len(keys.ids)
+    if bucketable(step):
+        where = bucket_of(step, keys, np.full(count, partition, dtype=np.uint32), buckets)
+    else:
+        where = np.zeros(count, dtype=np.int64)  # semantic_dedup: one task over all its keys
     out = []
     for bucket in range(buckets):
         index = np.flatnonzero(where == bucket)
@@ -186,7 +169,7 @@ def bucket_decide(token: str, holder: list[Any], position: int, partitions: int,
         if drop is not None:
             out[int(parts[i])].append((int(handles[i]), position, drop))
             dropped += 1
-    return split([*out, (dropped, dict(step.figures))])
+    return split([*out, (dropped, bucket_figures(step, micros, keys))])
 
 
 @ray.remote
@@ -194,20 +177,6 @@ def write_decisions(token: str, holder: list[Any], partition: int, *decided: lis
     ctx = worker_context(token, holder)
     rows = [row for rows in decided for row in rows]
     write_spill(ctx.layout.decisions(partition), [rows], compress=ctx.compress)
-
-
-def merge_figures(step: GlobalStep, parts: Sequence[dict[str, Any] | None]) -> None:
-    """The driver's step gets the figures its buckets found, as if it had decided alone (for `manifest_extra`)."""
-    figures = step.figures
-    for part in parts:
-        for key, value in (part or {}).items():
-            if key not in SUMMED_FIGURES:
-                figures[key] = value
-            elif isinstance(value, dict):
-                total = figures.get(key) or {}
-                figures[key] = {name: total.get(name, 0) + value.get(name, 0) for name in {**total, **value}}
-            else:
-                figures[key] = figures.get(key, 0) + value
 
 
 def decide_distributed(

@@ -62,6 +62,10 @@ class Layout:
     def decide_done(self) -> Path:
         return self.root / "decide" / "decide.done"
 
+    def decide_scratch(self, position: int) -> Path:
+        """Where the decide phase scatters one step's keys into buckets (removed as each bucket is decided)."""
+        return self.root / "decide" / f"scratch-{position}"
+
     def decisions(self, partition: int) -> Path:
         return self.root / "decide" / f"{partition}.spill"
 

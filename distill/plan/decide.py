@@ -3,14 +3,18 @@ order, with the records dropped by earlier decisions removed from its input, so 
 chain in sequence. Keys are ordered by (created_at, id) before a step sees them: survivors ("the first by
 (created_at, id)") never depend on shard order.
 
-What is held: per record a 64-bit id hash, a 64-bit handle and a partition number for the id check (the ids
-themselves only for hash collisions), then one global step's keys at a time. Decisions go to one spill per
-partition, so each reduce task reads only its own.
+What is held: per record a 64-bit id hash for the id check (the ids themselves only for hash collisions), then one
+global step's keys at a time. When a step's keys would not fit the memory budget, they are decided in buckets, one
+at a time, like the Ray executor does it across tasks: first split by record partition (so a group's keys stay
+together), then by the bucket that decides them (`bucket_of`: equal keys always meet in one bucket, so the
+survivors are those of one global pass). Decisions go to one spill per partition, so each reduce task reads only
+its own.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -19,8 +23,11 @@ from typing import Any
 import numpy as np
 
 from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
+from distill.curation.steps.decontaminate import Decontaminate
+from distill.curation.steps.exact_dedup import ExactDedup, conversation_hash
 from distill.plan.context import PlanContext
-from distill.plan.spill import read_batches, write_spill
+from distill.plan.prepare import WORKER_BUDGET_SHARE
+from distill.plan.spill import SpillWriter, read_batches, write_spill
 from distill.quarantine import Drop
 from distill.reasons import Reason
 
@@ -28,6 +35,13 @@ log = logging.getLogger(__name__)
 
 REPEATED_ID = -1
 """The chain position recorded for a row whose id an earlier row already carried (a parse-stage decision)."""
+DECIDE_BYTES_PER_KEY = 400
+"""Measured (bench/RESULTS.md): the decide process peaked at 446 MiB for 1e6 exact_dedup keys (group scope, ids and
+group keys as Python strings, the (created_at, id) sort included)."""
+SUMMED_FIGURES = ("hits", "records_without_embedding")
+"""Figures a step counts per record (decontaminate's hits): summed over the buckets that decided them."""
+FIRST_HITS = "first_hits"
+"""decontaminate's first hit per eval set: across buckets, the earliest by (created_at, id)."""
 
 
 @dataclass
@@ -35,26 +49,32 @@ class Decisions:
     repeated_ids: int = 0
     dropped: dict[int, int] = field(default_factory=dict)
     """Chain position -> records dropped there by the global step's decision."""
+    held: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Step name -> (keys, bytes per record its decide held): logged by the driver, for bench/."""
+    buckets: int = 1
+    """How many buckets the bucketable steps were decided in (1: every step over all its keys at once)."""
+    peak_rss_mib: float = 0.0
+    """The peak RSS of the process that decided (when it was a process of its own)."""
 
 
-def repeated_ids(ctx: PlanContext, shards: Sequence[int]) -> dict[int, list[tuple[int, int, Drop]]]:
-    """Rows whose id an earlier row (in read order) already carried: partition -> [(handle, position, drop)]."""
-    hashes, handles = [], []
+def repeated_ids(ctx: PlanContext, shards: Sequence[int]) -> tuple[dict[int, list[tuple[int, int, Drop]]], int]:
+    """Rows whose id an earlier row (in read order) already carried: (partition -> [(handle, position, drop)], the
+    number of records read). Holds 8 bytes per record (twice, while sorting)."""
+    hashes = []
     for shard in shards:
         for frame in read_batches(ctx.layout.ids(shard)):
-            for id_hashes, id_handles, _, _, _ in frame:
+            for id_hashes, _, _, _, _ in frame:
                 hashes.append(id_hashes)
-                handles.append(id_handles)
     if not hashes:
-        return {}
-    all_hashes = np.concatenate(hashes)
-    order = np.argsort(all_hashes, kind="stable")
-    ordered = all_hashes[order]
+        return {}, 0
+    ordered = np.sort(np.concatenate(hashes))
+    records = len(ordered)
+    del hashes
     repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
     if len(repeated) == 0:
-        return {}
+        return {}, records
     suspects = set(ordered[np.union1d(repeated, repeated + 1)].tolist())
-    del hashes, handles, all_hashes, order, ordered
+    del ordered
     # Only ids whose 64-bit hash repeats are compared as text.
     seen: dict[str, list[tuple[int, int, str]]] = {}
     for shard in shards:
@@ -71,7 +91,7 @@ def repeated_ids(ctx: PlanContext, shards: Sequence[int]) -> dict[int, list[tupl
         drop = Drop(Reason.duplicate, (f"id {record_id!r} already read at {where}",))
         for handle, partition, _ in rows[1:]:
             decided.setdefault(partition, []).append((handle, REPEATED_ID, drop))
-    return decided
+    return decided, records
 
 
 def load_keys(ctx: PlanContext, position: int, shards: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
@@ -102,37 +122,206 @@ def held_bytes(*columns: Any) -> int:
     return total
 
 
+def log_held(decisions: Decisions) -> None:
+    for name, (count, per_record) in decisions.held.items():
+        log.info("decide %s: %d keys, %.1f bytes per record", name, count, per_record)
+
+
+def decide_buckets(records: int, ctx: PlanContext) -> int:
+    """How many buckets one global step's keys are decided in: enough that one bucket fits the budget."""
+    budget = ctx.settings.executor.memory_bytes * WORKER_BUDGET_SHARE
+    return max(1, math.ceil(records * DECIDE_BYTES_PER_KEY / budget))
+
+
+def bucket_of(step: GlobalStep, keys: Any, partitions: np.ndarray, buckets: int) -> np.ndarray:
+    """Which bucket decides each key: one where every key the step compares it with is decided too. `keys` holds
+    whole record partitions (`partitions`: each key's), so a group's keys are all here."""
+    if isinstance(step, ExactDedup):
+        if step.params.scope == "record":
+            return (keys.hashes % np.uint64(buckets)).astype(np.int64)
+        digests: dict[str, list[int]] = {}
+        for group, digest in zip(keys.groups, keys.hashes.tolist()):
+            digests.setdefault(group, []).append(digest)
+        conversation = {group: conversation_hash(values) % buckets for group, values in digests.items()}
+        return np.array([conversation[group] for group in keys.groups], dtype=np.int64)
+    if isinstance(step, Decontaminate):
+        # A record's verdict depends on no other record.
+        return (partitions % buckets).astype(np.int64)
+    raise ValueError(f"{step.name}: decided whole, never in buckets")
+
+
+def bucketable(step: GlobalStep) -> bool:
+    """near_dedup and semantic_dedup compare every record with every other: they decide over all their keys."""
+    return isinstance(step, (ExactDedup, Decontaminate))
+
+
+def merge_figures(step: GlobalStep, parts: Sequence[tuple[dict[str, Any], dict[str, Any]] | None]) -> None:
+    """The step gets the figures its buckets found, as if it had decided alone (for `manifest_extra`): per-record
+    counts summed, each eval set's first hit the earliest by (created_at, id). `parts`: (a bucket's figures, the
+    order key of each record its first hits name)."""
+    figures = step.figures
+    earliest: dict[str, Any] = {}
+    for part in parts:
+        if part is None:
+            continue
+        found, order = part
+        for key, value in found.items():
+            if key == FIRST_HITS:
+                for name, hit in value.items():
+                    rank = order[hit["record_id"]]
+                    if name not in earliest or rank < earliest[name][0]:
+                        earliest[name] = (rank, hit)
+            elif key not in SUMMED_FIGURES:
+                figures[key] = value
+            elif isinstance(value, dict):
+                total = figures.get(key) or {}
+                figures[key] = {name: total.get(name, 0) + value.get(name, 0) for name in {**total, **value}}
+            else:
+                figures[key] = figures.get(key, 0) + value
+    if earliest:
+        figures[FIRST_HITS] = dict(sorted((name, hit) for name, (_, hit) in earliest.items()))
+
+
+def bucket_figures(step: GlobalStep, micros: np.ndarray, keys: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What `merge_figures` needs of one bucket: the step's figures and the order keys of its first hits."""
+    named = {hit["record_id"] for hit in step.figures.get(FIRST_HITS, {}).values()}
+    order = {record_id: (int(micros[i]), record_id) for i, record_id in enumerate(keys.ids) if record_id in named}
+    return dict(step.figures), order
+
+
+def in_order(micros: np.ndarray, keys: Any) -> tuple[list[int], Any]:
+    """The keys' positions in (created_at, id) order, and the keys in that order."""
+    ids = keys.ids
+    order = sorted(range(len(ids)), key=lambda i: (micros[i], ids[i]))
+    return order, take_keys(keys, order)
+
+
+def decide_keys(
+    step: GlobalStep, position: int, handles: np.ndarray, partitions: np.ndarray, micros: np.ndarray, keys: Any,
+    decided: dict[int, list[tuple[int, int, Drop]]],
+) -> list[int]:
+    """The step's own `decide` over these keys in (created_at, id) order; adds its drops to `decided` and returns
+    the handles it dropped."""
+    order, ordered = in_order(micros, keys)
+    drops = step.decide([ordered])
+    ids = keys.ids
+    newly = []
+    for i in order:
+        drop = drops.get(ids[i])
+        if drop is not None:
+            decided.setdefault(int(partitions[i]), []).append((int(handles[i]), position, drop))
+            newly.append(int(handles[i]))
+    return newly
+
+
+def scatter(frames: Any, writers: list[SpillWriter], where: Any) -> None:
+    """Each frame's (handles, partitions, micros, keys) rows to the writer `where` picks for each row."""
+    for handles, partitions, micros, keys in frames:
+        chosen = where(handles, partitions, micros, keys)
+        for target in np.unique(chosen).tolist():
+            index = np.flatnonzero(chosen == target)
+            writers[target].write([(handles[index], partitions[index], micros[index], take_keys(keys, index))])
+
+
+def loaded(path: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None:
+    frames = [entry for frame in read_batches(path) for entry in frame]
+    if not frames:
+        return None
+    return (
+        np.concatenate([f[0] for f in frames]), np.concatenate([f[1] for f in frames]),
+        np.concatenate([f[2] for f in frames]), concat_keys([f[3] for f in frames]),
+    )
+
+
+def decide_in_buckets(
+    ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int,
+    decided: dict[int, list[tuple[int, int, Drop]]], result: Decisions,
+) -> list[int]:
+    """The step decided one bucket at a time, through two scatters on disk: by record partition (records earlier
+    decisions dropped left out), then by `bucket_of`. Holds one bucket's keys at a time."""
+    scratch = ctx.layout.decide_scratch(position)
+    scratch.mkdir(parents=True, exist_ok=True)
+    compress = ctx.compress
+
+    def writers(stage: str) -> list[SpillWriter]:
+        return [SpillWriter(scratch / f"{stage}-{b}.spill", compress=compress) for b in range(buckets)]
+
+    by_partition = writers("partition")
+    frames = (entry for shard in shards for frame in read_batches(ctx.layout.keys(position, shard)) for entry in frame)
+    alive_frames = (
+        (h[alive], p[alive], m[alive], take_keys(k, alive))
+        for h, p, m, k in frames
+        for alive in [np.flatnonzero(~np.isin(h, masked))]
+        if len(alive)
+    )
+    scatter(alive_frames, by_partition, lambda h, p, m, k: p % buckets)
+    for writer in by_partition:
+        writer.close()
+
+    by_bucket = writers("bucket")
+    for b in range(buckets):
+        found = loaded(scratch / f"partition-{b}.spill")
+        if found is not None:
+            scatter([found], by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
+        (scratch / f"partition-{b}.spill").unlink(missing_ok=True)
+    for writer in by_bucket:
+        writer.close()
+
+    newly: list[int] = []
+    figures = []
+    base = dict(step.figures)  # what setup() found (e.g. the eval sets' sizes): every bucket starts from it
+    for b in range(buckets):
+        found = loaded(scratch / f"bucket-{b}.spill")
+        (scratch / f"bucket-{b}.spill").unlink(missing_ok=True)
+        if found is None:
+            continue
+        held = held_bytes(*found) / max(len(found[3].ids), 1)
+        count, most = result.held.get(step.name, (0, 0.0))
+        result.held[step.name] = (count + len(found[3].ids), max(most, held))
+        step.figures = dict(base)
+        newly.extend(decide_keys(step, position, *found, decided))
+        figures.append(bucket_figures(step, found[2], found[3]))
+        del found
+    step.figures = dict(base)
+    step.decide([])  # the figures of a step that saw no keys, which the buckets' figures then fill in
+    merge_figures(step, figures)
+    return newly
+
+
 def decide(ctx: PlanContext, shards: Sequence[int]) -> Decisions:
     """Writes each partition's decisions ([(handle, chain position, drop)]) and returns the counts."""
-    decided = repeated_ids(ctx, shards)
+    decided, records = repeated_ids(ctx, shards)
     result = Decisions(repeated_ids=sum(len(rows) for rows in decided.values()))
     masked = np.array(sorted(handle for rows in decided.values() for handle, _, _ in rows), dtype=np.uint64)
+    buckets = decide_buckets(records, ctx)
     for position, step in enumerate(ctx.settings.steps):
         if not isinstance(step, GlobalStep):
             continue
-        handles, partitions, micros, keys = load_keys(ctx, position, shards)
-        if keys is None:
-            step.decide([])
-            continue
-        log.info(
-            "decide %s: %d keys, %.1f bytes per record", step.name, len(keys.ids),
-            held_bytes(handles, partitions, micros, keys) / max(len(keys.ids), 1),
-        )
-        alive = np.flatnonzero(~np.isin(handles, masked))
-        ids = keys.ids
-        order = sorted(alive.tolist(), key=lambda i: (micros[i], ids[i]))
-        ordered = take_keys(keys, order)
-        drops = step.decide([ordered])
-        newly = []
-        for i in order:
-            drop = drops.get(ids[i])
-            if drop is not None:
-                decided.setdefault(int(partitions[i]), []).append((int(handles[i]), position, drop))
-                newly.append(handles[i])
+        if buckets > 1 and bucketable(step):
+            log.info("decide %s: in %d buckets", step.name, buckets)
+            newly = decide_in_buckets(ctx, position, step, shards, masked, buckets, decided, result)
+        else:
+            newly = decide_whole(ctx, position, step, shards, masked, decided, result)
         result.dropped[position] = len(newly)
         if newly:
             masked = np.union1d(masked, np.array(newly, dtype=np.uint64))
-        del handles, partitions, micros, keys, ordered
     for partition in range(ctx.partitions):
         write_spill(ctx.layout.decisions(partition), [decided.get(partition, [])], compress=ctx.compress)
+    result.buckets = buckets
     return result
+
+
+def decide_whole(
+    ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray,
+    decided: dict[int, list[tuple[int, int, Drop]]], result: Decisions,
+) -> list[int]:
+    """The step decided over all its keys at once."""
+    handles, partitions, micros, keys = load_keys(ctx, position, shards)
+    if keys is None:
+        step.decide([])
+        return []
+    result.held[step.name] = (len(keys.ids), held_bytes(handles, partitions, micros, keys) / max(len(keys.ids), 1))
+    alive = np.flatnonzero(~np.isin(handles, masked))
+    return decide_keys(
+        step, position, handles[alive], partitions[alive], micros[alive], take_keys(keys, alive), decided
+    )
