@@ -119,6 +119,8 @@ def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
     partitions = re.findall(r"plan: (\d+) shards, (\d+) partitions", stderr)
     phases = {phase: float(seconds) for phase, seconds in re.findall(r"\w+ (map|decide|reduce): ([\d.]+) s", stderr)}
     decide_rss = re.findall(r"decide: peak RSS of its process (\d+) MiB", stderr)
+    driver_rss = re.findall(r"driver: peak RSS (\d+) MiB", stderr)
+    worker_rss = {phase: float(mib) for phase, mib in re.findall(r"(map|reduce): peak RSS of a worker (\d+) MiB", stderr)}
     shutil.rmtree(out)
     return {
         "wall_seconds": wall,
@@ -129,6 +131,9 @@ def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
         "plan": partitions[0] if partitions else None,
         "phase_seconds": phases,
         "decide_peak_rss_mib": float(decide_rss[0]) if decide_rss else None,
+        "worker_peak_rss_mib": worker_rss,
+        "driver_peak_rss_mib": float(driver_rss[0]) if driver_rss else None,
+        "phase_log": [line for line in stderr.splitlines() if re.search(r"peak RSS|\w+ (map|decide|reduce):|plan:", line)],
         "summary": stdout.strip(),
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ def run(
         reduce_results = [reduced[p] for p in range(partitions)]
 
         merged = merge(ctx, writer, shard_ids, map_results, reduce_results, output_dir)
+        log.info("driver: peak RSS %.0f MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     manifest = build_manifest(
         command=command,

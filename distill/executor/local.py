@@ -48,20 +48,25 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
 def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
     ctx = _WORKER["ctx"]
     decisions = decide(ctx, shard_ids)
-    decisions.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    decisions.peak_rss_mib = peak_rss_mib()
     return decisions, {step.name: step.figures for step in ctx.settings.steps}
 
 
-def _map_task(shard: Shard) -> MapResult:
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _map_task(shard: Shard) -> tuple[MapResult, float]:
     try:
-        return map_shard(_WORKER["ctx"], shard)
+        return map_shard(_WORKER["ctx"], shard), peak_rss_mib()
     finally:
         gc.collect()
 
 
-def _reduce_task(partition: int) -> ReduceResult:
+def _reduce_task(partition: int) -> tuple[ReduceResult, float]:
     try:
-        return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"])
+        return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"]), peak_rss_mib()
     finally:
         gc.collect()
 
@@ -136,11 +141,14 @@ class LocalExecutor:
         results = []
         sizes = {shard.index: shard.size for shard in shards}
         started = time.perf_counter()
-        for result in self._run(ctx, _map_task, shards):
+        peak = 0.0
+        for result, rss in self._run(ctx, _map_task, shards):
             progress.advance(sizes[result.shard], result.rows)
             results.append(result)
+            peak = max(peak, rss)
             kill_hook("map", len(results))
         log_phase("local", "map", started, sum(r.seconds for r in results), sum(r.rows for r in results))
+        log.info("map: peak RSS of a worker %.0f MiB", peak)
         return results
 
     def run_decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
@@ -164,9 +172,12 @@ class LocalExecutor:
         _WORKER.update(ctx=ctx, shards=list(shards), writer=writer)
         results = []
         started = time.perf_counter()
-        for result in self._run(ctx, _reduce_task, partitions):
+        peak = 0.0
+        for result, rss in self._run(ctx, _reduce_task, partitions):
             progress.advance(1, result.records)
             results.append(result)
+            peak = max(peak, rss)
             kill_hook("reduce", len(results))
         log_phase("local", "reduce", started, sum(r.seconds for r in results), sum(r.records for r in results))
+        log.info("reduce: peak RSS of a worker %.0f MiB", peak)
         return results

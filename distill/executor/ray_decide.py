@@ -31,7 +31,9 @@ from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
 from distill.curation.steps.near_dedup import NearDedup
 from distill.executor.ray import get, worker_context
 from distill.plan.context import PlanContext
-from distill.plan.decide import REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, merge_figures
+from distill.plan.decide import (
+    REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, in_order, merge_figures,
+)
 from distill.plan.spill import read_batches, write_spill
 from distill.quarantine import Drop
 from distill.reasons import Reason
@@ -46,9 +48,8 @@ def refs_of(refs: Any, count: int) -> list[Any]:
 
 
 def order_by_created(handles: np.ndarray, micros: np.ndarray, keys: Any) -> tuple[np.ndarray, np.ndarray, Any]:
-    ids = keys.ids
-    order = sorted(range(len(ids)), key=lambda i: (micros[i], ids[i]))
-    return handles[order], micros[order], take_keys(keys, order)
+    order, ordered = in_order(micros, keys)
+    return handles[order], micros[order], ordered
 
 
 # -- the repeated-id check ---------------------------------------------------------------------------------------
@@ -160,9 +161,9 @@ def bucket_decide(token: str, holder: list[Any], position: int, partitions: int,
     micros = np.concatenate([piece[2] for piece in pieces])
     keys = concat_keys([piece[3] for piece in pieces])
     ids = keys.ids
-    order = sorted(range(len(ids)), key=lambda i: (micros[i], ids[i]))
+    order, ordered = in_order(micros, keys)
     step = ctx.settings.steps[position]
-    drops = step.decide([take_keys(keys, order)])
+    drops = step.decide([ordered])
     dropped = 0
     for i in order:
         drop = drops.get(ids[i])

@@ -22,7 +22,7 @@ from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
 from distill.plan.map import PARSE_STEP, quarantine_entry
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
-from distill.plan.spill import read_values, write_marker, write_spill
+from distill.plan.spill import frames, read_values, write_marker, write_spill
 from distill.quarantine import Drop, Ledger, QuarantineRow
 from distill.reasons import Reason
 from distill.record import Record
@@ -190,8 +190,9 @@ def reduce_partition(ctx: PlanContext, partition: int, shards: Sequence[int], wr
         result.sides[side] = SideResult(len(examples), len(sides[side]), stats_part(examples, settings.token_counter))
     if not settings.dry_run:
         result.written = writer.write_partition(partition, built.examples_by_side, built.rendered_by_side)
-    rows = [quarantine_entry(settings.steps, row) for row in ledger.sorted_rows()]
-    write_spill(ctx.layout.reduce_quarantine(partition), [rows], compress=ctx.compress)
+    del groups, sides, built  # what is still needed is in the ledger: only dropped records' rows are left to write
+    rows = (quarantine_entry(settings.steps, row) for row in ledger.sorted_rows())
+    write_spill(ctx.layout.reduce_quarantine(partition), frames(rows), compress=ctx.compress)
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)
     # Only once the marker says this partition is done: a resumed run never needs these records again.

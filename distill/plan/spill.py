@@ -51,6 +51,18 @@ class SpillWriter:
         self.temporary.unlink(missing_ok=True)
 
 
+def frames(items: Iterable[Any]) -> Iterator[list[Any]]:
+    """Items in lists of `FRAME_ITEMS`, made as they are written: a spill of many rows is never all in memory."""
+    frame: list[Any] = []
+    for item in items:
+        frame.append(item)
+        if len(frame) == FRAME_ITEMS:
+            yield frame
+            frame = []
+    if frame:
+        yield frame
+
+
 def write_spill(path: Path, batches: Iterable[list[Any]], *, compress: bool) -> None:
     writer = SpillWriter(path, compress=compress)
     try:
