@@ -20,6 +20,9 @@ FRAME_HEADER = struct.Struct("<Q")
 FRAME_ITEMS = 2048
 """A batch is written in frames of at most this many items, so a reader (the merge reads one frame of every
 partition at once) holds a bounded amount whatever the batch's size."""
+FRAME_BYTES = 256 * 1024
+"""...and of at most about this many bytes (pickled): the merge holds one frame of each of its streams at a time,
+so this bounds its memory per stream whatever the items' size."""
 COMPRESSION_LEVEL = 1  # measured: level 1 keeps up with the map; higher levels cost more CPU than the disk they save
 
 
@@ -34,8 +37,15 @@ class SpillWriter:
         self.batches = 0
 
     def write(self, batch: list[Any]) -> None:
-        for start in range(0, len(batch), FRAME_ITEMS):
-            data = pickle.dumps(batch[start : start + FRAME_ITEMS], protocol=pickle.HIGHEST_PROTOCOL)
+        step = FRAME_ITEMS
+        start = 0
+        while start < len(batch):
+            data = pickle.dumps(batch[start : start + step], protocol=pickle.HIGHEST_PROTOCOL)
+            if len(data) > FRAME_BYTES and step > 1:
+                # Large items (example lines, quarantined records): fewer per frame, sized from this attempt.
+                step = max(1, step * FRAME_BYTES // len(data))
+                continue
+            start += step
             if self.compressor is not None:
                 data = self.compressor.compress(data)
             self.handle.write(FRAME_HEADER.pack(len(data)))
