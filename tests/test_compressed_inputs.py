@@ -144,3 +144,23 @@ def test_a_compressed_json_array_reads_like_the_plain_one(tmp_path, suffix):
     result = run_pipeline(tmp_path / "b", [f"source.path={packed.parent}", "split=none"])
     assert (tmp_path / "a" / "sft.jsonl").read_bytes() == (tmp_path / "b" / "sft.jsonl").read_bytes()
     assert result.manifest["counts"]["input_lines"] == len(rows)
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESS))
+def test_a_compressed_shard_is_sized_by_the_text_it_holds(tmp_path, suffix):
+    """The plan sizes partitions by shard size: a compressed file counts the bytes it decompresses to (exactly for
+    a small file, from its first MB for a large one), never its far smaller compressed size."""
+    from distill.sources.jsonl import JsonlParams, JsonlSource
+
+    small = b"\n".join(logs()) + b"\n"
+    large = b"".join(b'{"id": "r%d", "text": "%s"}\n' % (i, b"word %d " % (i % 97) * 20) for i in range(100_000))
+    for name, data in (("small", small), ("large", large)):
+        path = tmp_path / name / f"logs.jsonl.{suffix}"
+        path.parent.mkdir()
+        path.write_bytes(COMPRESS[suffix](data))
+        (shard,) = JsonlSource(JsonlParams(kind="jsonl", path=str(path))).shards(1 << 20)
+        assert path.stat().st_size < len(data) / 2
+        if name == "small":
+            assert shard.size == len(data)
+        else:
+            assert abs(shard.size - len(data)) < 0.1 * len(data), (shard.size, len(data))

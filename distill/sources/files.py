@@ -95,6 +95,42 @@ def _open(path: Path, compression: str | None) -> IO[bytes]:
     return path.open("rb")
 
 
+SIZE_SAMPLE_BYTES = 8 << 20
+RAW_SAMPLE_BYTES = 2 << 20
+
+
+def text_bytes_estimate(path: Path, compression: str | None) -> int:
+    """About how many bytes the file holds once decompressed (exact for a small file), from the ratio over its
+    first few MB: the plan sizes partitions by the text a shard yields, not by its compressed bytes. Falls back to
+    the file's size when the file cannot be read (reading it later reports why)."""
+    size = path.stat().st_size
+    if compression is None:
+        return size
+    try:
+        with path.open("rb") as raw, _decompressing(raw, compression) as stream:
+            text, chunk = 0, b""
+            # Decompressors read their input ahead in large chunks: the ratio is only measured once enough
+            # compressed bytes were consumed for that read-ahead not to matter (a small file is read whole).
+            while (text < SIZE_SAMPLE_BYTES or raw.tell() < RAW_SAMPLE_BYTES) and (chunk := stream.read(1 << 20)):
+                text += len(chunk)
+            if not chunk:
+                return text
+            return int(size * text / max(raw.tell(), 1))
+    except (*_STREAM_ERRORS, ValueError):
+        return size
+
+
+def _decompressing(raw: IO[bytes], compression: str) -> Any:
+    """A decompressing reader over an open binary file, leaving the file open."""
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return {"bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[compression](raw)
+
+
 # What a truncated or corrupt stream raises while it is read, per library.
 _STREAM_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, lzma.LZMAError)
 try:

@@ -16,6 +16,7 @@ from distill.record import Origin, Record
 from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
 from distill.sources.files import (
     compression_of,
+    text_bytes_estimate,
     relative_name,
     decode_line,
     numbered_lines,
@@ -175,8 +176,10 @@ class JsonlSource(FileSource):
         for path in self.files:
             relative = relative_name(path, self.root)
             size = path.stat().st_size
-            if compression_of(path, "source.path") is not None or self._document_shape(path) != "lines":
-                shards.append(Shard(len(shards), str(path), relative, 0, None, 1, size, None))
+            compression = compression_of(path, "source.path")
+            if compression is not None or self._document_shape(path) != "lines":
+                text = text_bytes_estimate(path, compression)
+                shards.append(Shard(len(shards), str(path), relative, 0, None, 1, text, None))
                 continue
             digest, cuts = cut_points(path, target_bytes)
             ends = [start for start, _ in cuts[1:]] + [size]
