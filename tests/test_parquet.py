@@ -210,3 +210,38 @@ def test_layout_keeps_undeclared_keys_of_an_open_schema_and_coerces_whole_floats
     ]
     assert table.schema.field("meta").metadata == {b"distill.encoding": b"json"}
     assert table.schema.metadata == {b"distill.schema": b"open_line"}
+
+
+def test_a_parquet_file_is_cut_into_runs_of_row_groups_with_the_same_rows_origins_and_bytes(tmp_path: Path) -> None:
+    """Row groups are the map's shards: origins and `<file>#<row>` ids count rows from the file's start, the inputs
+    add up to the whole file, and the outputs are those of reading the file whole."""
+    from distill.sources.parquet import ParquetParams, ParquetSource
+
+    rows = sessions(40)
+    rows[7] = {**rows[7], "role": "wizard"}  # quarantined: its origin names its row in the whole file
+    for row in rows[30:33]:
+        del row["id"]
+    path = tmp_path / "in" / "log.parquet"
+    path.parent.mkdir(parents=True)
+    table = pa.Table.from_batches([pa.RecordBatch.from_struct_array(pa.array(rows))])
+    pq.write_table(table, path, row_group_size=10)
+
+    source = ParquetSource(ParquetParams(kind="parquet", path=str(path)))
+    shards = source.shards(1)
+    assert [(s.row_groups, s.first_row) for s in shards] == [((i, i + 1), 10 * i) for i in range(12)]
+
+    outputs = []
+    for name, executor in (("whole", ["executor.workers=1", "executor.shard_mb=1024"]),
+                           ("cut", ["executor.workers=2", "executor.partitions=3", "executor.shard_mb=0.000001"])):
+        out = tmp_path / name
+        result = run_pipeline(out, ["source=parquet", f"source.path={path}", *executor])
+        assert result.manifest["inputs"] == [
+            {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "rows": 120}
+        ]
+        outputs.append({f.name: f.read_bytes() for f in sorted(out.iterdir()) if f.suffix == ".jsonl" or f.name == "stats.json"})
+    assert outputs[0] == outputs[1]
+    quarantine = {row["record_id"]: row for row in read_jsonl(tmp_path / "cut" / "quarantine.jsonl")}
+    assert quarantine[rows[7]["id"]]["origin"] == {"path": "log.parquet", "row": 7}
+    exported = {i for line in read_jsonl(tmp_path / "cut" / "sft.train.jsonl") for i in line["provenance"]["record_ids"]}
+    exported |= {i for line in read_jsonl(tmp_path / "cut" / "sft.eval.jsonl") for i in line["provenance"]["record_ids"]}
+    assert {"log.parquet#30", "log.parquet#31", "log.parquet#32"} <= exported | set(quarantine)

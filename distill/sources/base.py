@@ -44,7 +44,8 @@ Parsed = Record | QuarantineRow
 class Shard:
     """One independently readable piece of a source's input, numbered in the plan's read order: a byte range of a
     plain text file (with the number of its first line, so origins and derived ids stay those of a whole-file read),
-    a whole file, or the whole source when the source cannot be cut."""
+    a run of a Parquet file's row groups (with its first row's number, likewise), a whole file, or the whole source
+    when the source cannot be cut."""
 
     index: int
     path: str | None = None
@@ -58,6 +59,9 @@ class Shard:
     """Bytes to read, for planning and progress."""
     sha256: str | None = None
     """The whole file's hash, when the plan computed it while cutting the file."""
+    row_groups: tuple[int, int] | None = None
+    """[first, end) row groups of a Parquet file, whose first row is `first_row`; None: the whole file."""
+    first_row: int = 0
 
 
 class Source(ABC):

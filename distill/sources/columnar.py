@@ -56,10 +56,12 @@ def _needs_json_safe(arrow_type: Any) -> bool:
 
 
 def parse_batches(
-    source: Source, batches: Iterable[Any], origin_of: Callable[[int], Origin], fallback_id_of: Callable[[int], str]
+    source: Source, batches: Iterable[Any], origin_of: Callable[[int], Origin], fallback_id_of: Callable[[int], str],
+    first_row: int = 0,
 ) -> Iterator[Parsed]:
-    """Every row of the Arrow record batches, in order, as a Record or a quarantine row. Rows are numbered from 0."""
-    row_number = 0
+    """Every row of the Arrow record batches, in order, as a Record or a quarantine row. Rows are numbered from
+    `first_row` (0: the batches start the file)."""
+    row_number = first_row
     for batch in batches:
         clean = any(_needs_json_safe(field.type) for field in batch.schema)
         for row in batch.to_pylist():

@@ -46,11 +46,27 @@ class ParquetSource(FileSource):
             raise DistillError(f"source.path: {shown_path(path)} is not a readable Parquet file ({error})") from None
 
     def shards(self, target_bytes: int) -> list[Shard]:
-        """One shard per file (rows are numbered per file, so a file is read whole), hashed once here."""
-        return [
-            Shard(shard.index, shard.path, shard.relative, size=shard.size, sha256=file_sha256(shard.path))
-            for shard in super().shards(target_bytes)
-        ]
+        """Each file cut into runs of consecutive row groups of about `target_bytes` (uncompressed), each knowing
+        its first row's number, so origins and `<file>#<row>` ids are those of a whole-file read; hashed once here."""
+        shards: list[Shard] = []
+        for whole in super().shards(target_bytes):
+            path = Path(whole.path)
+            digest = file_sha256(path)
+            with self._open(path) as handle:
+                metadata = handle.metadata
+                groups = [
+                    (metadata.row_group(i).num_rows, metadata.row_group(i).total_byte_size)
+                    for i in range(metadata.num_row_groups)
+                ]
+            if not groups:
+                shards.append(Shard(len(shards), whole.path, whole.relative, size=whole.size, sha256=digest))
+                continue
+            for first, end, first_row, size in row_group_runs(groups, target_bytes):
+                shards.append(Shard(
+                    len(shards), whole.path, whole.relative, size=size, sha256=digest,
+                    row_groups=(first, end), first_row=first_row,
+                ))
+        return shards
 
     def read_shard(self, shard: Shard) -> Iterator[Parsed]:
         if shard.path is None:
@@ -58,16 +74,37 @@ class ParquetSource(FileSource):
         # A worker builds its own source: it needs pyarrow, not the driver's check of every file.
         self.parquet = import_columnar("pyarrow.parquet", "source.kind")
         self._inputs = []
-        return self.read_file(Path(shard.path), shard.relative or Path(shard.path).name, shard.sha256)
+        return self.read_file(
+            Path(shard.path), shard.relative or Path(shard.path).name, shard.sha256, shard.row_groups, shard.first_row
+        )
 
-    def read_file(self, path: Path, relative: str, sha256: str | None = None) -> Iterator[Parsed]:
-        """One file's rows; appends its entry to the inputs once read."""
+    def read_file(
+        self, path: Path, relative: str, sha256: str | None = None, row_groups: tuple[int, int] | None = None,
+        first_row: int = 0,
+    ) -> Iterator[Parsed]:
+        """One file's rows (or those of a run of its row groups); appends its entry to the inputs once read (the
+        plan adds up the rows of a file's runs)."""
         rows = 0
         with self._open(path) as handle:
-            batches = handle.iter_batches(batch_size=self.params.batch_rows)
+            chosen = list(range(*row_groups)) if row_groups is not None else None
+            batches = handle.iter_batches(batch_size=self.params.batch_rows, row_groups=chosen)
             for parsed in parse_batches(
-                self, batches, lambda row: Origin(path=relative, row=row), lambda row: f"{relative}#{row}"
+                self, batches, lambda row: Origin(path=relative, row=row), lambda row: f"{relative}#{row}", first_row
             ):
                 rows += 1
                 yield parsed
         self._inputs.append({"path": shown_path(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows})
+
+
+def row_group_runs(groups: list[tuple[int, int]], target_bytes: int) -> list[tuple[int, int, int, int]]:
+    """[(first group, end group, first row, bytes)]: consecutive row groups ((rows, bytes) each) gathered until a
+    run holds about `target_bytes`."""
+    runs = []
+    first, first_row, size, rows = 0, 0, 0, 0
+    for index, (group_rows, group_bytes) in enumerate(groups):
+        size += group_bytes
+        rows += group_rows
+        if size >= target_bytes or index == len(groups) - 1:
+            runs.append((first, index + 1, first_row, size))
+            first, first_row, size, rows = index + 1, first_row + rows, 0, 0
+    return runs
