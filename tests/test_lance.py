@@ -233,3 +233,30 @@ def test_a_directory_that_is_not_a_lance_dataset_is_a_config_error(tmp_path: Pat
         build_settings(compose_config(["source=lance", f"source.uri={tmp_path / 'plain'}"]))
     (problem,) = caught.value.problems
     assert problem.startswith(f"source.uri: cannot open a Lance dataset at {tmp_path / 'plain'}")
+
+
+def test_fragments_are_the_maps_shards_with_the_same_rows_origins_and_bytes(tmp_path: Path) -> None:
+    """A dataset written in several fragments is mapped fragment by fragment: rows are numbered from the dataset's
+    start, the inputs add up to the whole version, and the outputs are those of one whole read."""
+    from distill.sources.lance import LanceParams, LanceSource
+
+    uri = tmp_path / "many.lance"
+    rows = [
+        context_row(f"{role[0]}{n}", f"s{n}", n % 50, role, f"{role} turn {n}", id=None if n == 13 else f"{role[0]}{n}")
+        for n in range(20) for role in ("user", "assistant")
+    ]
+    rows[9]["role"] = "wizard"  # quarantined: its origin names its row in the whole version
+    lance.write_dataset(pa.Table.from_pylist(rows, schema=CONTEXT_SCHEMA), str(uri), max_rows_per_file=6)
+    shards = LanceSource(LanceParams(kind="lance", uri=str(uri))).shards(1)
+    assert [(shard.first_row, len(shard.fragments)) for shard in shards] == [(6 * i, 1) for i in range(7)]
+
+    outputs = []
+    for name, executor in (("whole", ["executor.workers=1", "executor.shard_mb=1024"]),
+                           ("cut", ["executor.workers=2", "executor.partitions=3", "executor.shard_mb=0.000001"])):
+        result = run_pipeline(tmp_path / name, ["source=lance", f"source.uri={uri}", "split=none", *executor])
+        assert result.manifest["inputs"] == [{"uri": str(uri.resolve()), "version": 1, "rows": 40}]
+        outputs.append({f: (tmp_path / name / f).read_bytes() for f in ("sft.jsonl", "quarantine.jsonl", "stats.json")})
+    assert outputs[0] == outputs[1]
+    quarantine = {row["record_id"]: row for row in read_jsonl(tmp_path / "cut" / "quarantine.jsonl")}
+    assert quarantine[rows[9]["id"]]["origin"] == {"uri": "many.lance", "version": 1, "row": 9}
+    assert "many.lance#26" in exported_record_ids(tmp_path / "cut") | set(quarantine)

@@ -61,7 +61,10 @@ class Shard:
     """The whole file's hash, when the plan computed it while cutting the file."""
     row_groups: tuple[int, int] | None = None
     """[first, end) row groups of a Parquet file, whose first row is `first_row`; None: the whole file."""
+    fragments: tuple[int, ...] | None = None
+    """The fragment ids of a Lance dataset read at `version`, whose first row is `first_row`; None: all of it."""
     first_row: int = 0
+    version: int | None = None
 
 
 class Source(ABC):

@@ -9,7 +9,7 @@ from pydantic import Field, PositiveInt
 
 from distill.errors import DistillError
 from distill.record import Origin
-from distill.sources.base import SOURCES, Parsed, Source, SourceParams
+from distill.sources.base import SOURCES, Parsed, Shard, Source, SourceParams
 from distill.sources.columnar import import_columnar, parse_batches
 
 
@@ -69,6 +69,55 @@ class LanceSource(Source):
         batches = self.dataset.to_batches(batch_size=self.params.batch_rows, scan_in_order=True)
         for parsed in parse_batches(
             self, batches, lambda row: Origin(uri=self.name, version=self.version, row=row), self._fallback_id
+        ):
+            self._rows += 1
+            yield parsed
+
+    def shards(self, target_bytes: int) -> list[Shard]:
+        """The dataset's fragments, in storage order, gathered into runs of about `target_bytes`, each knowing its
+        first row's number (so origins and `<dataset>#<row>` ids are those of a whole read) and the version the
+        plan resolved, which every worker reads even if the store moved on meanwhile."""
+        self.check()
+        fragments = [(fragment.fragment_id, fragment.count_rows()) for fragment in self.dataset.get_fragments()]
+        if not fragments:
+            return [Shard(0, version=self.version)]
+        row_bytes = self._bytes_per_row(sum(rows for _, rows in fragments))
+        shards: list[Shard] = []
+        first, first_row, rows = 0, 0, 0
+        for index, (_, fragment_rows) in enumerate(fragments):
+            rows += fragment_rows
+            if rows * row_bytes >= target_bytes or index == len(fragments) - 1:
+                ids = tuple(fragment_id for fragment_id, _ in fragments[first : index + 1])
+                shards.append(Shard(
+                    len(shards), size=int(rows * row_bytes), fragments=ids, first_row=first_row, version=self.version,
+                ))
+                first, first_row, rows = index + 1, first_row + rows, 0
+        return shards
+
+    def _bytes_per_row(self, rows: int) -> float:
+        """The dataset's bytes on disk per row (a local store), for sizing shards; a remote store counts 1 KiB."""
+        if not _is_local(self.params.uri) or not rows:
+            return 1024.0
+        root = Path(self.params.uri.removeprefix("file://")).expanduser() / "data"
+        on_disk = sum(path.stat().st_size for path in root.glob("*.lance")) if root.is_dir() else 0
+        return max(on_disk / rows, 1.0)
+
+    def read_shard(self, shard: Shard) -> Iterator[Parsed]:
+        if shard.fragments is None:
+            yield from self.read()
+            return
+        # Pinned to the version the plan resolved, whatever the store's latest is by now.
+        self.params = self.params.model_copy(update={"version": shard.version})
+        self.check()
+        self._rows = 0
+        batches = (
+            batch
+            for fragment_id in shard.fragments
+            for batch in self.dataset.get_fragment(fragment_id).to_batches(batch_size=self.params.batch_rows)
+        )
+        for parsed in parse_batches(
+            self, batches, lambda row: Origin(uri=self.name, version=self.version, row=row), self._fallback_id,
+            shard.first_row,
         ):
             self._rows += 1
             yield parsed
