@@ -126,8 +126,14 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-QUIET_DATA_CONTEXT = {"enable_progress_bars": False, "print_on_execution_start": False}
-"""Ray Data's own progress bars and start-up lines: distill's Progress lines say the same on stderr."""
+DATA_CONTEXT = {
+    "enable_progress_bars": False,
+    "print_on_execution_start": False,
+    "shuffle_strategy": "sort_shuffle_pull_based",
+}
+"""Ray Data settings for the run's pipelines: no progress bars or start-up lines (distill's Progress lines say the
+same on stderr), and the sort-based shuffle: its tasks run on the workers the map already started, where the hash
+shuffle starts workers of its own (seconds of fixed cost per run on a small cluster)."""
 
 
 class RayExecutor:
@@ -161,7 +167,7 @@ class RayExecutor:
             except (ConnectionError, TimeoutError, ValueError, RuntimeError) as error:
                 raise DistillError(f"executor.address: cannot reach a Ray cluster at {address!r}: {first_line(error)}") from None
             self.owned = True
-        self.restore = quiet_ray_data()
+        self.restore = configure_ray_data()
         resources = ray.cluster_resources()
         self.description = {
             "kind": "ray",
@@ -212,9 +218,15 @@ class RayExecutor:
             # Ray 2.60 deprecates passing task options this way; it is still the only way to bound a task's retries.
             warnings.simplefilter("ignore", DeprecationWarning)
             source = pipeline.ShardsDatasource(token, holder, shards)
-            mapped = ray.data.read_datasource(source, ray_remote_args=self.remote_args()).map_batches(
-                pipeline.map_batches, batch_size=1, batch_format="pyarrow",
+            # One block per read task: Ray Data would otherwise split each task's output, which keeps it from
+            # fusing the read with the chain (the batches would cross the object store in between).
+            mapped = ray.data.read_datasource(
+                source, override_num_blocks=len(shards), ray_remote_args=self.remote_args()
+            ).map_batches(
+                pipeline.map_batches, batch_size=None, batch_format="pyarrow",
                 fn_kwargs={"token": token, "holder": holder, "fault": fault}, **self.remote_args(),
+                # The read's own default: with the same task options, Ray Data runs the chain in the read's task.
+                scheduling_strategy=ray.data.DataContext.get_current().scheduling_strategy,
             )
             self.mapped = mapped.materialize()
             joined = self.mapped.map_batches(pipeline.not_records, batch_format="pyarrow").groupby("shard").map_groups(
@@ -274,12 +286,12 @@ class RayExecutor:
         return results
 
 
-def quiet_ray_data() -> list[Any]:
-    """Turns off Ray Data's progress bars and its console log below errors (its log file keeps everything);
-    returns what undoes it, so a process that runs several jobs gets its settings back."""
+def configure_ray_data() -> list[Any]:
+    """Sets DATA_CONTEXT and Ray Data's console log to errors only (its log file keeps everything); returns what
+    undoes it, so a process that runs several jobs gets its settings back."""
     context = ray.data.DataContext.get_current()
     undo = []
-    for name, value in QUIET_DATA_CONTEXT.items():
+    for name, value in DATA_CONTEXT.items():
         if hasattr(context, name):
             undo.append(lambda name=name, old=getattr(context, name): setattr(context, name, old))
             setattr(context, name, value)
