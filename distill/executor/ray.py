@@ -27,7 +27,7 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +289,10 @@ class RayExecutor:
 def configure_ray_data() -> list[Any]:
     """Sets DATA_CONTEXT and Ray Data's console log to errors only (its log file keeps everything); returns what
     undoes it, so a process that runs several jobs gets its settings back."""
-    context = ray.data.DataContext.get_current()
+    with warnings.catch_warnings():
+        # Ray 2.60 warns about its own deprecated settings while it builds the default context.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ray.data.DataContext.get_current()
     undo = []
     for name, value in DATA_CONTEXT.items():
         if hasattr(context, name):

@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -37,7 +38,7 @@ from distill.errors import DistillError
 from distill.executor.ray import claim_fault, hang_until_killed, worker_context, worker_value
 from distill.plan.context import PlanContext
 from distill.plan.map import SHARD_SHIFT, MapResult, ShardMapper, ShardReader, piece_path
-from distill.plan.reduce import ReduceResult, reduce_partition
+from distill.plan.reduce import reduce_partition
 from distill.plan.spill import read_marker, read_values
 from distill.sources.base import Shard
 
@@ -74,8 +75,8 @@ def dumps(value: Any) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def failed(error: DistillError, shard: int = -1, partition: int = -1) -> pa.Table:
-    return rows([(FAILED, shard, -1, partition, -1, dumps(error))])
+def failed_row(error: DistillError, shard: int = -1, partition: int = -1) -> tuple[int, int, int, int, int, bytes]:
+    return (FAILED, shard, -1, partition, -1, dumps(error))
 
 
 def results(table: pa.Table) -> Iterator[Any]:
@@ -138,7 +139,7 @@ def read_shard(token: str, holder: list[Any], shard: Shard) -> Iterator[pa.Table
         reader.finish()
         result.seconds += time.perf_counter() - started
     except DistillError as error:
-        yield failed(error, shard=shard.index)
+        yield rows([failed_row(error, shard=shard.index)])
         return
     yield rows([(SHARD, shard.index, pieces, -1, -1, dumps(result))])
 
@@ -161,7 +162,7 @@ class ShardsDatasource(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, **_: Any) -> list[ReadTask]:
         return [
             ReadTask(
-                lambda shard=shard: read_shard(self.token, self.holder, shard),
+                partial(read_shard, self.token, self.holder, shard),
                 BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None),
             )
             for shard in self.shards
@@ -187,7 +188,9 @@ def map_batch_rows(ctx: PlanContext, shard: int, piece: int, payload: bytes, fau
     except BaseException:
         mapper.abandon()
         raise
-    out = [(PART, shard, piece, partition, entries[0][0], dumps(entries)) for partition, entries in sink.entries.items()]
+    out = [
+        (PART, shard, piece, partition, entries[0][0], dumps(entries)) for partition, entries in sink.entries.items()
+    ]
     counters = {step.name: Counter(step.counters) for step in steps if step.counters}
     done = PieceResult(counters, sorted(sink.entries), time.perf_counter() - started)
     out.append((PIECE, shard, piece, -1, -1, dumps(done)))
@@ -197,18 +200,20 @@ def map_batch_rows(ctx: PlanContext, shard: int, piece: int, payload: bytes, fau
 def map_batches(table: pa.Table, token: str, holder: list[Any], fault: str | None) -> pa.Table:
     """`map_batches`: each BATCH row mapped; every other row passes through."""
     ctx = worker_context(token, holder)
+    payloads = table["payload"]  # read row by row: a block holds many batches, each unpickled only in its turn
     out: list[tuple] = []
     passed = []
-    for i, (kind, shard, piece, payload) in enumerate(zip(
-        table["kind"].to_pylist(), table["shard"].to_pylist(), table["piece"].to_pylist(), table["payload"].to_pylist()
+    for i, (kind, shard, piece) in enumerate(zip(
+        table["kind"].to_pylist(), table["shard"].to_pylist(), table["piece"].to_pylist()
     )):
         if kind != BATCH:
             passed.append(i)
             continue
         try:
-            out.extend(map_batch_rows(ctx, shard, piece, payload, fault))
+            out.extend(map_batch_rows(ctx, shard, piece, payloads[i].as_py(), fault))
         except DistillError as error:
-            return pa.concat_tables([table.take(pa.array(passed, type=pa.int64())), failed(error, shard=shard)])
+            out = [failed_row(error, shard=shard)]
+            break
     return pa.concat_tables([table.take(pa.array(passed, type=pa.int64())), rows(out)])
 
 
@@ -246,8 +251,9 @@ def join_shard(table: pa.Table, token: str, holder: list[Any]) -> pa.Table:
     for kind, payload in zip(kinds, payloads):
         if kind == FAILED:
             return rows([(FAILED, shard, -1, -1, -1, payload)])
-    ((count, read),) = [(piece, pickle.loads(payload)) for kind, piece, payload in zip(kinds, pieces, payloads) if kind == SHARD]
-    done = {piece: pickle.loads(payload) for kind, piece, payload in zip(kinds, pieces, payloads) if kind == PIECE}
+    listed = list(zip(kinds, pieces, payloads))
+    ((count, read),) = [(piece, pickle.loads(payload)) for kind, piece, payload in listed if kind == SHARD]
+    done = {piece: pickle.loads(payload) for kind, piece, payload in listed if kind == PIECE}
     if sorted(done) != list(range(count)):
         raise RuntimeError(f"shard {shard}: {len(done)} of its {count} batches were mapped")
     ctx = worker_context(token, holder)
@@ -271,10 +277,12 @@ def partition_entries(
     """The partition's entries in handle order (read order): this run's PART rows and, for shards an earlier run
     mapped (a resumed run), their part spills. Handles of different rows never interleave (a row is one batch's
     contiguous run of one shard's records), so sorting the rows by their first handle orders every entry."""
-    sources: list[tuple[int, Callable[[], Iterable[Any]]]] = []
-    for kind, first, payload in zip(table["kind"].to_pylist(), table["first"].to_pylist(), table["payload"].to_pylist()):
-        if kind == PART:
-            sources.append((first, lambda payload=payload: pickle.loads(payload)))
+    payloads = table["payload"]
+    sources: list[tuple[int, Callable[[], Iterable[Any]]]] = [
+        (first, lambda i=i: pickle.loads(payloads[i].as_py()))
+        for i, (kind, first) in enumerate(zip(table["kind"].to_pylist(), table["first"].to_pylist()))
+        if kind == PART
+    ]
     for shard in earlier:
         path = ctx.layout.part(partition, shard)
         sources.append((shard << SHARD_SHIFT, lambda path=path: read_values(path)))
@@ -306,7 +314,8 @@ def reduce_group(table: pa.Table, job: ReduceJob) -> pa.Table:
     if done is None:
         got = sum(1 for kind in table["kind"].to_pylist() if kind == PART)
         if got != job.expected.get(partition, 0):
-            raise RuntimeError(f"partition {partition}: the shuffle gave {got} of its {job.expected.get(partition, 0)} record batches")
+            wanted = job.expected.get(partition, 0)
+            raise RuntimeError(f"partition {partition}: the shuffle gave {got} of its {wanted} record batches")
         claimed = claim_fault(job.fault, "reduce")
         if claimed is not None:
             hang_until_killed(claimed)
@@ -315,7 +324,7 @@ def reduce_group(table: pa.Table, job: ReduceJob) -> pa.Table:
         try:
             done = reduce_partition(ctx, partition, job.earlier, writer, entries)
         except DistillError as error:
-            return failed(error, partition=partition)
+            return rows([failed_row(error, partition=partition)])
     return rows([(DONE, -1, -1, partition, -1, dumps(done))])
 
 
