@@ -23,7 +23,7 @@ from distill.hashing import hash64
 from lakehouse_fixture import FIXTURE
 
 ray = pytest.importorskip("ray")
-from distill.errors import ConfigError  # noqa: E402
+from distill.errors import ConfigError, DistillError  # noqa: E402
 from distill.executor.ray import FAULT_ENV, get  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")
@@ -219,6 +219,13 @@ def test_an_error_a_user_can_fix_raised_in_a_task_reaches_the_driver_as_one_line
         get(fails.remote())
     assert raised.value.problems == ["source.path: no file matches x.jsonl"]
     assert type(raised.value) is ConfigError
+
+
+def test_an_error_a_user_can_fix_raised_in_a_ray_data_task_reaches_the_driver_as_itself(tmp_path):
+    # A group larger than a worker's share of the memory budget stops the reduce with an error naming the fix.
+    with pytest.raises(DistillError, match="raise executor.memory_gb") as raised:
+        data_files(tmp_path / "ray", [*RAY, "executor.memory_gb=0.00001"])
+    assert type(raised.value) is DistillError and "\n" not in str(raised.value)
 
 
 def test_a_multirun_sweep_runs_each_job_on_ray(tmp_path):
