@@ -143,7 +143,6 @@ class RayExecutor:
         self.token = ""
         self.holder: list[Any] | None = None
         self.description: dict[str, Any] = {"kind": "ray"}
-        self.task_options = {"max_retries": settings.max_retries, "retry_exceptions": [OSError, InjectedFault]}
         self.shared: PlanContext | None = None
         self.mapped: Any = None
         """The map's rows, materialized in the object store until the reduce has shuffled them."""
@@ -202,7 +201,8 @@ class RayExecutor:
         return self.token, self.holder
 
     def remote_args(self) -> dict[str, Any]:
-        """Ray Data's tasks retry as the executor's own (a fresh list: Ray Data appends to it)."""
+        """How every task of the run is retried, Ray Data's included (a fresh list each time: Ray Data appends to
+        it)."""
         return {"max_retries": self.settings.max_retries, "retry_exceptions": [OSError, InjectedFault]}
 
     def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
@@ -249,7 +249,7 @@ class RayExecutor:
 
         token, holder = self.share(ctx)
         started = time.perf_counter()
-        decisions = decide_distributed(ctx, list(shards), token, holder, self.task_options)
+        decisions = decide_distributed(ctx, list(shards), token, holder, self.remote_args())
         log_phase("ray", "decide", started)
         return decisions
 
