@@ -4,6 +4,10 @@ step at its place in the chain -> every record to its group's partition.
 A record a record step drops still goes to its partition, with the drop pending: only the decide phase knows
 whether an earlier global step (or the repeated-id check of the parse stage) claims it first, and the chat tasks
 need to see the holes drops leave in a conversation. Nothing here waits for another shard.
+
+Reading a shard into batches (`ShardReader`) and running the chain over a batch (`ShardMapper.map_batch`) are
+separate pieces, and the records go to a sink: the local executor maps a whole shard into partition spills; the ray
+executor reads in a Ray Data read task and maps each batch in `map_batches`, its records leaving as rows.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,6 +62,16 @@ def redact_row(steps: Any, row: dict[str, Any]) -> dict[str, Any]:
     for step in steps:
         row = step.redact_quarantine_row(row)
     return row
+
+
+class PartitionSink(Protocol):
+    """Where a mapped batch's records go: each partition's (handle, record, pending drop) entries, in handle order."""
+
+    def write(self, partition: int, entries: list[Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abandon(self) -> None: ...
 
 
 class PartitionSpills:
@@ -138,7 +152,9 @@ class ShardMapper:
     """Maps one shard (or, with `piece`, one piece of it): holds the key and id spill writers and runs the chain
     over each batch. Each partition's records go to `sink` (default: the partition spills)."""
 
-    def __init__(self, ctx: PlanContext, shard: Shard, sink: Any = None, piece: int | None = None) -> None:
+    def __init__(
+        self, ctx: PlanContext, shard: Shard, sink: PartitionSink | None = None, piece: int | None = None
+    ) -> None:
         self.ctx = ctx
         self.shard = shard
         self.steps = ctx.settings.steps
