@@ -130,10 +130,12 @@ DATA_CONTEXT = {
     "enable_progress_bars": False,
     "print_on_execution_start": False,
     "shuffle_strategy": "sort_shuffle_pull_based",
+    "execution_no_progress_timeout_s": -1,
 }
 """Ray Data settings for the run's pipelines: no progress bars or start-up lines (distill's Progress lines say the
-same on stderr), and the sort-based shuffle: its tasks run on the workers the map already started, where the hash
-shuffle starts workers of its own (seconds of fixed cost per run on a small cluster)."""
+same on stderr); the sort-based shuffle, whose tasks run on the workers the map already started, where the hash
+shuffle starts workers of its own (seconds of fixed cost per run on a small cluster); and no time limit on a phase
+without output (one shard's map or one partition's reduce may take longer than Ray Data's 30 minutes)."""
 
 
 class RayExecutor:
