@@ -5,12 +5,15 @@ through spill files.
   maps, origins, derived ids and parse-stage quarantine rows are those of a local run). Each read task yields one row
   per batch of parsed records (with their handles); `map_batches` runs the chain over each batch (`ShardMapper.
   map_batch`: record steps, the global steps' keys, every record's partition by distill's own hash of its group key)
-  and yields one row per (batch, partition) holding that partition's entries. The keys and ids the decide phase
-  reads are written by distill's spill writers, one piece per batch; a last pass (`groupby` on the shard) joins
-  each shard's pieces in batch order into the shard's spills, so decide reads them exactly as after a local map.
-- reduce: after decide, the materialized rows go through a Ray Data shuffle on distill's partition number
-  (`groupby("partition").map_groups`); each group is one partition's entries, sorted by handle (read order), which
-  `reduce_partition` turns into examples with distill's writers, under distill's names.
+  and yields one row per (batch, partition) holding that partition's entries; Ray Data fuses the read and the chain
+  into one task per shard, and the rows are materialized in the object store. The keys and ids the decide phase
+  reads are written by distill's spill writers, one piece per batch; a last pass (`groupby` on the shard, over the
+  small rows only) joins each shard's pieces in batch order into the shard's spills, so decide reads them exactly
+  as after a local map.
+- reduce: after decide, the materialized rows, plus one MARK row per partition, go through a Ray Data shuffle on
+  distill's partition number (`groupby("partition").map_groups`); each group is one partition's entries, sorted
+  by handle (read order), which `reduce_partition` turns into examples with distill's writers, under distill's
+  names. Rows that hold no records (partition -1) make a group no partition owns, and are skipped.
 
 A DistillError raised inside a task comes back as a row (Ray Data keeps only a wrapped exception's text) and is
 raised as itself in the driver: one line for the user.
