@@ -23,7 +23,7 @@ from distill.hashing import hash64
 from lakehouse_fixture import FIXTURE
 
 ray = pytest.importorskip("ray")
-from distill.errors import ConfigError  # noqa: E402
+from distill.errors import ConfigError, DistillError  # noqa: E402
 from distill.executor.ray import FAULT_ENV, get  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")
@@ -132,7 +132,8 @@ def test_a_worker_killed_mid_task_is_retried_and_the_outputs_are_unchanged(tmp_p
         while not pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         pid = int(pid_file.read_text())
-        # Mid-task: halfway through its shard, with its spills open under temporary names.
+        # Mid-task: a fused read-and-chain task with its first batch mapped and that batch's spills open under
+        # temporary names.
         open_spills = list((tmp_path / "ray" / ".distill-work").rglob(f"*.{pid}.tmp"))
         os.kill(pid, signal.SIGKILL)
         killed.append((pid, len(open_spills)))
@@ -145,6 +146,59 @@ def test_a_worker_killed_mid_task_is_retried_and_the_outputs_are_unchanged(tmp_p
     (pid, open_spills), = killed
     assert pid != os.getpid() and open_spills > 0
     assert on_ray == data_files(tmp_path / "local", LOCAL)
+
+
+def test_the_records_reach_the_reduce_through_ray_data_and_a_killed_reduce_worker_is_retried(tmp_path, monkeypatch):
+    """The map ran as a Ray Data pipeline of one read task per shard, and while a reduce task runs no part spill
+    (nor a piece of a shard's key spills) exists: the records wait in Ray's object store, and a reduce task whose
+    worker is SIGKILLed is run again from them."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    monkeypatch.setenv(FAULT_ENV, f"reduce:hang:{faults}")
+    seen: dict[str, Any] = {}
+
+    def look_then_kill() -> None:
+        pid_file = faults / "pid"
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        work = tmp_path / "ray" / ".distill-work"
+        seen["parts"] = [path for path in (work / "parts").rglob("*") if path.is_file()]
+        seen["pieces"] = [path for path in work.rglob("*.spill") if path.name.count(".") > 1]
+        seen["shards"] = len(list((work / "quarantine").glob("map-*.spill")))
+        seen["pid"] = int(pid_file.read_text())
+        os.kill(seen["pid"], signal.SIGKILL)
+
+    killer = threading.Thread(target=look_then_kill, daemon=True)
+    killer.start()
+    on_ray = data_files(tmp_path / "ray", RAY)
+    killer.join(timeout=5)
+    assert seen.get("pid") not in (None, os.getpid()), "no reduce task waited to be killed"
+    assert seen["parts"] == [] and seen["pieces"] == []
+    executor = json.loads((tmp_path / "ray" / "manifest.json").read_bytes())["executor"]
+    assert seen["shards"] > 1 and executor["map"] == {"engine": "ray.data", "read_tasks": seen["shards"]}
+    assert executor["reduce"]["engine"] == "ray.data"
+    assert on_ray == data_files(tmp_path / "local", LOCAL)
+
+
+def test_many_batches_per_shard_give_the_same_bytes_on_ray(tmp_path, corpus):
+    # Each shard is mapped as many batches: many pieces of each key spill to join, many rows per partition to order.
+    same_as_local(tmp_path, [*thorough(corpus), "batch_size=64"])
+
+
+def test_a_local_run_killed_mid_map_resumes_on_ray_with_the_same_bytes(tmp_path, corpus):
+    # The shards the local run finished are read back from its part spills, the others come through Ray Data.
+    overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.partitions=3", "executor.shard_mb=0.3"]
+    killed = tmp_path / "killed"
+    done = subprocess.run(
+        [sys.executable, "-m", "distill", *overrides, "executor.workers=2", f"hydra.run.dir={killed}"],
+        cwd=tmp_path, capture_output=True, text=True, start_new_session=True,
+        env={**os.environ, "DISTILL_TEST_KILL_AFTER": "map:2"},
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    resumed = data_files(killed, [*overrides, "executor=ray", "resume=true"])
+    resumed.pop("distill.log")  # the killed CLI run's own log
+    assert resumed == data_files(tmp_path / "local", [*overrides, *LOCAL])
 
 
 def test_an_exception_raised_once_in_a_task_is_retried(tmp_path, monkeypatch):
@@ -165,6 +219,13 @@ def test_an_error_a_user_can_fix_raised_in_a_task_reaches_the_driver_as_one_line
         get(fails.remote())
     assert raised.value.problems == ["source.path: no file matches x.jsonl"]
     assert type(raised.value) is ConfigError
+
+
+def test_an_error_a_user_can_fix_raised_in_a_ray_data_task_reaches_the_driver_as_itself(tmp_path):
+    # A group larger than a worker's share of the memory budget stops the reduce with an error naming the fix.
+    with pytest.raises(DistillError, match="raise executor.memory_gb") as raised:
+        data_files(tmp_path / "ray", [*RAY, "executor.memory_gb=0.00001"])
+    assert type(raised.value) is DistillError and "\n" not in str(raised.value)
 
 
 def test_a_multirun_sweep_runs_each_job_on_ray(tmp_path):

@@ -1,16 +1,21 @@
 """The ray executor: the same plan on Ray (`executor=ray`, `pip install 'distill[ray]'`), on a local Ray it starts
 for the run or on a cluster it joins, with the same files, byte for byte, as `executor=local`.
 
-- map: one Ray task per input shard running distill's own `map_shard`, so readers, field maps, origins and
-  quarantine rows are those of a local run; each record goes to its group's partition by distill's own hash (the
-  partition shuffle happens as the map writes its spills).
+- map: a Ray Data pipeline (`distill.executor.ray_data`): one read task per input shard running the source's own
+  reader, so field maps, origins and quarantine rows are those of a local run, then `map_batches` running the chain
+  over each batch. The records, each with its partition by distill's own hash of its group key, stay in the object
+  store (materialized); the keys and ids go to the spills decide reads, as after a local map.
 - decide: distributed over Ray tasks, never by collecting every key on the driver (`distill.executor.ray_decide`).
-- reduce: one Ray task per partition running `reduce_partition` with distill's writers, under distill's names;
-  the driver's merge is the local one.
+- reduce: the records go through a Ray Data shuffle on distill's partition number (`groupby("partition")`) and each
+  partition, its entries in read order, runs `reduce_partition` with distill's writers, under distill's names; the
+  driver's merge is the local one.
 
-Spills and outputs live on the run directory's filesystem: a local Ray shares it, a cluster needs it mounted at the
-same path on every node. Every task is idempotent: it returns the completion marker a finished attempt left, so a
-task retried after its worker died (`executor.max_retries`) never runs twice over half-deleted inputs.
+The driver holds the materialized map's block references, one small result per shard and per partition, and a count
+per partition. Spills and outputs live on the run directory's filesystem: a local Ray shares it, a cluster needs it
+mounted at the same path on every node. Ray retries a task whose worker died, or that raised a transient error
+(`executor.max_retries`); every task is idempotent (its spills are renamed into place whole, a reduced partition
+leaves a completion marker that a retry returns). The map leaves no completion markers: its records live in this
+run's object store, so a resumed run maps every shard again (shards a local run mapped are read from its spills).
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+import warnings
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
+import ray.data
 from ray.exceptions import RayTaskError
 
 from distill.errors import DistillError
@@ -33,18 +40,18 @@ from distill.executor.progress import Progress, log_phase
 from distill.output.writers import DatasetWriter
 from distill.plan.context import PlanContext
 from distill.plan.decide import Decisions
-from distill.plan.map import MapResult, map_shard
+from distill.plan.map import MapResult
 from distill.plan.prepare import ExecutorSettings
-from distill.plan.reduce import ReduceResult, reduce_partition
-from distill.plan.spill import read_marker
+from distill.plan.reduce import ReduceResult
 from distill.sources.base import Shard
 
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "DISTILL_TEST_RAY_FAULT"
 """Test-only: `PHASE:ACTION:DIR` makes the first task of PHASE (map | reduce) fail once: ACTION `raise` raises
-`InjectedFault`; `hang` writes the worker's PID to DIR/pid and sleeps until killed (a map task halfway through its
-shard, its spills open). DIR/PHASE.fired marks the fault spent, so the retry runs clean."""
+`InjectedFault`; `hang` writes the worker's PID to DIR/pid and sleeps until killed (a map task with its first batch
+mapped and that batch's spills open; a reduce task before it reduces). DIR/PHASE.fired marks the fault spent, so the
+retry runs clean."""
 CONNECT_TIMEOUT_SECONDS = 10
 RESOURCE_KEYS = ("CPU", "GPU", "memory", "object_store_memory")
 
@@ -66,6 +73,16 @@ def worker_context(token: str, holder: list[Any]) -> PlanContext:
         _WORKER.clear()
         _WORKER.update(token=token, ctx=ctx)
     return _WORKER["ctx"]
+
+
+def worker_value(token: str, name: str, holder: list[Any]) -> Any:
+    """A value the driver put in the object store for the run (e.g. the dataset writer), fetched once per worker;
+    call after `worker_context`, which forgets an earlier run's values."""
+    if _WORKER.get("token") != token:
+        raise RuntimeError("worker_value before worker_context")
+    if name not in _WORKER:
+        _WORKER[name] = ray.get(holder[0])
+    return _WORKER[name]
 
 
 def claim_fault(fault: str | None, phase: str) -> Path | None:
@@ -91,51 +108,6 @@ def hang_until_killed(folder: Path) -> None:
     time.sleep(600)
 
 
-@dataclass
-class HangingSource:
-    """The run's source, except that it stops halfway through a shard until the test kills the worker: the map
-    task dies with its spills open under temporary names."""
-
-    source: Any
-    folder: Path
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
-
-    def read_shard(self, shard: Shard) -> Iterator[Any]:
-        rows = list(self.source.read_shard(shard))
-        yield from rows[: len(rows) // 2]
-        hang_until_killed(self.folder)
-        yield from rows[len(rows) // 2 :]
-
-
-@ray.remote
-def map_task(token: str, holder: list[Any], shard: Shard, fault: str | None) -> MapResult:
-    ctx = worker_context(token, holder)
-    done = read_marker(ctx.layout.map_done(shard.index))
-    if done is not None:
-        return done
-    claimed = claim_fault(fault, "map")
-    if claimed is not None:
-        source = HangingSource(ctx.settings.source, claimed)
-        ctx = replace(ctx, settings=replace(ctx.settings, source=source))
-    return map_shard(ctx, shard)
-
-
-@ray.remote
-def reduce_task(
-    token: str, holder: list[Any], partition: int, shards: list[int], writer: DatasetWriter, fault: str | None
-) -> ReduceResult:
-    ctx = worker_context(token, holder)
-    done = read_marker(ctx.layout.reduce_done(partition))
-    if done is not None:
-        return done
-    claimed = claim_fault(fault, "reduce")
-    if claimed is not None:
-        hang_until_killed(claimed)
-    return reduce_partition(ctx, partition, shards, writer)
-
-
 def check_reachable(address: str) -> None:
     """Fails in seconds, in one line, when nothing listens at a `HOST:PORT` or `ray://HOST:PORT` address (Ray itself
     retries for a minute or more before it gives up)."""
@@ -154,6 +126,18 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+DATA_CONTEXT = {
+    "enable_progress_bars": False,
+    "print_on_execution_start": False,
+    "shuffle_strategy": "sort_shuffle_pull_based",
+    "execution_no_progress_timeout_s": -1,
+}
+"""Ray Data settings for the run's pipelines: no progress bars or start-up lines (distill's Progress lines say the
+same on stderr); the sort-based shuffle, whose tasks run on the workers the map already started, where the hash
+shuffle starts workers of its own (seconds of fixed cost per run on a small cluster); and no time limit on a phase
+without output (one shard's map or one partition's reduce may take longer than Ray Data's 30 minutes)."""
+
+
 class RayExecutor:
     def __init__(self, settings: ExecutorSettings) -> None:
         self.settings = settings
@@ -161,9 +145,12 @@ class RayExecutor:
         self.token = ""
         self.holder: list[Any] | None = None
         self.description: dict[str, Any] = {"kind": "ray"}
-        self.task_options = {"max_retries": settings.max_retries, "retry_exceptions": [OSError, InjectedFault]}
-        self.pending: list[Any] = []
         self.shared: PlanContext | None = None
+        self.mapped: Any = None
+        """The map's rows, materialized in the object store until the reduce has shuffled them."""
+        self.mapped_shards: set[int] = set()
+        self.expected: Counter[int] = Counter()
+        self.restore: list[Any] = []
 
     # -- Ray's lifetime ------------------------------------------------------------------------------------------
 
@@ -181,6 +168,7 @@ class RayExecutor:
             except (ConnectionError, TimeoutError, ValueError, RuntimeError) as error:
                 raise DistillError(f"executor.address: cannot reach a Ray cluster at {address!r}: {first_line(error)}") from None
             self.owned = True
+        self.restore = configure_ray_data()
         resources = ray.cluster_resources()
         self.description = {
             "kind": "ray",
@@ -192,14 +180,10 @@ class RayExecutor:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
-        if kind is not None:
-            for ref in self.pending:
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:  # noqa: BLE001 - best effort while already failing
-                    pass
-        self.pending = []
-        self.holder = self.shared = None
+        self.holder = self.shared = self.mapped = None
+        for undo in reversed(self.restore):
+            undo()
+        self.restore = []
         if self.owned:
             ray.shutdown()
             self.owned = False
@@ -218,23 +202,47 @@ class RayExecutor:
             self.shared = ctx
         return self.token, self.holder
 
-    def as_completed(self, refs: list[Any]) -> Iterator[Any]:
-        """Each task's result as it finishes; a task's DistillError is raised as itself (one line for the user)."""
-        self.pending = list(refs)
-        while self.pending:
-            done, self.pending = ray.wait(self.pending, num_returns=1)
-            yield get(done[0])
+    def remote_args(self) -> dict[str, Any]:
+        """How every task of the run is retried, Ray Data's included (a fresh list each time: Ray Data appends to
+        it)."""
+        return {"max_retries": self.settings.max_retries, "retry_exceptions": [OSError, InjectedFault]}
 
     def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
+        from distill.executor import ray_data as pipeline
+
+        if not shards:
+            return []
         token, holder = self.share(ctx)
         fault = os.environ.get(FAULT_ENV)
         sizes = {shard.index: shard.size for shard in shards}
-        task = map_task.options(**self.task_options)
-        results = []
         started = time.perf_counter()
-        for result in self.as_completed([task.remote(token, holder, shard, fault) for shard in shards]):
-            progress.advance(sizes[result.shard], result.rows)
-            results.append(result)
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates passing task options this way; it is still the only way to bound a task's retries.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            source = pipeline.ShardsDatasource(token, holder, shards)
+            # One block per read task: Ray Data would otherwise split each task's output, which keeps it from
+            # fusing the read with the chain (the batches would cross the object store in between).
+            mapped = ray.data.read_datasource(
+                source, override_num_blocks=len(shards), ray_remote_args=self.remote_args()
+            ).map_batches(
+                pipeline.map_batches, batch_size=None, batch_format="pyarrow",
+                fn_kwargs={"token": token, "holder": holder, "fault": fault}, **self.remote_args(),
+                # The read's own default: with the same task options, Ray Data runs the chain in the read's task.
+                scheduling_strategy=ray.data.DataContext.get_current().scheduling_strategy,
+            )
+            self.mapped = mapped.materialize()
+            joined = self.mapped.map_batches(pipeline.not_records, batch_format="pyarrow").groupby("shard").map_groups(
+                pipeline.join_shard, batch_format="pyarrow", fn_kwargs={"token": token, "holder": holder},
+                **self.remote_args(),
+            )
+            results = []
+            for batch in joined.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for result, parts in pipeline.results(batch):
+                    progress.advance(sizes[result.shard], result.rows)
+                    results.append(result)
+                    self.expected.update(parts)
+        self.mapped_shards.update(result.shard for result in results)
+        self.description["map"] = {"engine": "ray.data", "read_tasks": len(shards)}
         log_phase("ray", "map", started, sum(r.seconds for r in results), sum(r.rows for r in results))
         return results
 
@@ -243,7 +251,7 @@ class RayExecutor:
 
         token, holder = self.share(ctx)
         started = time.perf_counter()
-        decisions = decide_distributed(ctx, list(shards), token, holder, self.task_options)
+        decisions = decide_distributed(ctx, list(shards), token, holder, self.remote_args())
         log_phase("ray", "decide", started)
         return decisions
 
@@ -251,18 +259,52 @@ class RayExecutor:
         self, ctx: PlanContext, partitions: Sequence[int], shards: Sequence[int], writer: DatasetWriter,
         progress: Progress,
     ) -> list[ReduceResult]:
+        from distill.executor import ray_data as pipeline
+
+        if not partitions:
+            return []
         token, holder = self.share(ctx)
-        fault = os.environ.get(FAULT_ENV)
-        writer_ref = ray.put(writer)
-        task = reduce_task.options(**self.task_options)
-        refs = [task.remote(token, holder, partition, list(shards), writer_ref, fault) for partition in partitions]
-        results = []
+        job = pipeline.ReduceJob(
+            token, holder, [ray.put(writer)], set(partitions), dict(self.expected),
+            earlier=[shard for shard in shards if shard not in self.mapped_shards], fault=os.environ.get(FAULT_ENV),
+        )
         started = time.perf_counter()
-        for result in self.as_completed(refs):
-            progress.advance(1, result.records)
-            results.append(result)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rows = ray.data.from_arrow(pipeline.marks(partitions))
+            if self.mapped is not None:
+                rows = self.mapped.union(rows)
+            reduced = rows.groupby("partition", num_partitions=len(partitions)).map_groups(
+                pipeline.reduce_group, batch_format="pyarrow", fn_kwargs={"job": job}, **self.remote_args(),
+            )
+            results = []
+            for batch in reduced.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for result in pipeline.results(batch):
+                    progress.advance(1, result.records)
+                    results.append(result)
+        self.mapped = None
+        self.description["reduce"] = {"engine": "ray.data", "shuffle": "groupby(partition)"}
         log_phase("ray", "reduce", started, sum(r.seconds for r in results), sum(r.records for r in results))
         return results
+
+
+def configure_ray_data() -> list[Any]:
+    """Sets DATA_CONTEXT and Ray Data's console log to errors only (its log file keeps everything); returns what
+    undoes it, so a process that runs several jobs gets its settings back."""
+    with warnings.catch_warnings():
+        # Ray 2.60 warns about its own deprecated settings while it builds the default context.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = ray.data.DataContext.get_current()
+    undo = []
+    for name, value in DATA_CONTEXT.items():
+        if hasattr(context, name):
+            undo.append(lambda name=name, old=getattr(context, name): setattr(context, name, old))
+            setattr(context, name, value)
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console":
+            undo.append(lambda handler=handler, old=handler.level: handler.setLevel(old))
+            handler.setLevel(logging.ERROR)
+    return undo
 
 
 def get(refs: Any) -> Any:

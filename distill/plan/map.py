@@ -4,15 +4,21 @@ step at its place in the chain -> every record to its group's partition.
 A record a record step drops still goes to its partition, with the drop pending: only the decide phase knows
 whether an earlier global step (or the repeated-id check of the parse stage) claims it first, and the chat tasks
 need to see the holes drops leave in a conversation. Nothing here waits for another shard.
+
+Reading a shard into batches (`ShardReader`) and running the chain over a batch (`ShardMapper.map_batch`) are
+separate pieces, and the records go to a sink: the local executor maps a whole shard into partition spills; the ray
+executor reads in a Ray Data read task and maps each batch in `map_batches`, its records leaving as rows.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,67 +71,128 @@ def quarantine_entry(steps: Any, row: QuarantineRow) -> tuple[Any, str, str | No
     return (row.sort_key(), redacted["reason"], redacted.get("record_id"), jsonl_bytes(redacted))
 
 
-class ShardMapper:
-    """Maps one shard: holds the spill writers and the batch being built."""
+class PartitionSink(Protocol):
+    """Where a mapped batch's records go: each partition's (handle, record, pending drop) entries, in handle order."""
 
-    def __init__(self, ctx: PlanContext, shard: Shard) -> None:
+    def write(self, partition: int, entries: list[Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+class PartitionSpills:
+    """Where a shard's records go by default: one spill per partition, which that partition's reduce reads."""
+
+    def __init__(self, ctx: PlanContext, shard: int) -> None:
+        self.ctx = ctx
+        self.shard = shard
+        self.writers: dict[int, SpillWriter] = {}
+
+    def write(self, partition: int, entries: list[Any]) -> None:
+        writer = self.writers.get(partition)
+        if writer is None:
+            writer = self.writers[partition] = SpillWriter(
+                self.ctx.layout.part(partition, self.shard), compress=self.ctx.compress
+            )
+        writer.write(entries)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+    def abandon(self) -> None:
+        for writer in self.writers.values():
+            writer.abandon()
+
+
+def piece_path(path: Path, piece: int | None) -> Path:
+    """The spill of one piece of a shard (`3.spill` -> `3.7.spill`): an executor that maps a shard's batches in
+    separate tasks joins its pieces, in order, into the shard's spill."""
+    return path if piece is None else path.with_name(f"{path.stem}.{piece}{path.suffix}")
+
+
+class ShardReader:
+    """Reads one shard with the source's own reader into batches of records, each record with its handle; a batch
+    never holds one id twice, so a global step's key names one record of its batch. Parse-stage drops become the
+    shard's quarantine rows, written sorted by `finish`."""
+
+    def __init__(self, ctx: PlanContext, shard: Shard, result: MapResult) -> None:
+        self.ctx = ctx
+        self.shard = shard
+        self.result = result
+        self.quarantine: list[tuple[Any, str, str | None, bytes]] = []
+
+    def batches(self) -> Iterator[tuple[list[Record], list[int]]]:
+        steps = self.ctx.settings.steps
+        batch_size = self.ctx.settings.batch_size
+        batch: list[Record] = []
+        handles: list[int] = []
+        ids: set[str] = set()
+        for parsed in self.ctx.settings.source.read_shard(self.shard):
+            self.result.rows += 1
+            if isinstance(parsed, QuarantineRow):
+                self.result.parse_dropped[parsed.reason.value] += 1
+                self.quarantine.append(quarantine_entry(steps, parsed))
+                continue
+            if parsed.id in ids:
+                yield batch, handles
+                batch, handles, ids = [], [], set()
+            self.result.records += 1
+            batch.append(parsed)
+            handles.append((self.shard.index << SHARD_SHIFT) | self.result.records)
+            ids.add(parsed.id)
+            if len(batch) >= batch_size:
+                yield batch, handles
+                batch, handles, ids = [], [], set()
+        if batch:
+            yield batch, handles
+
+    def finish(self) -> None:
+        self.quarantine.sort(key=lambda entry: entry[0])
+        write_spill(self.ctx.layout.map_quarantine(self.shard.index), [self.quarantine], compress=self.ctx.compress)
+        self.result.inputs = self.ctx.settings.source.shard_inputs(self.shard)
+
+
+class ShardMapper:
+    """Maps one shard (or, with `piece`, one piece of it): holds the key and id spill writers and runs the chain
+    over each batch. Each partition's records go to `sink` (default: the partition spills)."""
+
+    def __init__(
+        self, ctx: PlanContext, shard: Shard, sink: PartitionSink | None = None, piece: int | None = None
+    ) -> None:
         self.ctx = ctx
         self.shard = shard
         self.steps = ctx.settings.steps
         self.result = MapResult(shard.index)
-        self.quarantine: list[tuple[Any, bytes]] = []
-        self.parts: dict[int, SpillWriter] = {}
+        self.parts = sink if sink is not None else PartitionSpills(ctx, shard.index)
         self.keys = {
-            position: SpillWriter(ctx.layout.keys(position, shard.index), compress=ctx.compress)
+            position: SpillWriter(piece_path(ctx.layout.keys(position, shard.index), piece), compress=ctx.compress)
             for position, step in enumerate(self.steps)
             if isinstance(step, GlobalStep)
         }
-        self.ids = SpillWriter(ctx.layout.ids(shard.index), compress=ctx.compress)
-        self.batch: list[Record] = []
-        self.handles: list[int] = []
-        self.batch_ids: set[str] = set()
-        self.ordinal = 0
+        self.ids = SpillWriter(piece_path(ctx.layout.ids(shard.index), piece), compress=ctx.compress)
 
     def run(self) -> MapResult:
         started = time.perf_counter()
         for step in self.steps:
             step.counters = Counter()
-        batch_size = self.ctx.settings.batch_size
+        reader = ShardReader(self.ctx, self.shard, self.result)
         try:
-            for parsed in self.ctx.settings.source.read_shard(self.shard):
-                self.result.rows += 1
-                if isinstance(parsed, QuarantineRow):
-                    self.result.parse_dropped[parsed.reason.value] += 1
-                    self.quarantine.append(quarantine_entry(self.steps, parsed))
-                    continue
-                # A batch never holds one id twice, so a key's id names one record of its batch.
-                if parsed.id in self.batch_ids:
-                    self.flush()
-                self.add(parsed)
-                if len(self.batch) >= batch_size:
-                    self.flush()
-            self.flush()
-            self.finish()
+            for records, handles in reader.batches():
+                self.map_batch(records, handles)
+            self.close()
+            reader.finish()
         except BaseException:
-            for writer in [*self.parts.values(), *self.keys.values(), self.ids]:
-                writer.abandon()
+            self.abandon()
             raise
-        self.result.inputs = self.ctx.settings.source.shard_inputs(self.shard)
         self.result.counters = {step.name: Counter(step.counters) for step in self.steps if step.counters}
         self.result.seconds = time.perf_counter() - started
         return self.result
 
-    def add(self, record: Record) -> None:
-        self.ordinal += 1
-        self.result.records += 1
-        self.batch.append(record)
-        self.handles.append((self.shard.index << SHARD_SHIFT) | self.ordinal)
-        self.batch_ids.add(record.id)
-
-    def flush(self) -> None:
-        if not self.batch:
-            return
-        records, handles = self.batch, self.handles
+    def map_batch(self, records: list[Record], handles: list[int]) -> None:
+        """The chain over one batch: record steps, each global step's keys at its place, and every record, with
+        its pending drop, to its group's partition."""
         group_key = self.ctx.settings.group_key
         partitions = [self.ctx.partition_of(group_key(record)) for record in records]
         pending: list[tuple[int, Drop] | None] = [None] * len(records)
@@ -158,26 +225,22 @@ class ShardMapper:
         for i, record in enumerate(records):
             by_partition.setdefault(partitions[i], []).append((handles[i], record, pending[i]))
         for partition, entries in by_partition.items():
-            writer = self.parts.get(partition)
-            if writer is None:
-                writer = self.parts[partition] = SpillWriter(
-                    self.ctx.layout.part(partition, self.shard.index), compress=self.ctx.compress
-                )
-            writer.write(entries)
+            self.parts.write(partition, entries)
         self.ids.write([(
-            np.array([hash64(record.id) for record in self.batch], dtype=np.uint64),
+            np.array([hash64(record.id) for record in records], dtype=np.uint64),
             np.array(handles, dtype=np.uint64),
             np.array(partitions, dtype=np.uint32),
-            [record.id for record in self.batch],
-            [record.origin.label() if record.origin else "an earlier row" for record in self.batch],
+            [record.id for record in records],
+            [record.origin.label() if record.origin else "an earlier row" for record in records],
         )])
-        self.batch, self.handles, self.batch_ids = [], [], set()
 
-    def finish(self) -> None:
-        for writer in [*self.parts.values(), *self.keys.values(), self.ids]:
+    def close(self) -> None:
+        for writer in [self.parts, *self.keys.values(), self.ids]:
             writer.close()
-        self.quarantine.sort(key=lambda entry: entry[0])
-        write_spill(self.ctx.layout.map_quarantine(self.shard.index), [self.quarantine], compress=self.ctx.compress)
+
+    def abandon(self) -> None:
+        for writer in [self.parts, *self.keys.values(), self.ids]:
+            writer.abandon()
 
 
 def map_shard(ctx: PlanContext, shard: Shard) -> MapResult:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -118,15 +118,19 @@ class ReduceResult:
 
 
 def partition_records(
-    ctx: PlanContext, partition: int, shards: Sequence[int], result: ReduceResult, ledger: Ledger
+    ctx: PlanContext, partition: int, shards: Sequence[int], result: ReduceResult, ledger: Ledger,
+    entries: Iterable[tuple[int, Record, Any]] | None = None,
 ) -> tuple[list[Record], list[Record]]:
-    """(kept, dropped) records of the partition, each record's fate the earliest drop the chain gives it."""
+    """(kept, dropped) records of the partition, each record's fate the earliest drop the chain gives it. The
+    records are `entries` (handle, record, pending drop) in handle order when given, else the part spills of
+    `shards`."""
     decisions = {handle: (position, drop) for handle, position, drop in read_values(ctx.layout.decisions(partition))}
     steps = ctx.settings.steps
     kept: list[Record] = []
     dropped: list[Record] = []
-    for shard in shards:
-        for handle, record, pending in read_values(ctx.layout.part(partition, shard)):
+    streams = [entries] if entries is not None else [read_values(ctx.layout.part(partition, s)) for s in shards]
+    for stream in streams:
+        for handle, record, pending in stream:
             result.records += 1
             decided = decisions.get(handle)
             if decided is not None and decided[0] == REPEATED_ID:
@@ -168,12 +172,17 @@ def check_group_sizes(groups: Sequence[Group], worker_budget: int) -> None:
             )
 
 
-def reduce_partition(ctx: PlanContext, partition: int, shards: Sequence[int], writer: DatasetWriter) -> ReduceResult:
+def reduce_partition(
+    ctx: PlanContext, partition: int, shards: Sequence[int], writer: DatasetWriter,
+    entries: Iterable[tuple[int, Record, Any]] | None = None,
+) -> ReduceResult:
+    """Reduces one partition: its records are `entries` in handle order when the executor hands them over (the ray
+    executor's shuffle), else those the map left in the part spills of `shards`, removed once the partition is done."""
     started = time.perf_counter()
     settings = ctx.settings
     result = ReduceResult(partition)
     ledger = Ledger()
-    kept, dropped = partition_records(ctx, partition, shards, result, ledger)
+    kept, dropped = partition_records(ctx, partition, shards, result, ledger, entries)
     ledger.input_rows = result.records
     groups = group_records(kept, dropped, settings.group_key)
     del kept, dropped
