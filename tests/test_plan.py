@@ -123,8 +123,8 @@ def test_keys_decided_in_buckets_give_what_one_pass_over_all_keys_gives(tmp_path
     expected = run_dir(whole, [*overrides, "executor.partitions=1"])
     with caplog.at_level("INFO", logger="distill.plan.decide"):
         found = run_dir(bucketed, [*overrides, "executor.partitions=7", "executor.memory_gb=0.0002"])
-    assert "decide exact_dedup: in 5 buckets" in caplog.text
-    assert "decide decontaminate: in 5 buckets" in caplog.text
+    assert "decide exact_dedup: in 6 buckets" in caplog.text
+    assert "decide decontaminate: in 6 buckets" in caplog.text
     assert found == expected
     stages = [json.loads((out / "manifest.json").read_text())["stages"] for out in (whole, bucketed)]
     assert stages[0] == stages[1]

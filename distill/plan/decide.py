@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 REPEATED_ID = -1
 """The chain position recorded for a row whose id an earlier row already carried (a parse-stage decision)."""
-DECIDE_BYTES_PER_KEY = 400
-"""Measured (bench/RESULTS.md): the decide process peaked at 446 MiB for 1e6 exact_dedup keys (group scope, ids and
-group keys as Python strings, the (created_at, id) sort included)."""
+DECIDE_BYTES_PER_KEY = 500
+"""Measured (bench/RESULTS.md): the decide process peaked at 498 MiB for 1e6 exact_dedup keys decided whole, and at
+994 MiB for 1e7 records in 5 buckets of 2e6 keys (group scope: ids and group keys as Python strings, the sort and
+the repeated-id check's 16 bytes per record included)."""
 SUMMED_FIGURES = ("hits", "records_without_embedding")
 """Figures a step counts per record (decontaminate's hits): summed over the buckets that decided them."""
 FIRST_HITS = "first_hits"
