@@ -35,17 +35,21 @@ class SpillWriter:
         self.handle = self.temporary.open("wb")
         self.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL) if compress else None
         self.batches = 0
+        self.items_per_frame = FRAME_ITEMS
+        self.sized = False
 
     def write(self, batch: list[Any]) -> None:
-        step = FRAME_ITEMS
         start = 0
         while start < len(batch):
-            data = pickle.dumps(batch[start : start + step], protocol=pickle.HIGHEST_PROTOCOL)
-            if len(data) > FRAME_BYTES and step > 1:
-                # Large items (example lines, quarantined records): fewer per frame, sized from this attempt.
-                step = max(1, step * FRAME_BYTES // len(data))
+            chunk = batch[start : start + self.items_per_frame]
+            data = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+            # Large items (example lines, quarantined records): fewer per frame, sized from this attempt and kept
+            # for the writer's later batches, so a frame is pickled again only when its items grew well beyond.
+            if len(data) > FRAME_BYTES * (2 if self.sized else 1) and len(chunk) > 1:
+                self.items_per_frame = max(1, len(chunk) * FRAME_BYTES // len(data))
+                self.sized = True
                 continue
-            start += step
+            start += len(chunk)
             if self.compressor is not None:
                 data = self.compressor.compress(data)
             self.handle.write(FRAME_HEADER.pack(len(data)))
