@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from run import machine, measure  # noqa: E402
-from scale import run_sampled, tree_rss, tree_stats  # noqa: E402
+from scale import run_sampled, tree_pss, tree_rss, tree_stats  # noqa: E402
 
 DATA_FILES = (".jsonl", ".parquet", "stats.json")
 PHASE = re.compile(r"(?:local|ray) (map|decide|reduce): ([\d.]+) s(?:, ([\d.]+) task-seconds, (\d+) rows)?")
@@ -55,11 +55,12 @@ def tree_cpu(root: int, seen: dict[int, float]) -> None:
 def run_once(data: Path, executor: list[str], extra: list[str], work: Path) -> dict[str, Any]:
     out = work / "run"
     command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *executor, *extra]
-    peaks = {"tree": 0, "driver": 0}
+    peaks = {"tree": 0, "driver": 0, "pss": 0}
     cpu: dict[int, float] = {}
 
     def sample(pid: int) -> None:
         peaks["tree"] = max(peaks["tree"], tree_rss(pid))
+        peaks["pss"] = max(peaks["pss"], tree_pss(pid))
         peaks["driver"] = max(peaks["driver"], driver_peak(pid))
         tree_cpu(pid, cpu)
 
@@ -74,6 +75,7 @@ def run_once(data: Path, executor: list[str], extra: list[str], work: Path) -> d
         "wall_seconds": wall,
         "peak_driver_rss_mib": peaks["driver"] / 2**20,
         "peak_tree_rss_mib": peaks["tree"] / 2**20,
+        "peak_tree_pss_mib": peaks["pss"] / 2**20,
         "tree_cpu_seconds": sum(cpu.values()),
         "phases": phases,
         "executor": manifest["executor"],

@@ -64,6 +64,20 @@ def tree_rss(root: int) -> int:
     return sum(int(fields[21]) * PAGE for fields in tree_stats(root).values())
 
 
+def tree_pss(root: int) -> int:
+    """Proportional set size of `root` and its descendants, summed: a page several processes map (Ray's object
+    store, shared by every worker) counts once in total, not once per process as in `tree_rss`."""
+    total = 0
+    for pid in tree_stats(root):
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
+        total += int(match.group(1)) * 1024 if match else 0
+    return total
+
+
 def disk_use(path: Path) -> int:
     total = 0
     for folder, _, files in os.walk(path):
