@@ -213,8 +213,8 @@ def render_scale() -> str:
         "| records | input MiB | machine | command | floor s | distill s | x floor | peak RSS MiB | peak disk MiB | partitions | map / decide / reduce / rest s | decide bytes/record (held), decide process peak MiB |",
         "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for path in sorted((REPO / "bench" / "results").glob("scale-*.json")):
-        result = json.loads(path.read_text())
+    results = [json.loads(path.read_text()) for path in sorted((REPO / "bench" / "results").glob("scale-*.json"))]
+    for result in sorted(results, key=lambda r: r["records"]):
         run_ = result.get("distill")
         where = result.get("where", "this machine (2 cores, shared)")
         command = result.get("command", f"python bench/scale.py --records {result['records']}")
@@ -231,7 +231,7 @@ def render_scale() -> str:
         else:
             timing = "-"
         lines.append(
-            f"| {result['records']:,} | {result['input_mib']:.0f} | {where} | `{command}` | {result['floor_seconds']:.1f} | "
+            f"| {result['records']:,} | {result['input_mib']:.0f}{' (zstd)' if 'zstd' in result.get('input', '') else ''} | {where} | `{command}` | {result['floor_seconds']:.1f} | "
             f"{run_['wall_seconds']:.1f} | {result['x_floor']:.1f} | {run_['peak_tree_rss_mib']:.0f} | "
             f"{run_['peak_disk_mib']:.0f} | {plan[1]} | {timing} | {decided} |"
         )

@@ -138,18 +138,26 @@ class Scrubber:
 
     def __init__(self, detectors: Iterable[Detector]) -> None:
         self.detectors = list(detectors)
+        hints = sorted({hint for d in self.detectors if not d.from_library for hint in HINTS.get(d.kind, ())})
+        # One scan for every hint at once: most strings (ids, metadata values, plain chat) hold none, and then no
+        # hinted detector needs its own check.
+        self.any_hint = re.compile("|".join(map(re.escape, hints))) if hints else None
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """Non-overlapping (start, end, kind) spans in text order; where two detectors overlap, the one listed
         first wins (distill's own patterns come before the library's)."""
         facts = _Text(text)
+        hinted = self.any_hint is not None and self.any_hint.search(facts.lowered) is not None
+        long_token: bool | None = None
         spans: list[tuple[int, int, str]] = []
         for detector in self.detectors:
-            # The library's ~60 detectors share one precondition: checked once per text, not once per detector.
             if detector.from_library:
-                if not facts.long_token:
+                # The library's ~60 detectors share one precondition: checked once per text, not once per detector.
+                if long_token is None:
+                    long_token = facts.long_token
+                if not long_token:
                     continue
-            elif not facts.may_match(detector):
+            elif (detector.kind in HINTS and not hinted) or not facts.may_match(detector):
                 continue
             for match in detector.pattern.finditer(text):
                 start, end = _secret_span(match)
