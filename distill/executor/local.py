@@ -5,18 +5,17 @@ resolved config once and runs every step's `setup()` once."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import os
-import resource
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from distill.executor.progress import Progress, log_phase
+from distill.collector import cyclic_gc_paused
+from distill.executor.progress import Progress, log_phase, peak_rss_mib
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
 from distill.plan.decide import Decisions, decide, log_held
@@ -33,9 +32,6 @@ _WORKER: dict[str, Any] = {}
 def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool, shards: list[int]) -> None:
     # Ctrl-C reaches the whole process group; the driver alone decides, and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # As in the driver (runner.cyclic_gc_paused): the tasks allocate millions of acyclic objects, and the cycle
-    # collector rescanning them costs more than the rest of unpickling; each task collects once when it ends.
-    gc.disable()
     from distill.config import build_settings
 
     settings = build_settings(config)
@@ -47,28 +43,20 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
 
 def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
     ctx = _WORKER["ctx"]
-    decisions = decide(ctx, shard_ids)
+    with cyclic_gc_paused():
+        decisions = decide(ctx, shard_ids)
     decisions.peak_rss_mib = peak_rss_mib()
     return decisions, {step.name: step.figures for step in ctx.settings.steps}
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _map_task(shard: Shard) -> tuple[MapResult, float]:
-    try:
+    with cyclic_gc_paused(collect_after=True):
         return map_shard(_WORKER["ctx"], shard), peak_rss_mib()
-    finally:
-        gc.collect()
 
 
 def _reduce_task(partition: int) -> tuple[ReduceResult, float]:
-    try:
+    with cyclic_gc_paused(collect_after=True):
         return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"]), peak_rss_mib()
-    finally:
-        gc.collect()
 
 
 KILL_HOOK = "DISTILL_TEST_KILL_AFTER"

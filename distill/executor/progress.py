@@ -4,6 +4,7 @@ files stay readable). Each line says what is done, how fast and how long is left
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 import time
 from typing import Any
@@ -56,3 +57,8 @@ def log_phase(executor: str, phase: str, started: float, task_seconds: float | N
         log.info("%s %s: %.2f s", executor, phase, wall)
     else:
         log.info("%s %s: %.2f s, %.2f task-seconds, %d rows", executor, phase, wall, task_seconds, rows)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB), for the phase logs bench/ reads."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -21,7 +21,6 @@ raised as itself in the driver: one line for the user.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import pickle
@@ -29,7 +28,6 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -38,6 +36,7 @@ import pyarrow as pa
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
+from distill.collector import cyclic_gc_paused
 from distill.curation.steps.base import GlobalStep
 from distill.errors import DistillError
 from distill.executor.ray import claim_fault, hang_until_killed, worker_context, worker_value
@@ -74,20 +73,6 @@ def rows(items: Iterable[tuple[int, int, int, int, int, bytes]]) -> pa.Table:
     """A table of (kind, shard, piece, partition, first, payload) rows."""
     columns = list(zip(*items)) or [[] for _ in SCHEMA]
     return pa.Table.from_arrays([pa.array(values, type=f.type) for values, f in zip(columns, SCHEMA)], schema=SCHEMA)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """As in the driver and the local workers (`runner.cyclic_gc_paused`): a task allocates millions of acyclic
-    objects, which the cycle collector would rescan for nothing; it collects once when the task's work ends."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-            gc.collect()
 
 
 def dumps(value: Any) -> bytes:
@@ -139,7 +124,7 @@ class PartitionRows:
 def read_shard(token: str, holder: list[Any], shard: Shard) -> Iterator[pa.Table]:
     """A read task: the shard through the source's own reader, one BATCH row per batch, then its SHARD row (the
     parse stage's quarantine rows are in the shard's map quarantine spill by then)."""
-    with collector_paused():
+    with cyclic_gc_paused(collect_after=True):
         yield from read_batches(token, holder, shard)
 
 
@@ -223,7 +208,7 @@ def map_batch_rows(ctx: PlanContext, shard: int, piece: int, payload: bytes, fau
 
 def map_batches(table: pa.Table, token: str, holder: list[Any], fault: str | None) -> pa.Table:
     """`map_batches`: each BATCH row mapped; every other row passes through."""
-    with collector_paused():
+    with cyclic_gc_paused(collect_after=True):
         return map_rows(table, token, holder, fault)
 
 
@@ -335,7 +320,7 @@ class ReduceJob:
 
 def reduce_group(table: pa.Table, job: ReduceJob) -> pa.Table:
     """`map_groups` over one partition: its entries, in handle order, through `reduce_partition`."""
-    with collector_paused():
+    with cyclic_gc_paused(collect_after=True):
         return reduce_rows(table, job)
 
 
