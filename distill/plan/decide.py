@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,20 +94,6 @@ def repeated_ids(ctx: PlanContext, shards: Sequence[int]) -> tuple[dict[int, lis
         for handle, partition, _ in rows[1:]:
             decided.setdefault(partition, []).append((handle, REPEATED_ID, drop))
     return decided, records
-
-
-def load_keys(ctx: PlanContext, position: int, shards: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-    handles, partitions, micros, keys = [], [], [], []
-    for shard in shards:
-        for frame in read_batches(ctx.layout.keys(position, shard)):
-            for key_handles, key_partitions, key_micros, key_batch in frame:
-                handles.append(key_handles)
-                partitions.append(key_partitions)
-                micros.append(key_micros)
-                keys.append(key_batch)
-    if not keys:
-        return np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.int64), None
-    return np.concatenate(handles), np.concatenate(partitions), np.concatenate(micros), concat_keys(keys)
 
 
 def held_bytes(*columns: Any) -> int:
@@ -271,8 +258,9 @@ def scatter(frames: Any, writers: list[SpillWriter], where: Any) -> None:
             writers[target].write([(handles[index], partitions[index], micros[index], take_keys(keys, index))])
 
 
-def loaded(path: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None:
-    frames = [entry for frame in read_batches(path) for entry in frame]
+def loaded(paths: Iterable[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None:
+    """The (handles, partitions, micros, keys) rows of these key spills, concatenated; None when they hold none."""
+    frames = [entry for path in paths for frame in read_batches(path) for entry in frame]
     if not frames:
         return None
     return (
@@ -308,7 +296,7 @@ def decide_in_buckets(
 
     by_bucket = writers("bucket")
     for b in range(buckets):
-        found = loaded(scratch / f"partition-{b}.spill")
+        found = loaded([scratch / f"partition-{b}.spill"])
         if found is not None:
             scatter([found], by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
         (scratch / f"partition-{b}.spill").unlink(missing_ok=True)
@@ -319,7 +307,7 @@ def decide_in_buckets(
     figures = []
     base = dict(step.figures)  # what setup() found (e.g. the eval sets' sizes): every bucket starts from it
     for b in range(buckets):
-        found = loaded(scratch / f"bucket-{b}.spill")
+        found = loaded([scratch / f"bucket-{b}.spill"])
         (scratch / f"bucket-{b}.spill").unlink(missing_ok=True)
         if found is None:
             continue
@@ -373,10 +361,11 @@ def decide_whole(
     decided: DecisionSink, result: Decisions,
 ) -> list[int]:
     """The step decided over all its keys at once."""
-    handles, partitions, micros, keys = load_keys(ctx, position, shards)
-    if keys is None:
+    found = loaded(ctx.layout.keys(position, shard) for shard in shards)
+    if found is None:
         step.decide([])
         return []
+    handles, partitions, micros, keys = found
     result.held[step.name] = (len(keys.ids), held_bytes(handles, partitions, micros, keys) / max(len(keys.ids), 1))
     alive = np.flatnonzero(~np.isin(handles, masked))
     return decide_keys(
