@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from importlib import import_module
@@ -67,3 +67,17 @@ def parse_batches(
         for row in batch.to_pylist():
             yield source.to_record(json_safe(row) if clean else row, origin_of(row_number), fallback_id_of(row_number))
             row_number += 1
+
+
+def consecutive_runs(pieces: Sequence[tuple[int, float]], target_bytes: int) -> list[tuple[int, int, int, int]]:
+    """[(first piece, end piece, first row, bytes)]: consecutive pieces of a columnar input ((rows, bytes) each: a
+    Parquet file's row groups, a Lance dataset's fragments) gathered until a run holds about `target_bytes`."""
+    runs = []
+    first, first_row, size, rows = 0, 0, 0.0, 0
+    for index, (piece_rows, piece_bytes) in enumerate(pieces):
+        size += piece_bytes
+        rows += piece_rows
+        if size >= target_bytes or index == len(pieces) - 1:
+            runs.append((first, index + 1, first_row, int(size)))
+            first, first_row, size, rows = index + 1, first_row + rows, 0.0, 0
+    return runs

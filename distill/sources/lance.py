@@ -10,7 +10,7 @@ from pydantic import Field, PositiveInt
 from distill.errors import DistillError
 from distill.record import Origin
 from distill.sources.base import SOURCES, Parsed, Shard, Source, SourceParams
-from distill.sources.columnar import import_columnar, parse_batches
+from distill.sources.columnar import consecutive_runs, import_columnar, parse_batches
 
 
 class LanceParams(SourceParams):
@@ -82,17 +82,14 @@ class LanceSource(Source):
         if not fragments:
             return [Shard(0, version=self.version)]
         row_bytes = self._bytes_per_row(sum(rows for _, rows in fragments))
-        shards: list[Shard] = []
-        first, first_row, rows = 0, 0, 0
-        for index, (_, fragment_rows) in enumerate(fragments):
-            rows += fragment_rows
-            if rows * row_bytes >= target_bytes or index == len(fragments) - 1:
-                ids = tuple(fragment_id for fragment_id, _ in fragments[first : index + 1])
-                shards.append(Shard(
-                    len(shards), size=int(rows * row_bytes), fragments=ids, first_row=first_row, version=self.version,
-                ))
-                first, first_row, rows = index + 1, first_row + rows, 0
-        return shards
+        runs = consecutive_runs([(rows, rows * row_bytes) for _, rows in fragments], target_bytes)
+        return [
+            Shard(
+                index, size=size, fragments=tuple(fragment_id for fragment_id, _ in fragments[first:end]),
+                first_row=first_row, version=self.version,
+            )
+            for index, (first, end, first_row, size) in enumerate(runs)
+        ]
 
     def _bytes_per_row(self, rows: int) -> float:
         """The dataset's bytes on disk per row (a local store), for sizing shards; a remote store counts 1 KiB."""

@@ -11,7 +11,7 @@ from distill.hashing import file_sha256
 from distill.output.files import shown_path
 from distill.record import Origin
 from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
-from distill.sources.columnar import import_columnar, parse_batches
+from distill.sources.columnar import consecutive_runs, import_columnar, parse_batches
 
 
 class ParquetParams(SourceParams):
@@ -61,7 +61,7 @@ class ParquetSource(FileSource):
             if not groups:
                 shards.append(Shard(len(shards), whole.path, whole.relative, size=whole.size, sha256=digest))
                 continue
-            for first, end, first_row, size in row_group_runs(groups, target_bytes):
+            for first, end, first_row, size in consecutive_runs(groups, target_bytes):
                 shards.append(Shard(
                     len(shards), whole.path, whole.relative, size=size, sha256=digest,
                     row_groups=(first, end), first_row=first_row,
@@ -95,16 +95,3 @@ class ParquetSource(FileSource):
                 yield parsed
         self._inputs.append({"path": shown_path(path.resolve()), "sha256": sha256 or file_sha256(path), "rows": rows})
 
-
-def row_group_runs(groups: list[tuple[int, int]], target_bytes: int) -> list[tuple[int, int, int, int]]:
-    """[(first group, end group, first row, bytes)]: consecutive row groups ((rows, bytes) each) gathered until a
-    run holds about `target_bytes`."""
-    runs = []
-    first, first_row, size, rows = 0, 0, 0, 0
-    for index, (group_rows, group_bytes) in enumerate(groups):
-        size += group_bytes
-        rows += group_rows
-        if size >= target_bytes or index == len(groups) - 1:
-            runs.append((first, index + 1, first_row, size))
-            first, first_row, size, rows = index + 1, first_row + rows, 0, 0
-    return runs
