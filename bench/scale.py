@@ -160,11 +160,15 @@ def copies_of(data: Path, copies: int, work: Path) -> Path:
         for copy in range(copies):
             prefix = f"c{copy}".encode()
             with data.open("rb") as source:
-                for line in source:
-                    for key in (b'"id":"', b'"session_id":"'):  # the generator writes compact JSON
-                        line = line.replace(key, key + prefix, 1)
-                    out.write(line)
+                out.writelines(prefixed(line, {b'"id":"': prefix, b'"session_id":"': prefix}) for line in source)
     return target
+
+
+def prefixed(line: bytes, prefixes: dict[bytes, bytes]) -> bytes:
+    """The line with each key's string value prefixed (the generator writes compact JSON: `"key":"value"`)."""
+    for key, prefix in prefixes.items():
+        line = line.replace(key, key + prefix, 1)
+    return line
 
 
 def distinct_files(data: Path, files: int, work: Path) -> Path:
@@ -179,10 +183,9 @@ def distinct_files(data: Path, files: int, work: Path) -> Path:
         prefix = f"f{copy}".encode()
         with data.open("rb") as source, (folder / f"part-{copy:03d}.jsonl.zst").open("wb") as raw:
             with zstandard.ZstdCompressor(level=3).stream_writer(raw) as out:
+                keys = {b'"id":"': prefix, b'"session_id":"': prefix, b'"text":"': prefix + b" "}
                 for line in source:
-                    for key in (b'"id":"', b'"session_id":"', b'"text":"'):  # the generator writes compact JSON
-                        line = line.replace(key, key + prefix + (b" " if key == b'"text":"' else b""), 1)
-                    out.write(line)
+                    out.write(prefixed(line, keys))
     return folder
 
 
