@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import numpy as np
 import pytest
 from helpers import read_jsonl, run_cli, run_pipeline, write_jsonl
 from pydantic import ValidationError
 from step_helpers import apply, edited, make_step, prose, rec
 
+from distill.curation.steps.near_dedup import reduce_runs
 from distill.validation import load_schema
 
 BASE = prose(1, 200)
@@ -115,6 +117,17 @@ def test_survivors_do_not_depend_on_batching_or_input_order():
     for other_kept, other_dropped, _ in results[1:]:
         assert other_kept == kept
         assert {k: v.detail for k, v in other_dropped.items()} == {k: v.detail for k, v in dropped.items()}
+
+
+@pytest.mark.parametrize("longest", [1, 3, 64, 65, 300])
+def test_conversation_signatures_are_the_minimum_over_their_records_whatever_the_run_lengths(longest):
+    rng = np.random.default_rng(longest)
+    lengths = rng.integers(1, 6, 40)
+    lengths[7] = longest
+    rows = rng.integers(0, 2**16, (int(lengths.sum()), 16)).astype(np.uint16)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    expected = np.stack([rows[start : start + length].min(axis=0) for start, length in zip(starts, lengths)])
+    assert (reduce_runs(np.minimum, rows, starts) == expected).all()
 
 
 def test_bands_and_rows_must_come_together_and_fit_num_perm():
