@@ -125,9 +125,10 @@ def test_conversation_signatures_are_the_minimum_over_their_records_whatever_the
     lengths = rng.integers(1, 6, 40)
     lengths[7] = longest
     rows = rng.integers(0, 2**16, (int(lengths.sum()), 16)).astype(np.uint16)
+    order = rng.permutation(len(rows))  # the records of one conversation are anywhere in the input
     starts = np.r_[0, np.cumsum(lengths)[:-1]]
-    expected = np.stack([rows[start : start + length].min(axis=0) for start, length in zip(starts, lengths)])
-    assert (reduce_runs(np.minimum, rows, starts) == expected).all()
+    expected = np.stack([rows[order[start : start + length]].min(axis=0) for start, length in zip(starts, lengths)])
+    assert (reduce_runs(np.minimum, rows, order, starts) == expected).all()
 
 
 def test_bands_and_rows_must_come_together_and_fit_num_perm():

@@ -48,8 +48,8 @@ def refs_of(refs: Any, count: int) -> list[Any]:
 
 
 def order_by_created(handles: np.ndarray, micros: np.ndarray, keys: Any) -> tuple[np.ndarray, np.ndarray, Any]:
-    order, ordered = in_order(micros, keys)
-    return handles[order], micros[order], ordered
+    order = in_order(micros, keys.ids)
+    return handles[order], micros[order], take_keys(keys, order)
 
 
 # -- the repeated-id check ---------------------------------------------------------------------------------------
@@ -161,11 +161,11 @@ def bucket_decide(token: str, holder: list[Any], position: int, partitions: int,
     micros = np.concatenate([piece[2] for piece in pieces])
     keys = concat_keys([piece[3] for piece in pieces])
     ids = keys.ids
-    order, ordered = in_order(micros, keys)
+    order = in_order(micros, ids)
     step = ctx.settings.steps[position]
-    drops = step.decide([ordered])
+    drops = step.decide([take_keys(keys, order)])
     dropped = 0
-    for i in order:
+    for i in order.tolist():
         drop = drops.get(ids[i])
         if drop is not None:
             out[int(parts[i])].append((int(handles[i]), position, drop))

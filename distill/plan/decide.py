@@ -177,30 +177,26 @@ def bucket_figures(step: GlobalStep, micros: np.ndarray, keys: Any) -> tuple[dic
     return dict(step.figures), order
 
 
-def in_order(micros: np.ndarray, keys: Any) -> tuple[list[int], Any]:
-    """The keys' positions in (created_at, id) order, and the keys in that order. Two stable argsorts (by id, then
-    by created_at) hold 8 bytes per key, where a Python sort keyed by (created_at, id) tuples would hold ~110."""
-    ids = np.empty(len(keys.ids), dtype=object)
-    ids[:] = keys.ids
-    by_id = np.argsort(ids, kind="stable")
-    del ids
-    order = by_id[np.argsort(micros[by_id], kind="stable")]
-    return order.tolist(), take_keys(keys, order)
+def in_order(micros: np.ndarray, ids: list[str], among: np.ndarray | None = None) -> np.ndarray:
+    """The positions (of `among`, default all) in (created_at, id) order. Two stable argsorts (by id, then by
+    created_at) hold 8 bytes per key, where a Python sort keyed by (created_at, id) tuples would hold ~110."""
+    among = np.arange(len(ids)) if among is None else among
+    texts = np.empty(len(among), dtype=object)
+    texts[:] = [ids[i] for i in among.tolist()]
+    by_id = np.argsort(texts, kind="stable")
+    del texts
+    return among[by_id[np.argsort(micros[among][by_id], kind="stable")]]
 
 
 def decide_keys(
-    step: GlobalStep, position: int, handles: np.ndarray, partitions: np.ndarray, micros: np.ndarray, keys: Any,
-    decided: DecisionSink,
+    step: GlobalStep, position: int, handles: np.ndarray, partitions: np.ndarray, keys: Any, decided: DecisionSink
 ) -> list[int]:
-    """The step's own `decide` over these keys in (created_at, id) order; sends its drops to `decided` and returns
-    the handles it dropped."""
-    order, ordered = in_order(micros, keys)
-    drops = step.decide([ordered])
-    del ordered
-    ids = keys.ids
+    """The step's own `decide` over these keys, already in (created_at, id) order (`loaded_in_order`); sends its
+    drops to `decided` and returns the handles it dropped."""
+    drops = step.decide([keys])
     newly = []
-    for i in order:
-        drop = drops.get(ids[i])
+    for i, record_id in enumerate(keys.ids):
+        drop = drops.get(record_id)
         if drop is not None:
             decided.add(int(partitions[i]), (int(handles[i]), position, drop))
             newly.append(int(handles[i]))
@@ -269,6 +265,24 @@ def loaded(paths: Iterable[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, A
     )
 
 
+def loaded_in_order(
+    paths: Iterable[Path], masked: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None:
+    """`loaded`, without the records in `masked` (dropped by earlier decisions), in (created_at, id) order: one
+    copy of the keys while the spills' own is released, so a step's decide never holds its keys three times
+    (near_dedup's signatures are 512 bytes per record)."""
+    found = loaded(paths)
+    if found is None:
+        return None
+    handles, partitions, micros, keys = found
+    del found
+    alive = np.flatnonzero(~np.isin(handles, masked)) if masked is not None and len(masked) else None
+    order = in_order(micros, keys.ids, alive)
+    if alive is None and np.array_equal(order, np.arange(len(order))):
+        return handles, partitions, micros, keys
+    return handles[order], partitions[order], micros[order], take_keys(keys, order)
+
+
 def decide_in_buckets(
     ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int,
     decided: DecisionSink, result: Decisions,
@@ -307,7 +321,7 @@ def decide_in_buckets(
     figures = []
     base = dict(step.figures)  # what setup() found (e.g. the eval sets' sizes): every bucket starts from it
     for b in range(buckets):
-        found = loaded([scratch / f"bucket-{b}.spill"])
+        found = loaded_in_order([scratch / f"bucket-{b}.spill"])
         (scratch / f"bucket-{b}.spill").unlink(missing_ok=True)
         if found is None:
             continue
@@ -315,9 +329,11 @@ def decide_in_buckets(
         count, most = result.held.get(step.name, (0, 0.0))
         result.held[step.name] = (count + len(found[3].ids), max(most, held))
         step.figures = dict(base)
-        newly.extend(decide_keys(step, position, *found, decided))
-        figures.append(bucket_figures(step, found[2], found[3]))
+        handles, partitions, micros, keys = found
         del found
+        newly.extend(decide_keys(step, position, handles, partitions, keys, decided))
+        figures.append(bucket_figures(step, micros, keys))
+        del handles, partitions, micros, keys
     step.figures = dict(base)
     step.decide([])  # the figures of a step that saw no keys, which the buckets' figures then fill in
     merge_figures(step, figures)
@@ -361,13 +377,11 @@ def decide_whole(
     decided: DecisionSink, result: Decisions,
 ) -> list[int]:
     """The step decided over all its keys at once."""
-    found = loaded(ctx.layout.keys(position, shard) for shard in shards)
+    found = loaded_in_order((ctx.layout.keys(position, shard) for shard in shards), masked)
     if found is None:
         step.decide([])
         return []
-    handles, partitions, micros, keys = found
-    result.held[step.name] = (len(keys.ids), held_bytes(handles, partitions, micros, keys) / max(len(keys.ids), 1))
-    alive = np.flatnonzero(~np.isin(handles, masked))
-    return decide_keys(
-        step, position, handles[alive], partitions[alive], micros[alive], take_keys(keys, alive), decided
-    )
+    handles, partitions, _, keys = found
+    del found
+    result.held[step.name] = (len(keys.ids), held_bytes(handles, partitions, keys) / max(len(keys.ids), 1))
+    return decide_keys(step, position, handles, partitions, keys, decided)

@@ -14,7 +14,7 @@ from distill.hashing import hash64
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
-from distill.curation.steps.base import STEPS, GlobalStep, StepParams
+from distill.curation.steps.base import STEPS, GlobalStep, StepParams, concat_keys
 from distill.curation.steps.roles import has_text, in_roles
 
 
@@ -91,11 +91,10 @@ class NearDedup(GlobalStep[NearKeys]):
         )
 
     def decide(self, keys: Sequence[NearKeys]) -> dict[str, Drop]:
-        ids = [record_id for batch in keys for record_id in batch.ids]
-        rewards = np.concatenate([batch.rewards for batch in keys]) if keys else np.empty(0)
-        raw = np.concatenate([batch.signatures for batch in keys]) if keys else np.empty((0, 0), np.uint16)
+        joined = concat_keys(keys) if keys else NearKeys([], [], np.empty(0), np.empty((0, 0), np.uint16))
+        ids, rewards, raw = joined.ids, joined.rewards, joined.signatures  # one batch: no copy
         if self.params.scope == "group":
-            groups = [group for batch in keys for group in batch.groups]
+            groups = joined.groups
             units, member_of, raw, rewards = merge_groups(groups, raw, rewards)
         else:
             units, member_of = ids, np.arange(len(ids))
@@ -201,7 +200,7 @@ def merge_groups(
     member_of = np.array([index.setdefault(group, len(index)) for group in groups], dtype=np.int64)
     order = np.argsort(member_of, kind="stable")
     starts = np.flatnonzero(np.r_[True, member_of[order][1:] != member_of[order][:-1]]) if len(order) else order
-    merged = reduce_runs(np.minimum, raw[order], starts) if len(order) else raw
+    merged = reduce_runs(np.minimum, raw, order, starts) if len(order) else raw
     best = np.fmax.reduceat(rewards[order], starts) if len(order) else rewards
     return list(index), member_of, merged, best
 
@@ -209,19 +208,19 @@ def merge_groups(
 LONG_RUN = 64
 
 
-def reduce_runs(ufunc: np.ufunc, rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """`ufunc.reduceat(rows, starts, axis=0)` for a 2-D array, ~5x faster: numpy's reduceat walks a 2-D array one
-    run at a time (0.45 s for 100k signatures in 25k conversations), while this folds in each run's k-th row for
-    all runs at once, one numpy call per k; runs longer than LONG_RUN rows are reduced one by one instead, so the
-    number of calls stays bounded whatever one conversation's length."""
-    counts = np.diff(starts, append=len(rows))
-    merged = rows[starts].copy()
+def reduce_runs(ufunc: np.ufunc, rows: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """`ufunc.reduceat(rows[order], starts, axis=0)` for a 2-D array, ~5x faster and without the reordered copy:
+    numpy's reduceat walks a 2-D array one run at a time (0.45 s for 100k signatures in 25k conversations), while
+    this folds in each run's k-th row for all runs at once, one numpy call per k; runs longer than LONG_RUN rows
+    are reduced one by one instead, so the number of calls stays bounded whatever one conversation's length."""
+    counts = np.diff(starts, append=len(order))
+    merged = rows[order[starts]]
     longer = np.flatnonzero(counts > 1)
     for k in range(1, LONG_RUN):
         longer = longer[counts[longer] > k]
         if not len(longer):
             break
-        merged[longer] = ufunc(merged[longer], rows[starts[longer] + k])
+        merged[longer] = ufunc(merged[longer], rows[order[starts[longer] + k]])
     for run in np.flatnonzero(counts > LONG_RUN).tolist():
-        merged[run] = ufunc.reduce(rows[starts[run] : starts[run] + counts[run]], axis=0)
+        merged[run] = ufunc.reduce(rows[order[starts[run] : starts[run] + counts[run]]], axis=0)
     return merged
