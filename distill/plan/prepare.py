@@ -40,9 +40,14 @@ MAX_PARTITIONS = 4096
 
 
 def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
-    """Enough partitions that one partition's records fit a worker's share of the memory budget."""
-    per_worker = executor.memory_bytes / max(executor.workers, 1) * WORKER_BUDGET_SHARE
-    return min(MAX_PARTITIONS, max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker)))
+    """Enough partitions that one partition's records fit a worker's share of the memory budget, and a multiple of
+    the workers: partitions are about equal in size, so with 17 partitions on 2 workers one worker would reduce
+    the last one alone (2.6 s of 29 at 1e6 records, bench/RESULTS.md). An input that fits one partition keeps one
+    (reduced in the driver, without starting a pool)."""
+    workers = max(executor.workers, 1)
+    per_worker = executor.memory_bytes / workers * WORKER_BUDGET_SHARE
+    needed = max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker))
+    return 1 if needed == 1 else min(MAX_PARTITIONS, math.ceil(needed / workers) * workers)
 
 
 def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
