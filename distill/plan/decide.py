@@ -96,8 +96,12 @@ def repeated_ids(ctx: PlanContext, shards: Sequence[int]) -> tuple[dict[int, lis
     return decided, records
 
 
+HELD_SAMPLE = 4096
+
+
 def held_bytes(*columns: Any) -> int:
-    """What the decide phase holds for a step's keys: array buffers, and the objects a list points at."""
+    """What the decide phase holds for a step's keys: array buffers, and the objects a list points at (sized from
+    an evenly spaced sample of `HELD_SAMPLE` items: sizing every id took a third of the decide, 0.35 -> 0.22 s at 1e5)."""
     total = 0
     for column in columns:
         if isinstance(column, np.ndarray):
@@ -105,8 +109,9 @@ def held_bytes(*columns: Any) -> int:
         elif is_dataclass(column):
             total += held_bytes(*(getattr(column, f.name) for f in fields(column)))
         elif isinstance(column, list):
-            total += sys.getsizeof(column)
-            total += sum(item.nbytes if isinstance(item, np.ndarray) else sys.getsizeof(item) for item in column)
+            sample = column[:: max(1, len(column) // HELD_SAMPLE)]
+            sized = sum(item.nbytes if isinstance(item, np.ndarray) else sys.getsizeof(item) for item in sample)
+            total += sys.getsizeof(column) + (sized * len(column) // len(sample) if sample else 0)
     return total
 
 
