@@ -119,7 +119,9 @@ class QuarantineFile:
     named_samples: dict[str, Any]
 
 
-def merge_quarantine(layout: Layout, shards: Sequence[int], partitions: int, named: set[str], output_dir: Path) -> QuarantineFile:
+def merge_quarantine(
+    layout: Layout, shards: Sequence[int], partitions: int, named: set[str], output_dir: Path
+) -> QuarantineFile:
     """quarantine.jsonl: the map and reduce spills (each sorted) merged in (origin, record id) order. `named`: the
     record ids a document shows by id (a near-duplicate cluster's, an eval set's first hit)."""
     streams = [read_values(layout.map_quarantine(shard)) for shard in shards]
