@@ -125,6 +125,8 @@ def test_keys_decided_in_buckets_give_what_one_pass_over_all_keys_gives(tmp_path
         found = run_dir(bucketed, [*overrides, "executor.partitions=7", "executor.memory_gb=0.0002"])
     assert "decide exact_dedup: in 6 buckets" in caplog.text
     assert "decide decontaminate: in 6 buckets" in caplog.text
+    # near_dedup (group scope) builds conversations one partition bucket at a time, then clusters them all.
+    assert int(re.search(r"decide near_dedup: by conversation, in (\d+) buckets", caplog.text)[1]) > 1
     assert found == expected
     stages = [json.loads((out / "manifest.json").read_text())["stages"] for out in (whole, bucketed)]
     assert stages[0] == stages[1]

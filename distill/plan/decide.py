@@ -26,6 +26,7 @@ import numpy as np
 from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
 from distill.curation.steps.decontaminate import Decontaminate
 from distill.curation.steps.exact_dedup import ExactDedup, conversation_hash
+from distill.curation.steps.near_dedup import NearDedup, NearUnits
 from distill.plan.context import PlanContext
 from distill.plan.prepare import WORKER_BUDGET_SHARE
 from distill.plan.spill import SpillWriter, read_batches, write_spill
@@ -121,10 +122,15 @@ def log_held(decisions: Decisions) -> None:
         log.info("decide %s: %d keys, %.1f bytes per record", name, count, per_record)
 
 
-def decide_buckets(records: int, ctx: PlanContext) -> int:
+def decide_buckets(records: int, ctx: PlanContext, bytes_per_key: int = DECIDE_BYTES_PER_KEY) -> int:
     """How many buckets one global step's keys are decided in: enough that one bucket fits the budget."""
     budget = ctx.settings.executor.memory_bytes * WORKER_BUDGET_SHARE
-    return max(1, math.ceil(records * DECIDE_BYTES_PER_KEY / budget))
+    return max(1, math.ceil(records * bytes_per_key / budget))
+
+
+def decided_by_units(step: GlobalStep) -> bool:
+    """near_dedup in group scope compares conversations, which it builds one partition bucket at a time."""
+    return isinstance(step, NearDedup) and step.params.scope == "group"
 
 
 def bucket_of(step: GlobalStep, keys: Any, partitions: np.ndarray, buckets: int) -> np.ndarray:
@@ -199,10 +205,18 @@ def decide_keys(
 ) -> list[int]:
     """The step's own `decide` over these keys, already in (created_at, id) order (`loaded_in_order`); sends its
     drops to `decided` and returns the handles it dropped."""
-    drops = step.decide([keys])
+    return sent(step.decide([keys]), keys.ids, handles, partitions, position, decided)
+
+
+def sent(
+    drops: dict[str, Drop], names: Sequence[str], handles: np.ndarray, partitions: np.ndarray, position: int,
+    decided: DecisionSink,
+) -> list[int]:
+    """Each record whose name (its id, or its group key) `drops` holds goes to `decided` with that drop; returns
+    their handles."""
     newly = []
-    for i, record_id in enumerate(keys.ids):
-        drop = drops.get(record_id)
+    for i, name in enumerate(names):
+        drop = drops.get(name)
         if drop is not None:
             decided.add(int(partitions[i]), (int(handles[i]), position, drop))
             newly.append(int(handles[i]))
@@ -289,20 +303,15 @@ def loaded_in_order(
     return handles[order], partitions[order], micros[order], take_keys(keys, order)
 
 
-def decide_in_buckets(
-    ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int,
-    decided: DecisionSink, result: Decisions,
-) -> list[int]:
-    """The step decided one bucket at a time, through two scatters on disk: by record partition (records earlier
-    decisions dropped left out), then by `bucket_of`. Holds one bucket's keys at a time."""
+def by_partition(
+    ctx: PlanContext, position: int, shards: Sequence[int], masked: np.ndarray, buckets: int
+) -> list[Path]:
+    """The step's keys split into `buckets` spills by record partition (a group's keys all in one), without the
+    records earlier decisions dropped."""
     scratch = ctx.layout.decide_scratch(position)
     scratch.mkdir(parents=True, exist_ok=True)
-    compress = ctx.compress
-
-    def writers(stage: str) -> list[SpillWriter]:
-        return [SpillWriter(scratch / f"{stage}-{b}.spill", compress=compress) for b in range(buckets)]
-
-    by_partition = writers("partition")
+    paths = [scratch / f"partition-{b}.spill" for b in range(buckets)]
+    writers = [SpillWriter(path, compress=ctx.compress) for path in paths]
     frames = (entry for shard in shards for frame in read_batches(ctx.layout.keys(position, shard)) for entry in frame)
     alive_frames = (
         (h[alive], p[alive], m[alive], take_keys(k, alive))
@@ -310,16 +319,76 @@ def decide_in_buckets(
         for alive in [np.flatnonzero(~np.isin(h, masked))]
         if len(alive)
     )
-    scatter(alive_frames, by_partition, lambda h, p, m, k: p % buckets)
-    for writer in by_partition:
+    try:
+        scatter(alive_frames, writers, lambda h, p, m, k: p % buckets)
+    except BaseException:
+        for writer in writers:
+            writer.abandon()
+        raise
+    for writer in writers:
         writer.close()
+    return paths
 
-    by_bucket = writers("bucket")
-    for b in range(buckets):
-        found = loaded([scratch / f"partition-{b}.spill"])
+
+def decide_by_units(
+    ctx: PlanContext, position: int, step: NearDedup, shards: Sequence[int], masked: np.ndarray, buckets: int,
+    decided: DecisionSink, result: Decisions,
+) -> list[int]:
+    """near_dedup in group scope, one partition bucket at a time: each bucket's conversations (whole, as a group
+    never spans partitions) become units of one merged, densified signature, and only the units of every bucket
+    are held for the clustering (a conversation averages ~5 records, each holding a 512-byte signature until
+    then). A second pass over the buckets finds the records of the conversations it drops."""
+    paths = by_partition(ctx, position, shards, masked, buckets)
+    parts: list[NearUnits] = []
+    micros: list[np.ndarray] = []
+    first_ids: list[str] = []
+    records = 0
+    for path in paths:
+        found = loaded_in_order([path])
+        if found is None:
+            continue
+        _, _, bucket_micros, keys = found
+        del found
+        units = step.units(keys)
+        records += len(keys.ids)
+        parts.append(units)
+        micros.append(bucket_micros[units.first])
+        first_ids.extend(keys.ids[i] for i in units.first.tolist())
+        del keys, bucket_micros
+    if not parts:
+        step.decide([])
+        return []
+    # The units in (created_at, id) order of their first record: the order of one pass over every record.
+    units = NearUnits.joined(parts, in_order(np.concatenate(micros), first_ids))
+    del parts, micros, first_ids
+    result.held[step.name] = (records, held_bytes(units) / max(records, 1))
+    unit_drops = step.decide_units(units)
+    del units
+    newly: list[int] = []
+    for path in paths:
+        found = loaded([path])
+        path.unlink(missing_ok=True)
+        if found is None:
+            continue
+        handles, partitions, _, keys = found
+        newly.extend(sent(unit_drops, keys.groups, handles, partitions, position, decided))
+    return newly
+
+
+def decide_in_buckets(
+    ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int,
+    decided: DecisionSink, result: Decisions,
+) -> list[int]:
+    """The step decided one bucket at a time, through two scatters on disk: by record partition (records earlier
+    decisions dropped left out), then by `bucket_of`. Holds one bucket's keys at a time."""
+    scratch = ctx.layout.decide_scratch(position)
+    partitioned = by_partition(ctx, position, shards, masked, buckets)
+    by_bucket = [SpillWriter(scratch / f"bucket-{b}.spill", compress=ctx.compress) for b in range(buckets)]
+    for path in partitioned:
+        found = loaded([path])
         if found is not None:
             scatter([found], by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
-        (scratch / f"partition-{b}.spill").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
     for writer in by_bucket:
         writer.close()
 
@@ -361,7 +430,11 @@ def decide(ctx: PlanContext, shards: Sequence[int]) -> Decisions:
         for position, step in enumerate(ctx.settings.steps):
             if not isinstance(step, GlobalStep):
                 continue
-            if buckets > 1 and bucketable(step):
+            if decided_by_units(step):
+                unit_buckets = decide_buckets(records, ctx, step.decide_bytes_per_key())
+                log.info("decide %s: by conversation, in %d buckets", step.name, unit_buckets)
+                newly = decide_by_units(ctx, position, step, shards, masked, unit_buckets, decided, result)
+            elif buckets > 1 and bucketable(step):
                 log.info("decide %s: in %d buckets", step.name, buckets)
                 newly = decide_in_buckets(ctx, position, step, shards, masked, buckets, decided, result)
             else:

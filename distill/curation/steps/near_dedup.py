@@ -50,6 +50,33 @@ class NearKeys:
     signatures: np.ndarray
 
 
+@dataclass(frozen=True)
+class NearUnits:
+    """The units near_dedup compares (conversations in group scope, records in record scope): each one's name
+    (group key or record id), densified signature, best reward (NaN if none), the position of its first record
+    among the keys it was made from, and the id of its last record (what a report shows of a cluster)."""
+
+    names: list[str]
+    signatures: np.ndarray
+    rewards: np.ndarray
+    first: np.ndarray
+    last: list[str]
+
+    @staticmethod
+    def joined(parts: Sequence[NearUnits], order: np.ndarray) -> NearUnits:
+        """The units of several parts (each made from whole groups), at the positions `order` gives."""
+        names = [name for part in parts for name in part.names]
+        last = [record_id for part in parts for record_id in part.last]
+        positions = order.tolist()
+        return NearUnits(
+            [names[i] for i in positions],
+            np.concatenate([part.signatures for part in parts])[order],
+            np.concatenate([part.rewards for part in parts])[order],
+            np.empty(0, np.int64),  # positions within each part's keys: no meaning once joined
+            [last[i] for i in positions],
+        )
+
+
 @STEPS.register("near_dedup")
 class NearDedup(GlobalStep[NearKeys]):
     """Drops near duplicates (`near_duplicate`): texts whose word-shingle Jaccard similarity is >= `threshold`.
@@ -92,23 +119,41 @@ class NearDedup(GlobalStep[NearKeys]):
 
     def decide(self, keys: Sequence[NearKeys]) -> dict[str, Drop]:
         joined = concat_keys(keys) if keys else NearKeys([], [], np.empty(0), np.empty((0, 0), np.uint16))
-        ids, rewards, raw = joined.ids, joined.rewards, joined.signatures  # one batch: no copy
+        unit_drops = self.decide_units(self.units(joined))
+        if self.params.scope == "record":
+            return unit_drops
+        return {record_id: unit_drops[group] for record_id, group in zip(joined.ids, joined.groups) if group in unit_drops}
+
+    def units(self, keys: NearKeys) -> NearUnits:
+        """What is compared: each conversation (group scope: keys holding whole groups) or record, in the order of
+        its first record (keys arrive in (created_at, id) order)."""
         if self.params.scope == "group":
-            groups = joined.groups
-            units, member_of, raw, rewards = merge_groups(groups, raw, rewards)
+            names, member_of, raw, rewards = merge_groups(keys.groups, keys.signatures, keys.rewards)
+            first = np.full(len(names), len(member_of), dtype=np.int64)
+            np.minimum.at(first, member_of, np.arange(len(member_of)))
+            last = _last_members(keys.ids, member_of, len(names))
         else:
-            units, member_of = ids, np.arange(len(ids))
-        survivor, similarity = self._cluster(minhash.densify(raw), rewards)
+            names, raw, rewards = list(keys.ids), keys.signatures, keys.rewards
+            first, last = np.arange(len(names)), list(keys.ids)
+        return NearUnits(names, minhash.densify(raw), rewards, first, last)
+
+    def decide_units(self, units: NearUnits) -> dict[str, Drop]:
+        """The drops of the units (by name: a group key or a record id), in (created_at, id) order of their first
+        record: the clusters' survivors and the figures."""
+        survivor, similarity = self._cluster(units.signatures, units.rewards)
+        names = units.names
         drops: dict[str, Drop] = {}
-        duplicate = np.flatnonzero(survivor != np.arange(len(units)))
+        duplicate = np.flatnonzero(survivor != np.arange(len(names)))
         for unit in duplicate.tolist():
-            drops[units[unit]] = self.drop(units[survivor[unit]], float(similarity[unit]))
-        if self.params.scope == "group":
-            drops = {record_id: drops[units[m]] for record_id, m in zip(ids, member_of.tolist()) if units[m] in drops}
+            drops[names[unit]] = self.drop(names[survivor[unit]], float(similarity[unit]))
         self.figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
-        shown_record = ids if self.params.scope == "record" else _last_members(ids, member_of, len(units))
-        self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, units, shown_record, self.params.scope)
+        self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, names, units.last, self.params.scope)
         return drops
+
+    def decide_bytes_per_key(self) -> int:
+        """What deciding holds per record at its peak, for the plan's bucket count: the raw signature twice (the
+        spills' copy and the ordered one) and the id and group key."""
+        return 4 * self.params.num_perm + 300
 
     def drop(self, kept_as: str, similarity: float) -> Drop:
         """The drop of a unit whose cluster keeps `kept_as` (a group key or a record id)."""
