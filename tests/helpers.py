@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,19 @@ from distill.config import build_settings
 from distill.runner import RunResult, run
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """A child started inside takes Ctrl-C as a terminal's foreground job does, even when this test process runs
+    with SIGINT ignored (a shell without job control starts `.ci/run &` so, and an ignored signal stays ignored
+    across exec): a Python handler set here is reset to the default in the child, where Python turns it into
+    KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def compose_config(overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import compose_config, read_jsonl, run_cli, run_pipeline, write_jsonl
+from helpers import compose_config, ctrl_c_reaches_children, read_jsonl, run_cli, run_pipeline, write_jsonl
 from step_helpers import apply, make_step, rec
 
 from distill.config import build_settings
@@ -425,7 +425,8 @@ def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tm
     # Several shards: the map runs on a pool of worker processes, which Ctrl-C must stop too.
     command = [sys.executable, "-m", "distill", f"source.path={source}", "hydra.run.dir=run",
                "executor.workers=2", "executor.shard_mb=0.5"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with ctrl_c_reaches_children():
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in process.stderr:  # the plan is made: the map is under way
         seen.append(line)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import compose_config, run_cli
+from helpers import compose_config, ctrl_c_reaches_children, run_cli
 from test_plan import SAMPLE_TASKS, corpus, run_dir  # noqa: F401 - corpus is a fixture
 
 from distill.hashing import hash64
@@ -275,8 +275,9 @@ def test_ctrl_c_stops_the_job_and_its_local_ray_without_a_traceback(tmp_path):
     env = {**os.environ, FAULT_ENV: f"map:hang:{faults}"}
     command = [sys.executable, "-m", "distill", "executor=ray", "executor.workers=1", f"hydra.run.dir={tmp_path / 'out'}"]
     # Its own session, as a terminal's foreground job: Ctrl-C is SIGINT to the whole process group.
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    with ctrl_c_reaches_children():
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not (faults / "pid").exists() and time.monotonic() < deadline and process.poll() is None:
