@@ -60,7 +60,7 @@ def run(
     layout = Layout.of(output_dir)
     executor = make_executor(settings.executor)
     with cyclic_gc_paused(), executor:
-        shards = settings.source.shards(settings.executor.shard_bytes)
+        shards = settings.source.shards(settings.executor.shard_bytes, settings.executor.workers)
         partitions = prepare(layout, shards, config, settings.executor, settings.resume)
         ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)
         log.info("plan: %d shards, %d partitions, %d workers", len(shards), partitions, settings.executor.workers)

@@ -147,6 +147,21 @@ def test_the_quarantine_is_in_origin_order_and_the_ledger_closes(tmp_path, corpu
     assert len(repeated) == 1 and "already read at logs.jsonl:11" in repeated[0]["errors"][0]
 
 
+def test_a_file_is_cut_into_a_multiple_of_the_workers_and_reads_as_a_whole(tmp_path):
+    """Equal shards keep every worker busy to the end: a file that 64 MB shards would cut into 3 pieces is cut
+    into 4 for 2 workers, and its shards read the same rows, with the same line numbers, as the whole file."""
+    path = write_jsonl(tmp_path / "logs.jsonl", [{"id": f"r{i}", "text": "word " * (i % 7 + 1)} for i in range(300)])
+    target = path.stat().st_size // 3 + 1
+    source = JsonlSource(JsonlParams(kind="jsonl", path=str(path)))
+    assert len(source.shards(target)) == 3
+    shards = source.shards(target, multiple=2)
+    assert len(shards) == 4
+    read = [parsed for shard in shards for parsed in source.read_shard(shard)]
+    whole = list(JsonlSource(JsonlParams(kind="jsonl", path=str(path))).read())
+    assert [(r.id, r.origin.line) for r in read] == [(r.id, r.origin.line) for r in whole]
+    assert [s.first_line for s in shards] == sorted({s.first_line for s in shards})
+
+
 @pytest.mark.parametrize(
     "line",
     [

@@ -84,9 +84,10 @@ class Source(ABC):
     def read(self) -> Iterator[Parsed]:
         """Every input row, in a deterministic order, as a Record or a quarantine row."""
 
-    def shards(self, target_bytes: int) -> list[Shard]:
-        """The input cut into pieces of about `target_bytes` that the plan maps in parallel. A source that cannot be
-        cut is one shard."""
+    def shards(self, target_bytes: int, multiple: int = 1) -> list[Shard]:
+        """The input cut into pieces of about `target_bytes` that the plan maps in parallel; a source that cuts a file
+        cuts it into a multiple of `multiple` pieces (the workers: equal pieces then keep every worker busy to the
+        end). A source that cannot be cut is one shard."""
         return [Shard(0)]
 
     def read_shard(self, shard: Shard) -> Iterator[Parsed]:
@@ -160,7 +161,7 @@ class FileSource(Source):
         """One file's rows, in order (`relative`: its path from the source root, for origins and ids); appends the
         file's manifest entry to `self._inputs` once read."""
 
-    def shards(self, target_bytes: int) -> list[Shard]:
+    def shards(self, target_bytes: int, multiple: int = 1) -> list[Shard]:
         self.check()
         return [
             Shard(index, str(path), relative_name(path, self.root), size=path.stat().st_size)

@@ -167,10 +167,11 @@ class JsonlSource(FileSource):
         else:
             yield from self._read_document(path, relative, shape)
 
-    def shards(self, target_bytes: int) -> list[Shard]:
-        """Plain JSON Lines files larger than `target_bytes` are cut into line-aligned byte ranges; each shard knows
-        its first line's number, so origins and `<file>:<line>` ids are those of a whole-file read. A compressed file
-        or a JSON document cannot be cut: it is one shard (without a sha256: read whole by `read_file`)."""
+    def shards(self, target_bytes: int, multiple: int = 1) -> list[Shard]:
+        """Plain JSON Lines files larger than `target_bytes` are cut into line-aligned byte ranges, a multiple of
+        `multiple` of them; each shard knows its first line's number, so origins and `<file>:<line>` ids are those of
+        a whole-file read. A compressed file or a JSON document cannot be cut: it is one shard (without a sha256: read
+        whole by `read_file`)."""
         self.check()
         shards: list[Shard] = []
         for path in self.files:
@@ -181,7 +182,10 @@ class JsonlSource(FileSource):
                 text = text_bytes_estimate(path, compression)
                 shards.append(Shard(len(shards), str(path), relative, 0, None, 1, text, None))
                 continue
-            digest, cuts = cut_points(path, target_bytes)
+            pieces = math.ceil(size / target_bytes) if target_bytes > 0 else 1
+            if pieces > 1:
+                pieces = math.ceil(pieces / multiple) * multiple
+            digest, cuts = cut_points(path, math.ceil(size / pieces) if pieces > 1 else target_bytes)
             ends = [start for start, _ in cuts[1:]] + [size]
             for (start, first_line), stop in zip(cuts, ends):
                 shards.append(Shard(

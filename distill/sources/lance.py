@@ -73,7 +73,7 @@ class LanceSource(Source):
             self._rows += 1
             yield parsed
 
-    def shards(self, target_bytes: int) -> list[Shard]:
+    def shards(self, target_bytes: int, multiple: int = 1) -> list[Shard]:
         """The dataset's fragments, in storage order, gathered into runs of about `target_bytes`, each knowing its
         first row's number (so origins and `<dataset>#<row>` ids are those of a whole read) and the version the
         plan resolved, which every worker reads even if the store moved on meanwhile."""

@@ -45,7 +45,7 @@ class ParquetSource(FileSource):
         except (OSError, ValueError) as error:
             raise DistillError(f"source.path: {shown_path(path)} is not a readable Parquet file ({error})") from None
 
-    def shards(self, target_bytes: int) -> list[Shard]:
+    def shards(self, target_bytes: int, multiple: int = 1) -> list[Shard]:
         """Each file cut into runs of consecutive row groups of about `target_bytes` (uncompressed), each knowing
         its first row's number, so origins and `<file>#<row>` ids are those of a whole-file read; hashed once here."""
         shards: list[Shard] = []
