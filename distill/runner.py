@@ -80,7 +80,7 @@ def run(
         map_results = [finished[s.index] for s in shards]
         shard_ids = [s.index for s in shards]
 
-        executor.run_decide(ctx, shard_ids)
+        executor.run_decide(ctx, shard_ids, sum(result.records for result in map_results))
 
         reduced = {p: read_marker(layout.reduce_done(p)) for p in range(partitions)}
         todo_partitions = [p for p, result in reduced.items() if result is None]

@@ -59,6 +59,11 @@ def _reduce_task(partition: int) -> tuple[ReduceResult, float]:
         return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"]), peak_rss_mib()
 
 
+SMALL_RUN_RECORDS = 100_000
+"""Below this many records the decide phase and the quarantine's merge run in the driver: a process of their own
+costs ~0.6 s to start (the fork server imports distill; a bundled-sample run took 2.1 s with it, 1.5 s without) and
+gives back nothing worth it (the decide holds ~160 bytes per record: 16 MB here)."""
+
 KILL_HOOK = "DISTILL_TEST_KILL_AFTER"
 """Test-only: `map:N` or `reduce:N` SIGKILLs the run's process group once N tasks of that phase have finished, so
 tests can interrupt a run at a fixed point and resume it."""
@@ -139,12 +144,14 @@ class LocalExecutor:
         log.info("map: peak RSS of a worker %.0f MiB", peak)
         return results
 
-    def run_decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
-        """The decide phase in a process of its own (with more than one worker): what it held (every global step's
-        keys) goes back to the system when it ends, instead of staying in the driver through the reduce."""
+    def run_decide(self, ctx: PlanContext, shards: Sequence[int], records: int) -> Decisions:
+        """The decide phase in a process of its own (with more than one worker, for `SMALL_RUN_RECORDS` records or
+        more): what it held (every global step's keys) goes back to the system when it ends, instead of staying in
+        the driver through the reduce."""
         _WORKER.update(ctx=ctx)
         started = time.perf_counter()
-        ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=True))
+        apart = records >= SMALL_RUN_RECORDS
+        ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=apart))
         for step in ctx.settings.steps:
             step.figures = figures.get(step.name, {})
         log_held(decisions)

@@ -246,7 +246,7 @@ class RayExecutor:
         log_phase("ray", "map", started, sum(r.seconds for r in results), sum(r.rows for r in results))
         return results
 
-    def run_decide(self, ctx: PlanContext, shards: Sequence[int]) -> Decisions:
+    def run_decide(self, ctx: PlanContext, shards: Sequence[int], records: int) -> Decisions:
         from distill.executor.ray_decide import decide_distributed
 
         token, holder = self.share(ctx)
