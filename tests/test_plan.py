@@ -8,12 +8,15 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
 
 from distill.config import build_settings
+from distill.executor import local
+from distill.plan.merge import beside
 from distill.quarantine import QuarantineRow
 from distill.record import Record
 from distill.runner import run
@@ -65,6 +68,26 @@ SAMPLE_TASKS = {
     "rag": ["task=rag"],
     "sft no split": ["split=none"],
 }
+@pytest.fixture(autouse=True)
+def phases_in_processes_of_their_own(monkeypatch):
+    """Small inputs are decided and their quarantine merged in the driver; here, with two workers, both run in a
+    process of their own as a large input's do, so the same-bytes checks cover that path too (the one-worker
+    variant covers the driver's)."""
+    monkeypatch.setattr(local, "SMALL_RUN_RECORDS", 0)
+
+
+def test_a_failing_block_stops_the_process_beside_it_and_a_failing_process_fails_the_block():
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="the dataset merge failed"):
+        with beside(time.sleep, (60,), process=True):
+            raise RuntimeError("the dataset merge failed")
+    assert time.monotonic() - started < 30, "the process beside the block was waited for, not stopped"
+    for process in (True, False):
+        with pytest.raises(ValueError, match="invalid literal"):
+            with beside(int, ("not a number",), process=process) as result:
+                result()
+
+
 VARIANTS = {
     "one worker, one partition": ["executor.workers=1", "executor.partitions=1"],
     "two workers, seven partitions, small shards": [

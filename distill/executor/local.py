@@ -64,6 +64,11 @@ SMALL_RUN_RECORDS = 100_000
 costs ~0.6 s to start (the fork server imports distill; a bundled-sample run took 2.1 s with it, 1.5 s without) and
 gives back nothing worth it (the decide holds ~160 bytes per record: 16 MB here)."""
 
+
+def worth_a_process(records: int) -> bool:
+    """Whether a phase over this many records runs in a process of its own (see SMALL_RUN_RECORDS)."""
+    return records >= SMALL_RUN_RECORDS
+
 KILL_HOOK = "DISTILL_TEST_KILL_AFTER"
 """Test-only: `map:N` or `reduce:N` SIGKILLs the run's process group once N tasks of that phase have finished, so
 tests can interrupt a run at a fixed point and resume it."""
@@ -150,7 +155,7 @@ class LocalExecutor:
         the driver through the reduce."""
         _WORKER.update(ctx=ctx)
         started = time.perf_counter()
-        apart = records >= SMALL_RUN_RECORDS
+        apart = worth_a_process(records)
         ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=apart))
         for step in ctx.settings.steps:
             step.figures = figures.get(step.name, {})
