@@ -23,7 +23,7 @@ import numpy as np
 import ray
 
 from distill.curation import minhash
-from distill.curation.steps.near_dedup import LARGEST_CLUSTERS, NearDedup, merge_groups
+from distill.curation.steps.near_dedup import LARGEST_CLUSTERS, NearDedup
 from distill.grouping import display_key
 from distill.executor.ray import get, worker_context
 from distill.executor.ray_decide import refs_of, split
@@ -61,21 +61,14 @@ def units_task(token: str, holder: list[Any], position: int, partition: int, buc
     if piece is None:
         return split([None, *[None] * buckets])
     handles, _, micros, keys = piece
-    if step.params.scope == "group":
-        names, member_of, raw, rewards = merge_groups(keys.groups, keys.signatures, keys.rewards)
-        first = np.full(len(names), -1, dtype=np.int64)
-        for i in range(len(member_of) - 1, -1, -1):
-            first[member_of[i]] = i
-    else:
-        names, member_of, raw, rewards = list(keys.ids), np.arange(len(keys.ids)), keys.signatures, keys.rewards
-        first = np.arange(len(names))
-    dense = minhash.densify(raw)
-    refs = (np.int64(partition) << SHIFT) | np.arange(len(names), dtype=np.int64)
-    unit_micros = micros[first]
-    unit_ids = [keys.ids[i] for i in first.tolist()]
+    units = step.units(keys)
+    dense = units.signatures
+    refs = (np.int64(partition) << SHIFT) | np.arange(len(units.names), dtype=np.int64)
+    unit_micros = micros[units.first]
+    unit_ids = [keys.ids[i] for i in units.first.tolist()]
     table = {
-        "names": names, "signatures": dense, "micros": unit_micros, "ids": unit_ids, "rewards": rewards,
-        "member_of": member_of, "handles": handles, "record_ids": list(keys.ids),
+        "names": units.names, "signatures": dense, "micros": unit_micros, "ids": unit_ids, "rewards": units.rewards,
+        "member_of": units.member_of, "handles": handles, "last": units.last,
     }
     rows: list[list[Any]] = [[] for _ in range(buckets)]
     for band in range(step.bands):
@@ -252,16 +245,14 @@ def drops_task(token: str, holder: list[Any], position: int, partitions: int, ta
     similarity = minhash.agreement(both, np.arange(count), np.arange(count) + count)
     unit_drops = {int(node) & LOW: step.drop(name, float(sim)) for node, name, sim in zip(nodes, names, similarity)}
     decided = []
-    last_record: dict[int, str] = {}
     for i, unit in enumerate(table["member_of"].tolist()):
-        last_record[unit] = table["record_ids"][i]
         drop = unit_drops.get(unit)
         if drop is not None:
             decided.append((int(table["handles"][i]), position, drop))
     partial: dict[int, list[Any]] = {}
     for node, survivor, sim in zip(nodes.tolist(), survivors.tolist(), similarity.tolist()):
         unit = node & LOW
-        member = (own_label(table, node), table["names"][unit], last_record[unit], round(float(sim), 4))
+        member = (own_label(table, node), table["names"][unit], table["last"][unit], round(float(sim), 4))
         entry = partial.setdefault(survivor, [0, member])
         entry[0] += 1
         entry[1] = min(entry[1], member)

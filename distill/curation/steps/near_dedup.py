@@ -54,13 +54,15 @@ class NearKeys:
 class NearUnits:
     """The units near_dedup compares (conversations in group scope, records in record scope): each one's name
     (group key or record id), densified signature, best reward (NaN if none), the position of its first record
-    among the keys it was made from, and the id of its last record (what a report shows of a cluster)."""
+    among the keys it was made from, and the id of its last record (what a report shows of a cluster); and each
+    of those keys' unit (`member_of`)."""
 
     names: list[str]
     signatures: np.ndarray
     rewards: np.ndarray
     first: np.ndarray
     last: list[str]
+    member_of: np.ndarray
 
     @staticmethod
     def joined(parts: Sequence[NearUnits], order: np.ndarray) -> NearUnits:
@@ -74,6 +76,7 @@ class NearUnits:
             np.concatenate([part.rewards for part in parts])[order],
             np.empty(0, np.int64),  # positions within each part's keys: no meaning once joined
             [last[i] for i in positions],
+            np.empty(0, np.int64),
         )
 
 
@@ -134,8 +137,9 @@ class NearDedup(GlobalStep[NearKeys]):
             last = _last_members(keys.ids, member_of, len(names))
         else:
             names, raw, rewards = list(keys.ids), keys.signatures, keys.rewards
-            first, last = np.arange(len(names)), list(keys.ids)
-        return NearUnits(names, minhash.densify(raw), rewards, first, last)
+            member_of = first = np.arange(len(names))
+            last = list(keys.ids)
+        return NearUnits(names, minhash.densify(raw), rewards, first, last, member_of)
 
     def decide_units(self, units: NearUnits) -> dict[str, Drop]:
         """The drops of the units (by name: a group key or a record id), in (created_at, id) order of their first
