@@ -16,7 +16,7 @@ from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
 
 from distill.config import build_settings
 from distill.executor import local
-from distill.plan.merge import beside
+from distill.executor.local import beside
 from distill.quarantine import QuarantineRow
 from distill.record import Record
 from distill.runner import run

@@ -94,6 +94,46 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
+@contextmanager
+def process_pool(processes: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = ()) -> Iterator[Any]:
+    """A pool of worker processes started from a small fork server (with distill preloaded), never from this
+    process, so they do not inherit what it holds. A block that ends closes the pool; one that fails (Ctrl-C
+    included) terminates it; it is joined either way."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["distill.runner"])
+    pool = None
+    try:
+        # Ctrl-C inside Pool() would escape its own cleanup (it catches Exception only) and orphan a half-started
+        # worker, which then prints a traceback: the signal waits until the pool exists, then stops it below.
+        with signals_deferred():
+            pool = context.Pool(processes, initializer=initializer, initargs=initargs)
+        yield pool
+        pool.close()
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    finally:
+        if pool is not None:
+            pool.join()
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group; the driver alone decides, and stops this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def beside(function: Callable[..., Any], args: tuple[Any, ...], *, process: bool) -> Iterator[Callable[[], Any]]:
+    """Runs `function(*args)` in a process of its own while the block runs, and yields what waits for its result;
+    without `process`, that call runs it, in this process. A block that fails stops the process."""
+    if not process:
+        yield lambda: function(*args)
+        return
+    with process_pool(1, _ignore_interrupts) as pool:
+        yield pool.apply_async(function, args).get
+
+
 class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -115,24 +155,9 @@ class LocalExecutor:
         if self.workers <= 1 or (len(items) <= 1 and not processes) or ctx.config is None:
             yield from map(task, items)
             return
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["distill.runner"])
         arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, _WORKER.get("shards", []))
-        pool = None
-        try:
-            # Ctrl-C inside Pool() would escape its own cleanup (it catches Exception only) and orphan a half-started
-            # worker, which then prints a traceback: the signal waits until the pool exists, then stops it below.
-            with signals_deferred():
-                pool = context.Pool(min(self.workers, len(items)), initializer=_start_worker, initargs=arguments)
+        with process_pool(min(self.workers, len(items)), _start_worker, arguments) as pool:
             yield from pool.imap_unordered(task, items)
-            pool.close()
-        except BaseException:
-            if pool is not None:
-                pool.terminate()
-            raise
-        finally:
-            if pool is not None:
-                pool.join()
 
     def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
         _WORKER.update(ctx=ctx)

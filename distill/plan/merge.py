@@ -5,11 +5,8 @@ row is an exported record or one quarantine row, checked without holding every i
 from __future__ import annotations
 
 import heapq
-import multiprocessing
-import signal
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from distill.output.files import write_json, write_jsonl
 from distill.output.manifest import SCHEMA_VERSION
 from distill.output.stats import StatsPart, file_stats
 from distill.output.writers import DatasetWriter, Written
-from distill.executor.local import signals_deferred, worth_a_process
+from distill.executor.local import beside, worth_a_process
 from distill.plan.context import Layout, PlanContext
 from distill.plan.map import PARSE_STEP, MapResult
 from distill.plan.reduce import WRITE_STEP, ReduceResult
@@ -142,32 +139,6 @@ def merge_quarantine(
 
     entry = write_jsonl(output_dir / "quarantine.jsonl", rows())
     return QuarantineFile(entry, dict(sorted(reasons.items())), dict(sorted(samples.items())), named_samples)
-
-
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches the whole process group; the driver alone decides, and stops this process.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextmanager
-def beside(function: Callable[..., Any], args: tuple[Any, ...], *, process: bool) -> Iterator[Callable[[], Any]]:
-    """Runs `function(*args)` in a process of its own while the block runs, and yields what waits for its result;
-    without `process`, that call runs it, in this process. A block that fails stops the process."""
-    if not process:
-        yield lambda: function(*args)
-        return
-    context = multiprocessing.get_context("forkserver")
-    with signals_deferred():
-        pool = context.Pool(1, initializer=_ignore_interrupts)
-    try:
-        pending = pool.apply_async(function, args)
-        yield pending.get
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
 
 
 def merge(

@@ -15,7 +15,7 @@ from distill.errors import DistillError
 from distill.hashing import canonical_json, file_sha256, sha256_hex
 from distill.output.files import shown_path, write_bytes
 from distill.plan.context import Layout
-from distill.sources.base import Shard
+from distill.sources.base import Shard, balanced_count
 
 MEMORY_PER_INPUT_BYTE = 4.5
 """Measured (bench/RESULTS.md): a reduce worker's peak grows by about 4.5x the JSONL bytes of its partition
@@ -44,10 +44,9 @@ def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
     the workers: partitions are about equal in size, so with 17 partitions on 2 workers one worker would reduce
     the last one alone (2.6 s of 29 at 1e6 records, bench/RESULTS.md). An input that fits one partition keeps one
     (reduced in the driver, without starting a pool)."""
-    workers = max(executor.workers, 1)
-    per_worker = executor.memory_bytes / workers * WORKER_BUDGET_SHARE
+    per_worker = executor.memory_bytes / max(executor.workers, 1) * WORKER_BUDGET_SHARE
     needed = max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker))
-    return 1 if needed == 1 else min(MAX_PARTITIONS, math.ceil(needed / workers) * workers)
+    return min(MAX_PARTITIONS, balanced_count(needed, executor.workers))
 
 
 def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,6 +66,13 @@ class Shard:
     """The fragment ids of a Lance dataset read at `version`, whose first row is `first_row`; None: all of it."""
     first_row: int = 0
     version: int | None = None
+
+
+def balanced_count(needed: int, workers: int) -> int:
+    """How many equal pieces to make of work that needs `needed`: one stays one, more are rounded up to a multiple
+    of the workers, so that no worker does the last piece alone while the others wait (the plan's shards and
+    partitions)."""
+    return needed if needed <= 1 else math.ceil(needed / max(workers, 1)) * max(workers, 1)
 
 
 class Source(ABC):

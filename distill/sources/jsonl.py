@@ -13,7 +13,7 @@ from distill.hashing import file_sha256
 from distill.output.files import shown_path, unwritable
 from distill.quarantine import QuarantineRow
 from distill.record import Origin, Record
-from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams
+from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams, balanced_count
 from distill.sources.files import (
     compression_of,
     text_bytes_estimate,
@@ -182,9 +182,7 @@ class JsonlSource(FileSource):
                 text = text_bytes_estimate(path, compression)
                 shards.append(Shard(len(shards), str(path), relative, 0, None, 1, text, None))
                 continue
-            pieces = math.ceil(size / target_bytes) if target_bytes > 0 else 1
-            if pieces > 1:
-                pieces = math.ceil(pieces / multiple) * multiple
+            pieces = balanced_count(math.ceil(size / target_bytes) if target_bytes > 0 else 1, multiple)
             digest, cuts = cut_points(path, math.ceil(size / pieces) if pieces > 1 else target_bytes)
             ends = [start for start, _ in cuts[1:]] + [size]
             for (start, first_line), stop in zip(cuts, ends):
