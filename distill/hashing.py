@@ -11,6 +11,7 @@ import unicodedata
 from typing import Any
 
 import orjson
+import xxhash
 
 
 def sha256_hex(data: bytes | str) -> str:
@@ -29,10 +30,13 @@ def file_sha256(path: Any, chunk_bytes: int = 1 << 20) -> str:
 
 
 def hash64(data: bytes | str) -> int:
-    """A 64-bit unsigned integer digest (blake2b), for compact keys held in sets and numpy arrays."""
+    """A 64-bit unsigned integer digest for keys compared for equality or spread over partitions (record ids, group
+    keys, exact_dedup's texts): XXH3, a fixed algorithm that gives the same value on every platform and version.
+    Taken once or more per record, so it is xxhash, not blake2b: 0.1 against 1.2 µs for 355 bytes, the map 8%
+    faster at 1e5 records (bench/RESULTS.md)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return xxhash.xxh3_64_intdigest(data)
 
 
 def canonical_json(value: Any) -> bytes:

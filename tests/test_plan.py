@@ -17,6 +17,8 @@ from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
 from distill.config import build_settings
 from distill.executor import local
 from distill.executor.local import beside
+from distill.hashing import hash64
+from distill.plan import prepare
 from distill.quarantine import QuarantineRow
 from distill.record import Record
 from distill.runner import run
@@ -269,6 +271,23 @@ def test_resume_refuses_a_changed_config(tmp_path, corpus):
     assert changed.returncode != 0
     assert changed.stderr.strip().splitlines()[-1].startswith("distill: error: resume=true: the config or the inputs")
     assert "Traceback" not in changed.stderr
+
+
+def test_the_plan_key_changes_with_the_plan_format(monkeypatch):
+    # A run interrupted under one partitioning (hash64) or spill format is never resumed by a distill with another.
+    config = {"task": {"kind": "sft"}, "resume": False, "executor": {"workers": 1}}
+    key = prepare.plan_key(config, [])
+    assert prepare.plan_key({**config, "resume": True, "executor": {"workers": 8}}, []) == key
+    monkeypatch.setattr(prepare, "PLAN_FORMAT", prepare.PLAN_FORMAT + 1)
+    assert prepare.plan_key(config, []) != key
+
+
+def test_hash64_gives_xxh3s_published_value_for_text_and_its_utf8_bytes():
+    # Partitions and keys must be the same on every machine and version: XXH3-64's reference values, not whatever
+    # the installed library happens to compute.
+    assert hash64(b"") == 0x2D06800538D394C2
+    assert hash64("") == hash64(b"")
+    assert hash64("é") == hash64("é".encode("utf-8"))
 
 
 def test_a_group_larger_than_a_workers_memory_budget_is_a_one_line_error(tmp_path):

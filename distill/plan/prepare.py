@@ -49,15 +49,22 @@ def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
     return min(MAX_PARTITIONS, balanced_count(needed, executor.workers))
 
 
+PLAN_FORMAT = 2
+"""What the spills and the partitioning by `hash64` mean: raised whenever either changes (2: hash64 became XXH3),
+so a run interrupted under one distill is never resumed by another that would put a group in another partition."""
+
+
 def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
-    """The resolved config without what may change between a run and its resume (`resume`, `executor.*`), and
-    every input's hash."""
+    """The plan's format, the resolved config without what may change between a run and its resume (`resume`,
+    `executor.*`), and every input's hash."""
     stable = {key: value for key, value in config.items() if key not in ("resume", "executor")}
     hashes: dict[str, str | None] = {}
     for shard in shards:
         if shard.path is not None and shown_path(shard.path) not in hashes:  # a name may not be UTF-8
             hashes[shown_path(shard.path)] = shard.sha256 or file_sha256(Path(shard.path))
-    return sha256_hex(canonical_json({"config": stable, "inputs": hashes, "shards": len(shards)}))
+    return sha256_hex(canonical_json(
+        {"format": PLAN_FORMAT, "config": stable, "inputs": hashes, "shards": len(shards)}
+    ))
 
 
 def prepare(
@@ -69,8 +76,8 @@ def prepare(
         stored = orjson.loads(layout.plan_file.read_bytes())
         if stored["key"] != key:
             raise DistillError(
-                "resume=true: the config or the inputs changed since the interrupted run; "
-                "start a new run (without resume) or restore them"
+                "resume=true: the config or the inputs changed since the interrupted run (or it was run by a distill "
+                "whose plan format differs); start a new run (without resume) or restore them"
             )
         remove_stale_temporaries(layout)
         return int(stored["partitions"])

@@ -10,7 +10,6 @@ from pydantic import Field, model_validator
 
 from distill.curation import clusters, minhash
 from distill.grouping import display_key
-from distill.hashing import hash64
 from distill.quarantine import Drop
 from distill.reasons import Reason
 from distill.record import Record
@@ -236,7 +235,7 @@ def _largest_clusters(
 
 @cache
 def _role_salt(role: str) -> int:
-    return hash64(f"near_dedup-role\x1f{role}")
+    return minhash.digest64(f"near_dedup-role\x1f{role}")
 
 
 def merge_groups(
