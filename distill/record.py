@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copyreg
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -180,6 +182,17 @@ class Record(BaseModel):
         """The conversation order every part of distill uses: (created_at, id), undated records first."""
         return (self.created_at or _EPOCH, self.id)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Spills and worker messages carry every record, so a record pickles as one msgpack blob of its field
+        values (msgspec) and comes back without being validated again (it was when read): per bench record 4.5 µs
+        to pickle and 7 to load, against 10 and 10 for pydantic's own pickling, the map 16% faster at 1e5 records.
+        A record the blob cannot hold exactly (metadata beyond JSON's types, an integer beyond 64 bits, text that is
+        not UTF-8) pickles the usual way. What comes back equals the record; its `model_fields_set` is every field."""
+        try:
+            return _restore_record, (_record_blob(self), self.provenance)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+            return copyreg.__newobj__, (type(self),), self.__getstate__()
+
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready data, without empty fields (for quarantine rows and debugging)."""
         data = self.model_dump(mode="json", exclude_none=True)
@@ -191,3 +204,75 @@ class Record(BaseModel):
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(Record.model_fields)
+
+
+class _OriginRow(msgspec.Struct, array_like=True):
+    path: Any
+    line: Any
+    uri: Any
+    version: Any
+    row: Any
+
+
+# A record's values as one msgpack array: typed where msgpack has no exact type of its own (a timestamp, an enum
+# member, the origin), Any elsewhere so each value comes back as the type it was. The provenance (a model that may
+# hold extra keys) is pickled beside the blob.
+_TYPED = {
+    "created_at": datetime | None, "role": Role | None, "category": Category | None, "label": Label | None,
+    "lifecycle_status": LifecycleStatus | None, "origin": _OriginRow | None, "provenance": None,
+}
+_RecordRow = msgspec.defstruct("_RecordRow", [(name, _TYPED.get(name, Any)) for name in RECORD_FIELDS], array_like=True)
+_ORIGIN_AT = RECORD_FIELDS.index("origin")
+_PROVENANCE_AT = RECORD_FIELDS.index("provenance")
+_FREE_FORM = ("metadata", "tool_calls")
+"""The fields whose values a source or step may build from anything: the only ones that need a look before the
+blob can hold them exactly."""
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_RecordRow)
+_asdict = msgspec.structs.asdict
+_set = object.__setattr__
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_plain(value: Any) -> bool:
+    """Whether msgpack gives `value` back as it is: JSON's own types all the way down. A tuple would come back a
+    list, a date or a Decimal as text, a datetime in another zone in UTC."""
+    if isinstance(value, dict):
+        return all(type(key) is str and _json_plain(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_json_plain(item) for item in value)
+    return type(value) in _SCALARS
+
+
+def _record_blob(record: Record) -> bytes:
+    """Raises TypeError (or msgspec's own errors) for a record the blob cannot hold exactly."""
+    fields = record.__dict__
+    if type(record) is not Record or not all(_json_plain(fields[name]) for name in _FREE_FORM):
+        raise TypeError("pickled by pydantic")
+    values = list(fields.values())
+    values[_PROVENANCE_AT] = None
+    origin = values[_ORIGIN_AT]
+    if origin is not None:
+        values[_ORIGIN_AT] = tuple(origin.__dict__.values())
+    return _encoder.encode(values)
+
+
+def _restored(model: type[BaseModel], fields: dict[str, Any]) -> Any:
+    """The model holding `fields` (all of them, in order), built as pydantic's own unpickling builds it. Its fields
+    set are all its fields, as `model_construct` given every value would have them."""
+    instance = model.__new__(model)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", set(fields))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    return instance
+
+
+def _restore_record(blob: bytes, provenance: Provenance | None) -> Record:
+    """`Record.__reduce__`'s way back (the field order is the class's own, the same in every process of a run)."""
+    fields = _asdict(_decoder.decode(blob))
+    origin = fields["origin"]
+    if origin is not None:
+        fields["origin"] = _restored(Origin, _asdict(origin))
+    fields["provenance"] = provenance
+    return _restored(Record, fields)

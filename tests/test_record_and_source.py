@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from datetime import datetime, timezone
 
 import pytest
@@ -52,6 +53,40 @@ def test_order_key_is_created_at_then_id_with_undated_first():
         Record(id="c", created_at="2026-01-01T00:00:00Z"),
     ]
     assert [r.id for r in sorted(records, key=Record.order_key)] == ["z", "c", "a", "b"]
+
+
+FULL_RECORD = {
+    "id": "r1", "session_id": "s1", "created_at": "0001-01-01T00:00:00.000001Z", "role": "assistant",
+    "text": "héllo", "category": "accepted", "reward": 0.5, "label": "chosen", "rank": 2**63 - 1,
+    "lifecycle_status": "active", "embedding": [0.1, -0.0, 1e308], "source_files": ["a.py"], "tokens_used": 0,
+    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    "metadata": {"nested": [1, 2.5, None, True, {"deep": "x"}], "unicode": "日本"},
+    "provenance": {"source_file": "f.jsonl", "an_extra_key": [1, {"of": "any shape"}]},
+    "origin": {"path": "logs/a.jsonl", "line": 7},
+}
+
+
+@pytest.mark.parametrize(("fields", "compact"), [
+    ({}, True),
+    ({"created_at": "9999-12-31T23:59:59.999999+05:00", "origin": None, "provenance": None}, True),
+    ({"metadata": {"beyond_64_bits": 2**70}}, False),
+    ({"metadata": {"a_tuple": (1, 2)}}, False),
+    ({"metadata": {"a_date": datetime(2024, 1, 1, tzinfo=timezone.utc).date()}}, False),
+    ({"text": "\ud800 is no UTF-8"}, False),
+])
+def test_a_pickled_record_comes_back_exactly(fields, compact):
+    # Spills and worker messages pickle every record: what comes back must be the record, value types included
+    # (a tuple stays a tuple, a date a date), whichever way it was pickled.
+    record = Record.model_validate({**FULL_RECORD, **fields})
+    back = pickle.loads(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    assert back == record and repr(back) == repr(record)
+    assert [type(value) for value in back.__dict__.values()] == [type(value) for value in record.__dict__.values()]
+    assert back.created_at.utcoffset() == record.created_at.utcoffset()
+    assert back.origin == record.origin and back.provenance == record.provenance
+    if isinstance(record.metadata.get("a_tuple"), tuple):
+        assert type(back.metadata["a_tuple"]) is tuple
+    # The common record travels as a compact blob of its values; the rest the way pydantic pickles them.
+    assert (Record.__reduce__(record)[0].__name__ == "_restore_record") is compact
 
 
 def test_bad_lines_are_quarantined_and_the_rest_of_the_file_is_read(tmp_path):
