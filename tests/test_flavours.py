@@ -340,3 +340,10 @@ def test_a_trl_line_joined_with_its_sidecar_is_the_inline_line(tmp_path):
         side = read_jsonl(sidecar.output_dir / name.replace(".jsonl", ".provenance.jsonl"))
         assert all("provenance" not in line and "id" not in line for line in lines)
         assert [{**line, **s} for line, s in zip(lines, side)] == read_jsonl(inline.output_dir / name)
+
+
+def test_only_a_flavour_that_fills_in_a_lines_place_is_left_for_the_merge_to_encode():
+    # Lines of the other flavours are encoded in the partition's worker; verl's index is its place in the file.
+    from distill.output.flavours.base import FLAVOURS
+
+    assert [name for name in FLAVOURS.kinds() if FLAVOURS.get(name)().places_lines] == ["verl"]

@@ -37,7 +37,9 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
     settings = build_settings(config)
     ctx = PlanContext(settings, layout, partitions, compress, config)
     ctx.setup()
-    writer = dataset_writer(settings.task, layout.root.parent, layout, settings.output_format, compress)
+    writer = dataset_writer(
+        settings.task, layout.root.parent, layout, settings.output_format, compress, settings.flavour_output
+    )
     _WORKER.update(ctx=ctx, writer=writer, shards=shards)
 
 

@@ -90,6 +90,12 @@ class Flavour(ABC):
         file. The default: nothing."""
         return line
 
+    @property
+    def places_lines(self) -> bool:
+        """Whether `place` fills anything: if not, a line is final where it is rendered, and a JSONL line is encoded
+        there, in the partition's worker, so the merge only copies bytes."""
+        return type(self).place is not Flavour.place
+
     def side_files(self, files: Sequence[tuple[str, str]], context: RenderContext) -> dict[str, Any]:
         """Files written beside the data, from [(side, data file name)]: {name: JSON value or text}."""
         return {}

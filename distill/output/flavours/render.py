@@ -97,14 +97,17 @@ def write_side(
 ) -> list[dict[str, Any]]:
     """The side's data file and, with output.provenance=sidecar, its provenance sidecar, written together from one
     pass over the merged (line, sidecar row) stream: manifest entries for both."""
+    # A line encoded already (bytes) is final: its flavour places nothing.
     if provenance == INLINE:
-        lines = (flavour.place(line, index, side) for index, (line, _) in enumerate(stream))
+        lines = (
+            line if isinstance(line, bytes) else flavour.place(line, index, side) for index, (line, _) in enumerate(stream)
+        )
         return [write_dataset(output_dir / file_name, lines, output_format, parquet_schema)]
     with JsonlSink(output_dir / sidecar_name(file_name)) as sidecar:
-        def lines() -> Iterator[dict[str, Any]]:
+        def lines() -> Iterator[dict[str, Any] | bytes]:
             for index, (line, row) in enumerate(stream):
                 sidecar.add(row)
-                yield flavour.place(line, index, side)
+                yield line if isinstance(line, bytes) else flavour.place(line, index, side)
 
         entry = write_dataset(output_dir / file_name, lines(), output_format, parquet_schema)
     return [entry, sidecar.entry]
@@ -129,7 +132,7 @@ class JsonlSink:
         return self
 
     def add(self, row: Any) -> None:
-        data = jsonl_bytes(row)
+        data = row if isinstance(row, bytes) else jsonl_bytes(row)
         self.digest.update(data)
         self._handle.write(data)
         self.rows += 1
@@ -160,10 +163,18 @@ class FlavourOutput:
     def render(self, examples: Sequence[Example], file_name: str) -> tuple[list[Rendered], list[RefusedLine]]:
         return render_side(self.flavour, self.context, self.provenance, examples, file_name)
 
+    @property
+    def final_lines(self) -> bool:
+        """Whether a rendered line is what the file holds (JSONL, a flavour that places nothing): encoded where it
+        is rendered, in the partition's worker, instead of in the merge."""
+        return self.output_format == "jsonl" and not self.flavour.places_lines
+
     def write(
-        self, output_dir: Path, file_name: str, side: str, stream: Iterable[tuple[dict[str, Any], dict[str, Any] | None]]
+        self, output_dir: Path, file_name: str, side: str,
+        stream: Iterable[tuple[dict[str, Any] | bytes, dict[str, Any] | bytes | None]],
     ) -> list[dict[str, Any]]:
-        """Writes one side's file (and sidecar) from its merged (line, sidecar row) stream, in file order."""
+        """Writes one side's file (and sidecar) from its merged (line, sidecar row) stream, in file order; a line or
+        row given as bytes is written as it is."""
         parquet_schema = self.flavour.schema(self.context.shape) or self.context.shape
         return write_side(output_dir, file_name, side, stream, self.flavour, self.output_format, parquet_schema, self.provenance)
 
