@@ -60,6 +60,7 @@ def run(
     layout = Layout.of(output_dir)
     executor = make_executor(settings.executor)
     with cyclic_gc_paused(), executor:
+        executor.warm_up(settings.source.size_hint())  # what the executor can start while the input is cut
         shards = settings.source.shards(settings.executor.shard_bytes, settings.executor.workers)
         partitions = prepare(layout, shards, config, settings.executor, settings.resume)
         ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)

@@ -12,6 +12,7 @@ from helpers import compose_config, run_pipeline, write_jsonl
 from distill.config import build_settings
 from distill.errors import ConfigError
 from distill.record import Record, parse_timestamp
+from distill.sources.jsonl import JsonlParams, JsonlSource
 from distill.curation.chain import read_records
 from distill.quarantine import Ledger
 
@@ -185,6 +186,15 @@ def test_input_files_are_hashed_in_the_manifest(tmp_path):
     import hashlib
 
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and entry["rows"] == 1
+
+
+def test_a_file_sources_size_hint_is_its_files_bytes_and_zero_when_it_cannot_be_read(tmp_path):
+    # The local executor starts its workers' fork server early only for an input of more than one shard.
+    first = write_jsonl(tmp_path / "logs" / "a.jsonl", [{"id": "x", "role": "user", "text": "hi"}])
+    second = write_jsonl(tmp_path / "logs" / "b.jsonl", [{"id": "y", "role": "user", "text": "hello there"}])
+    source = JsonlSource(JsonlParams(kind="jsonl", path=str(tmp_path / "logs")))
+    assert source.size_hint() == first.stat().st_size + second.stat().st_size
+    assert JsonlSource(JsonlParams(kind="jsonl", path=str(tmp_path / "missing"))).size_hint() == 0
 
 
 def test_input_record_schema_agrees_with_the_record_model(tmp_path):

@@ -2,7 +2,7 @@
 `ray` (a local Ray or a cluster, `pip install 'distill[ray]'`). Both give the same files, byte for byte.
 
 An executor is a context manager (the ray executor starts or joins Ray on entry and stops what it started on exit)
-with `run_map`, `decide`, `run_reduce` and `describe()` (what the manifest records about it)."""
+with `warm_up`, `run_map`, `decide`, `run_reduce` and `describe()` (what the manifest records about it)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def make_executor(settings: ExecutorSettings) -> Any:
         from distill.executor.ray import RayExecutor
 
         return RayExecutor(settings)
-    return LocalExecutor(settings.workers)
+    return LocalExecutor(settings.workers, settings.shard_bytes)
 
 
 __all__ = ["LocalExecutor", "make_executor"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import time
@@ -96,13 +97,19 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
+def fork_server_context() -> Any:
+    """Worker processes fork from a server that has distill imported (preloaded once, not per worker)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["distill.runner"])
+    return context
+
+
 @contextmanager
 def process_pool(processes: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = ()) -> Iterator[Any]:
     """A pool of worker processes started from a small fork server (with distill preloaded), never from this
     process, so they do not inherit what it holds. A block that ends closes the pool; one that fails (Ctrl-C
     included) terminates it; it is joined either way."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["distill.runner"])
+    context = fork_server_context()
     pool = None
     try:
         # Ctrl-C inside Pool() would escape its own cleanup (it catches Exception only) and orphan a half-started
@@ -137,8 +144,17 @@ def beside(function: Callable[..., Any], args: tuple[Any, ...], *, process: bool
 
 
 class LocalExecutor:
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, shard_bytes: int = 0) -> None:
         self.workers = workers
+        self.shard_bytes = shard_bytes
+
+    def warm_up(self, input_bytes: int) -> None:
+        """Starts the workers' fork server now when the input will be mapped on a pool (more than one shard's worth):
+        it imports distill (0.7 s) in a process of its own while the driver cuts the input, instead of delaying the
+        map's first task."""
+        if self.workers > 1 and input_bytes > self.shard_bytes:
+            fork_server_context()
+            multiprocessing.forkserver.ensure_running()
 
     def __enter__(self) -> LocalExecutor:
         return self

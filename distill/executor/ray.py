@@ -191,6 +191,9 @@ class RayExecutor:
     def describe(self) -> dict[str, Any]:
         return dict(self.description)
 
+    def warm_up(self, input_bytes: int) -> None:
+        """Nothing to start early: Ray started (or was joined) on entry."""
+
     # -- the plan's phases ---------------------------------------------------------------------------------------
 
     def share(self, ctx: PlanContext) -> tuple[str, list[Any]]:

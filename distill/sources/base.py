@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from distill.errors import DistillError
 from distill.output.files import unwritable
 from distill.quarantine import QuarantineRow
 from distill.reasons import Reason
@@ -92,6 +93,10 @@ class Source(ABC):
     def read(self) -> Iterator[Parsed]:
         """Every input row, in a deterministic order, as a Record or a quarantine row."""
 
+    def size_hint(self) -> int:
+        """About how many bytes the input holds, known before it is cut into shards (0: not known that early)."""
+        return 0
+
     def shards(self, target_bytes: int, multiple: int = 1) -> list[Shard]:
         """The input cut into pieces of about `target_bytes` that the plan maps in parallel; a source that cuts a file
         cuts it into a multiple of `multiple` pieces (the workers: equal pieces then keep every worker busy to the
@@ -157,6 +162,13 @@ class FileSource(Source):
 
     def check(self) -> None:
         self.root, self.files = resolve_files(self.params.path, "source.path", self.suffixes)  # type: ignore[attr-defined]
+
+    def size_hint(self) -> int:
+        try:
+            self.check()
+            return sum(path.stat().st_size for path in self.files)
+        except (DistillError, OSError):
+            return 0  # shards() says what is wrong
 
     def read(self) -> Iterator[Parsed]:
         self.check()
