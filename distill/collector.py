@@ -8,15 +8,19 @@ task-seconds and map 5.7 -> 4.8. Reference counting still frees everything as us
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 
 
 @contextmanager
 def cyclic_gc_paused(*, collect_after: bool = False) -> Iterator[None]:
     """The collector off inside the block and as it was after; `collect_after`: one collection when the block
-    ends (a worker's task, so a worker that runs many never accumulates cycles)."""
+    ends (a worker's task, so a worker that runs many never accumulates cycles), and the freed heap given back to
+    the system."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -26,3 +30,18 @@ def cyclic_gc_paused(*, collect_after: bool = False) -> Iterator[None]:
             gc.enable()
         if collect_after:
             gc.collect()
+            trim = heap_trimmer()
+            if trim is not None:
+                trim(0)
+
+
+@cache
+def heap_trimmer() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none. glibc keeps a process's freed heap for later
+    mallocs, so a worker would hold its largest task's peak until it exits: at 1e6 bench records a reduce worker
+    held 380-460 MB between partitions, ~160 MB once trimmed, and its peak fell from 448 to 405 MiB (the records of
+    one partition are many small objects freed at once)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
