@@ -70,6 +70,8 @@ SAMPLE_TASKS = {
     "rag": ["task=rag"],
     "sft no split": ["split=none"],
 }
+
+
 @pytest.fixture(autouse=True)
 def phases_in_processes_of_their_own(monkeypatch):
     """Small inputs are decided and their quarantine merged in the driver; here, with two workers, both run in a

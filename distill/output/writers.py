@@ -82,19 +82,20 @@ class LineFiles(DatasetWriter):
     ) -> None:
         for side, examples in examples_by_side.items():
             name = output_file_name(self.task.output_name, side, self.output_format)
+            rendered = rendered_by_side.get(side) if rendered_by_side is not None else None
             entries: Iterable[tuple[Any, Any, Any]]
             # Made as they are written (`frames`): encoded lines are freed frame by frame, never all held at once.
-            if rendered_by_side is not None and side in rendered_by_side and self.flavour and self.flavour.final_lines:
+            if rendered is not None and self.flavour is not None and self.flavour.final_lines:
                 # output.flavor: the flavour's line and its sidecar row, under the canonical example's sort key,
                 # encoded here, in the partition's worker, so the merge only copies bytes (1e6 records: the merge
                 # phase 4.4 -> 3.2 s, bench/RESULTS.md).
                 entries = (
                     (e.sort_key(), encoded_line(name, r.line), None if r.sidecar is None else encoded_line(name, r.sidecar))
-                    for e, r in zip(examples, rendered_by_side[side])
+                    for e, r in zip(examples, rendered)
                 )
-            elif rendered_by_side is not None and side in rendered_by_side:
+            elif rendered is not None:
                 # ... left as values where the merge still fills in the line's place (verl) or writes Parquet.
-                entries = ((e.sort_key(), r.line, r.sidecar) for e, r in zip(examples, rendered_by_side[side]))
+                entries = ((e.sort_key(), r.line, r.sidecar) for e, r in zip(examples, rendered))
             elif self.output_format == "jsonl":
                 # Encoded here, in the partition's worker, so the merge only copies bytes.
                 entries = ((example.sort_key(), encoded_line(name, example.line), None) for example in examples)
