@@ -11,7 +11,10 @@ from helpers import read_jsonl, run_cli, run_pipeline, write_jsonl
 from pydantic import ValidationError
 from step_helpers import apply, edited, make_step, prose, rec
 
-from distill.curation.steps.near_dedup import reduce_runs
+from distill.curation.steps.near_dedup import UnitsInMemory, reduce_runs
+from distill.plan.decide_units import UnitsOnDisk
+from distill.plan.map import created_micros
+from distill.record import Record
 from distill.validation import load_schema
 
 BASE = prose(1, 200)
@@ -179,3 +182,49 @@ def test_cli_sweeps_the_threshold_one_output_dir_per_value(tmp_path, logs):
         thresholds[manifest["config"]["curation"]["steps"]["near_dedup"]["threshold"]] = manifest["counts"]["examples"]
     assert sorted(thresholds) == [0.7, 0.8, 0.9]
     assert all(examples >= 4 for examples in thresholds.values())
+
+
+@pytest.mark.parametrize("scope", ["record", "group"])
+@pytest.mark.parametrize("keep", ["first", "highest_reward"])
+def test_units_left_on_disk_in_buckets_decide_what_one_pass_in_memory_decides(tmp_path, scope, keep):
+    """The plan decides near_dedup a partition bucket at a time, its units' signatures and names on disk
+    (`UnitsOnDisk`): the drops and the figures are those of all the units clustered in memory at once, whatever
+    bucket holds the copies, whichever survives, and with created_at ties broken by id across buckets."""
+    originals = [prose(seed, 150) for seed in range(12)]
+    records = []
+    for conversation in range(36):
+        base = originals[conversation % 12]
+        # Copies of a conversation fall in other buckets (conversation % 3 below); some share a created_at.
+        words = base if conversation % 4 == 0 else edited(base, 60 + conversation, seed=conversation)
+        for turn in range(2):
+            records.append(rec(
+                f"r{conversation:02d}-{turn}", (conversation * 7) % 20, session_id=f"s{conversation:02d}",
+                role="user" if turn == 0 else "assistant", text=" ".join(words[turn * 75 : (turn + 1) * 75]),
+                reward=float((conversation * 5) % 7) if turn else None,
+            ))
+    step = make_step("near_dedup", scope=scope, keep=keep)
+    ordered = sorted(records, key=Record.order_key)
+
+    def micros_and_firsts(units, batch):
+        firsts = [batch[i] for i in units.first.tolist()]
+        return np.array([created_micros(r) for r in firsts], dtype=np.int64), [r.id for r in firsts]
+
+    in_memory = UnitsInMemory(step.units(step.keys(ordered)))
+    expected = step.decide_units(in_memory, in_memory.units.rewards, in_memory)
+    expected_figures = dict(step.figures)
+    assert len(expected) >= 12 and expected_figures["near_duplicate_clusters"] >= 6
+
+    step.figures.clear()
+    on_disk = UnitsOnDisk(tmp_path, step, compress=True)
+    for bucket in range(3):
+        batch = [r for r in ordered if int(r.session_id[1:]) % 3 == bucket]
+        keys = step.keys(batch)
+        units = step.units(keys)
+        micros, first_ids = micros_and_firsts(units, [r for r in batch if r.id in set(keys.ids)])
+        on_disk.add(units, micros, first_ids)
+    on_disk.number()
+    found = step.decide_units(on_disk, on_disk.rewards, on_disk)
+    on_disk.remove()
+    assert found == expected
+    assert step.figures == expected_figures
+    assert not list(tmp_path.iterdir())

@@ -137,7 +137,9 @@ def test_a_corpus_with_copies_leaks_and_bad_rows_gives_the_same_bytes(tmp_path, 
         assert {"near_duplicate", "contaminated"} <= reasons
 
 
-@pytest.mark.parametrize("dedup", [[], ["++curation.steps.exact_dedup.scope=record"]])
+@pytest.mark.parametrize("dedup", [
+    [], ["++curation.steps.exact_dedup.scope=record", "++curation.steps.near_dedup.scope=record"],
+])
 def test_keys_decided_in_buckets_give_what_one_pass_over_all_keys_gives(tmp_path, corpus, dedup, caplog):
     """A memory budget too small for one step's keys makes the decide phase split them into buckets (by record
     partition, then by the bucket that decides them): the same drops, the same figures, the same bytes."""
@@ -152,8 +154,9 @@ def test_keys_decided_in_buckets_give_what_one_pass_over_all_keys_gives(tmp_path
         found = run_dir(bucketed, [*overrides, "executor.partitions=7", "executor.memory_gb=0.0002"])
     assert "decide exact_dedup: in 6 buckets" in caplog.text
     assert "decide decontaminate: in 6 buckets" in caplog.text
-    # near_dedup (group scope) builds conversations one partition bucket at a time, then clusters them all.
-    assert int(re.search(r"decide near_dedup: by conversation, in (\d+) buckets", caplog.text)[1]) > 1
+    # near_dedup builds its units (conversations, or records) one partition bucket at a time, then clusters them all.
+    unit = "record" if dedup else "conversation"
+    assert int(re.search(rf"decide near_dedup: by {unit}, in (\d+) buckets", caplog.text)[1]) > 1
     assert found == expected
     stages = [json.loads((out / "manifest.json").read_text())["stages"] for out in (whole, bucketed)]
     assert stages[0] == stages[1]

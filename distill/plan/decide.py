@@ -7,8 +7,10 @@ What is held: per record a 64-bit id hash for the id check (the ids themselves o
 global step's keys at a time. When a step's keys would not fit the memory budget, they are decided in buckets, one
 at a time, like the Ray executor does it across tasks: first split by record partition (so a group's keys stay
 together), then by the bucket that decides them (`bucket_of`: equal keys always meet in one bucket, so the
-survivors are those of one global pass). Decisions go to one spill per partition, so each reduce task reads only
-its own.
+survivors are those of one global pass). near_dedup, which compares every unit with every other, builds its units
+one partition bucket at a time and leaves their signatures on disk (`distill.plan.decide_units`): its clustering
+holds fixed-width numbers per unit. semantic_dedup decides over all its keys at once. Decisions go to one spill per
+partition, so each reduce task reads only its own.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import numpy as np
 from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
 from distill.curation.steps.decontaminate import Decontaminate
 from distill.curation.steps.exact_dedup import ExactDedup, conversation_hash
-from distill.curation.steps.near_dedup import NearDedup, NearUnits
+from distill.curation.steps.near_dedup import NearDedup
 from distill.plan.context import PlanContext
+from distill.plan.decide_units import UnitsOnDisk
 from distill.plan.prepare import WORKER_BUDGET_SHARE
 from distill.plan.spill import SpillWriter, read_batches, write_spill
 from distill.quarantine import Drop
@@ -129,8 +132,9 @@ def decide_buckets(records: int, ctx: PlanContext, bytes_per_key: int = DECIDE_B
 
 
 def decided_by_units(step: GlobalStep) -> bool:
-    """near_dedup in group scope compares conversations, which it builds one partition bucket at a time."""
-    return isinstance(step, NearDedup) and step.params.scope == "group"
+    """near_dedup compares units (conversations or records) whose signatures it leaves on disk, a bucket at a
+    time."""
+    return isinstance(step, NearDedup)
 
 
 def bucket_of(step: GlobalStep, keys: Any, partitions: np.ndarray, buckets: int) -> np.ndarray:
@@ -334,36 +338,31 @@ def decide_by_units(
     ctx: PlanContext, position: int, step: NearDedup, shards: Sequence[int], masked: np.ndarray, buckets: int,
     decided: DecisionSink, result: Decisions,
 ) -> list[int]:
-    """near_dedup in group scope, one partition bucket at a time: each bucket's conversations (whole, as a group
-    never spans partitions) become units of one merged, densified signature, and only the units of every bucket
-    are held for the clustering (a conversation averages ~5 records, each holding a 512-byte signature until
-    then). A second pass over the buckets finds the records of the conversations it drops."""
+    """near_dedup, one partition bucket at a time: each bucket's units (its conversations, whole as a group never
+    spans partitions, or its records) go to disk with their signatures (`UnitsOnDisk`), and the clustering holds
+    fixed-width numbers per unit. A second pass over the buckets finds the records of the units it drops."""
     paths = by_partition(ctx, position, shards, masked, buckets)
-    parts: list[NearUnits] = []
-    micros: list[np.ndarray] = []
-    first_ids: list[str] = []
+    units = UnitsOnDisk(ctx.layout.decide_scratch(position), step, compress=ctx.compress)
     records = 0
-    for path in paths:
-        found = loaded_in_order([path])
-        if found is None:
-            continue
-        _, _, bucket_micros, keys = found
-        del found
-        units = step.units(keys)
-        records += len(keys.ids)
-        parts.append(units)
-        micros.append(bucket_micros[units.first])
-        first_ids.extend(keys.ids[i] for i in units.first.tolist())
-        del keys, bucket_micros
-    if not parts:
-        step.decide([])
-        return []
-    # The units in (created_at, id) order of their first record: the order of one pass over every record.
-    units = NearUnits.joined(parts, in_order(np.concatenate(micros), first_ids))
-    del parts, micros, first_ids
-    result.held[step.name] = (records, held_bytes(units) / max(records, 1))
-    unit_drops = step.decide_units(units)
-    del units
+    try:
+        for path in paths:
+            found = loaded_in_order([path])
+            if found is None:
+                continue
+            _, _, micros, keys = found
+            del found
+            made = step.units(keys)
+            records += len(keys.ids)
+            units.add(made, micros[made.first], [keys.ids[i] for i in made.first.tolist()])
+            del keys, micros, made
+        if not records:
+            step.decide([])
+            return []
+        units.number()
+        result.held[step.name] = (records, units.held_bytes() / records)
+        unit_drops = step.decide_units(units, units.rewards, units)
+    finally:
+        units.remove()
     newly: list[int] = []
     for path in paths:
         found = loaded([path])
@@ -371,7 +370,8 @@ def decide_by_units(
         if found is None:
             continue
         handles, partitions, _, keys = found
-        newly.extend(sent(unit_drops, keys.groups, handles, partitions, position, decided))
+        names = keys.groups if step.params.scope == "group" else keys.ids
+        newly.extend(sent(unit_drops, names, handles, partitions, position, decided))
     return newly
 
 
@@ -432,7 +432,8 @@ def decide(ctx: PlanContext, shards: Sequence[int]) -> Decisions:
                 continue
             if decided_by_units(step):
                 unit_buckets = decide_buckets(records, ctx, step.decide_bytes_per_key())
-                log.info("decide %s: by conversation, in %d buckets", step.name, unit_buckets)
+                unit = "conversation" if step.params.scope == "group" else "record"
+                log.info("decide %s: by %s, in %d buckets", step.name, unit, unit_buckets)
                 newly = decide_by_units(ctx, position, step, shards, masked, unit_buckets, decided, result)
             elif buckets > 1 and bucketable(step):
                 log.info("decide %s: in %d buckets", step.name, buckets)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -63,20 +63,42 @@ class NearUnits:
     last: list[str]
     member_of: np.ndarray
 
-    @staticmethod
-    def joined(parts: Sequence[NearUnits], order: np.ndarray) -> NearUnits:
-        """The units of several parts (each made from whole groups), at the positions `order` gives."""
-        names = [name for part in parts for name in part.names]
-        last = [record_id for part in parts for record_id in part.last]
-        positions = order.tolist()
-        return NearUnits(
-            [names[i] for i in positions],
-            np.concatenate([part.signatures for part in parts])[order],
-            np.concatenate([part.rewards for part in parts])[order],
-            np.empty(0, np.int64),  # positions within each part's keys: no meaning once joined
-            [last[i] for i in positions],
-            np.empty(0, np.int64),
-        )
+
+class UnitSignatures(Protocol):
+    """Where the clustering reads the units' densified signatures, units numbered in (created_at, id) order: an
+    array in memory, or the plan's buckets on disk (`distill.plan.decide_units`)."""
+
+    def __len__(self) -> int: ...
+
+    def band_key(self, band: int, rows: int) -> np.ndarray:
+        """Every unit's key of one LSH band (`minhash.band_key`)."""
+
+    def agreement(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The estimated Jaccard similarity of the unit pairs (left[i], right[i]) (`minhash.agreement`)."""
+
+
+class UnitNames(Protocol):
+    def named(self, units: np.ndarray) -> dict[int, tuple[str, str]]:
+        """unit -> (its name, its last record's id), for these units only: a decision names few of them."""
+
+
+@dataclass(frozen=True)
+class UnitsInMemory:
+    """`UnitSignatures` and `UnitNames` of units held whole."""
+
+    units: NearUnits
+
+    def __len__(self) -> int:
+        return len(self.units.signatures)
+
+    def band_key(self, band: int, rows: int) -> np.ndarray:
+        return minhash.band_key(self.units.signatures, band, rows)
+
+    def agreement(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return minhash.agreement(self.units.signatures, left, right)
+
+    def named(self, units: np.ndarray) -> dict[int, tuple[str, str]]:
+        return {unit: (self.units.names[unit], self.units.last[unit]) for unit in units.tolist()}
 
 
 @STEPS.register("near_dedup")
@@ -121,7 +143,8 @@ class NearDedup(GlobalStep[NearKeys]):
 
     def decide(self, keys: Sequence[NearKeys]) -> dict[str, Drop]:
         joined = concat_keys(keys) if keys else NearKeys([], [], np.empty(0), np.empty((0, 0), np.uint16))
-        unit_drops = self.decide_units(self.units(joined))
+        units = UnitsInMemory(self.units(joined))
+        unit_drops = self.decide_units(units, units.units.rewards, units)
         if self.params.scope == "record":
             return unit_drops
         return {record_id: unit_drops[group] for record_id, group in zip(joined.ids, joined.groups) if group in unit_drops}
@@ -140,17 +163,18 @@ class NearDedup(GlobalStep[NearKeys]):
             last = list(keys.ids)
         return NearUnits(names, minhash.densify(raw), rewards, first, last, member_of)
 
-    def decide_units(self, units: NearUnits) -> dict[str, Drop]:
-        """The drops of the units (by name: a group key or a record id), in (created_at, id) order of their first
-        record: the clusters' survivors and the figures."""
-        survivor, similarity = self._cluster(units.signatures, units.rewards)
-        names = units.names
+    def decide_units(self, signatures: UnitSignatures, rewards: np.ndarray, names: UnitNames) -> dict[str, Drop]:
+        """The drops of the units (by name: a group key or a record id), numbered in (created_at, id) order of
+        their first record: the clusters' survivors and the figures."""
+        survivor, similarity = self._cluster(signatures, rewards)
+        duplicate = np.flatnonzero(survivor != np.arange(len(survivor)))
+        kept_by = survivor[duplicate]
+        named = names.named(np.union1d(duplicate, kept_by))
         drops: dict[str, Drop] = {}
-        duplicate = np.flatnonzero(survivor != np.arange(len(names)))
-        for unit in duplicate.tolist():
-            drops[names[unit]] = self.drop(names[survivor[unit]], float(similarity[unit]))
-        self.figures["near_duplicate_clusters"] = int(len(np.unique(survivor[duplicate])))
-        self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, names, units.last, self.params.scope)
+        for unit, kept in zip(duplicate.tolist(), kept_by.tolist()):
+            drops[named[unit][0]] = self.drop(named[kept][0], float(similarity[unit]))
+        self.figures["near_duplicate_clusters"] = int(len(np.unique(kept_by)))
+        self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, named, self.params.scope)
         return drops
 
     def decide_bytes_per_key(self) -> int:
@@ -169,16 +193,17 @@ class NearDedup(GlobalStep[NearKeys]):
             {"duplicate_of": shown, "similarity": estimate},
         )
 
-    def _cluster(self, signatures: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _cluster(self, signatures: UnitSignatures, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(survivor index, estimated similarity to it) for each unit (record or conversation), in input order."""
         count = len(signatures)
         if count == 0:
             return np.empty(0, np.int64), np.empty(0)
-        found = [clusters.equal_key_pairs(minhash.band_key(signatures, band, self.rows)) for band in range(self.bands)]
+        found = [clusters.equal_key_pairs(signatures.band_key(band, self.rows)) for band in range(self.bands)]
         left, right = clusters.unique_pairs(
             np.concatenate([pair[0] for pair in found]), np.concatenate([pair[1] for pair in found]), count
         )
-        verified = minhash.agreement(signatures, left, right) >= self.params.threshold
+        del found
+        verified = signatures.agreement(left, right) >= self.params.threshold
         label = clusters.components(count, left[verified], right[verified])
         # Units arrive in (created_at, id) order, so the index is the `first` rank.
         rank = np.arange(count, dtype=np.float64)
@@ -188,7 +213,7 @@ class NearDedup(GlobalStep[NearKeys]):
         survivor = clusters.survivors(label, rank)
         similarity = np.ones(count)
         moved = np.flatnonzero(survivor != np.arange(count))
-        similarity[moved] = minhash.agreement(signatures, moved, survivor[moved])
+        similarity[moved] = signatures.agreement(moved, survivor[moved])
         self.figures.update(
             bands=self.bands, rows=self.rows, candidate_pairs=int(len(left)), verified_pairs=int(verified.sum())
         )
@@ -210,27 +235,28 @@ def _last_members(ids: list[str], member_of: np.ndarray, count: int) -> list[str
 
 
 def _largest_clusters(
-    survivor: np.ndarray, similarity: np.ndarray, units: list[str], shown_record: list[str], scope: str
+    survivor: np.ndarray, similarity: np.ndarray, named: dict[int, tuple[str, str]], scope: str
 ) -> list[dict[str, Any]]:
     """The LARGEST_CLUSTERS largest clusters (ties: earliest survivor), each with its survivor, its first duplicate,
     that duplicate's similarity and a record of it (`duplicate_record`, its last record in group scope, for a report
-    to show its text): bounded, for the manifest."""
+    to show its text): bounded, for the manifest. `named`: (name, last record id) of every unit in a cluster."""
     moved = np.flatnonzero(survivor != np.arange(len(survivor)))
     if not len(moved):
         return []
     heads, first_index, sizes = np.unique(survivor[moved], return_index=True, return_counts=True)
     order = np.lexsort((heads, -sizes))[:LARGEST_CLUSTERS]
     shown = display_key if scope == "group" else str
-    return [
-        {
+    largest = []
+    for k in order.tolist():
+        duplicate = int(moved[first_index[k]])
+        largest.append({
             "size": int(sizes[k]) + 1,
-            "survivor": shown(units[int(heads[k])]),
-            "duplicate": shown(units[int(moved[first_index[k]])]),
-            "duplicate_record": shown_record[int(moved[first_index[k]])],
-            "similarity": round(float(similarity[moved[first_index[k]]]), 4),
-        }
-        for k in order.tolist()
-    ]
+            "survivor": shown(named[int(heads[k])][0]),
+            "duplicate": shown(named[duplicate][0]),
+            "duplicate_record": named[duplicate][1],
+            "similarity": round(float(similarity[duplicate]), 4),
+        })
+    return largest
 
 
 @cache
