@@ -215,16 +215,17 @@ def test_units_left_on_disk_in_buckets_decide_what_one_pass_in_memory_decides(tm
     assert len(expected) >= 12 and expected_figures["near_duplicate_clusters"] >= 6
 
     step.figures.clear()
-    on_disk = UnitsOnDisk(tmp_path, step, compress=True)
+    on_disk = UnitsOnDisk(tmp_path / "units", compress=True)
     for bucket in range(3):
         batch = [r for r in ordered if int(r.session_id[1:]) % 3 == bucket]
         keys = step.keys(batch)
         units = step.units(keys)
         micros, first_ids = micros_and_firsts(units, [r for r in batch if r.id in set(keys.ids)])
-        on_disk.add(units, micros, first_ids)
+        on_disk.add(units.signatures, units.names, units.last, micros, first_ids, units.rewards)
     on_disk.number()
-    found = step.decide_units(on_disk, on_disk.rewards, on_disk)
+    on_disk.index_bands(step.band_keys)
+    found = step.decide_units(on_disk, on_disk.values, on_disk)
     on_disk.remove()
     assert found == expected
     assert step.figures == expected_figures
-    assert not list(tmp_path.iterdir())
+    assert not list((tmp_path / "units").iterdir())

@@ -157,6 +157,7 @@ def test_keys_decided_in_buckets_give_what_one_pass_over_all_keys_gives(tmp_path
     # near_dedup builds its units (conversations, or records) one partition bucket at a time, then clusters them all.
     unit = "record" if dedup else "conversation"
     assert int(re.search(rf"decide near_dedup: by {unit}, in (\d+) buckets", caplog.text)[1]) > 1
+    assert int(re.search(r"decide semantic_dedup: by record, in (\d+) buckets", caplog.text)[1]) > 1
     assert found == expected
     stages = [json.loads((out / "manifest.json").read_text())["stages"] for out in (whole, bucketed)]
     assert stages[0] == stages[1]

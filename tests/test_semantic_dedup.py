@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+from fractions import Fraction
 
 import jsonschema
+import numpy as np
 import pytest
 from helpers import read_jsonl, run_pipeline, write_jsonl
 from step_helpers import apply, make_step, rec
 
+from distill.curation.steps.semantic_dedup import _signs
 from distill.errors import DistillError
+from distill.plan.decide_units import UnitsOnDisk
+from distill.plan.map import created_micros
+from distill.record import Record
 from distill.validation import load_schema
 
 
@@ -97,3 +103,47 @@ def test_pipeline_quarantine_rows_are_schema_valid(tmp_path):
     assert sorted(r["record_id"] for r in rows if r["reason"] == "semantic_duplicate") == ["a1", "a2"]
     for row in rows:
         jsonschema.validate(row, load_schema("quarantine_row"))
+
+
+def test_records_left_on_disk_in_buckets_decide_what_one_pass_in_memory_decides(tmp_path):
+    """The plan decides semantic_dedup a partition bucket at a time, the embeddings on disk (`UnitsOnDisk`): the
+    drops and figures are those of every record decided in memory at once, with the survivors and duplicates
+    spread over the buckets and created_at ties broken by id across them."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(15, 48))
+    records = []
+    for i in range(240):
+        vector = centres[i % 15] + rng.normal(scale=0.02 if i % 3 else 0.5, size=48)
+        records.append(rec(f"r{i:03d}", i % 17, text="x", embedding=vector.tolist(), session_id=f"s{i % 5}"))
+    step = make_step("semantic_dedup")
+    ordered = sorted(records, key=Record.order_key)
+    expected = step.decide([step.keys(ordered)])
+    expected_figures = dict(step.figures)
+    assert len(expected) > 60
+
+    step.figures.clear()
+    on_disk = UnitsOnDisk(tmp_path / "units", compress=False)
+    for bucket in range(3):
+        batch = [r for r in ordered if int(r.session_id[1:]) % 3 == bucket]
+        keys = step.keys(batch)
+        micros = np.array([created_micros(r) for r in batch], dtype=np.int64)
+        on_disk.add(keys.vectors, keys.ids, keys.ids, micros, keys.ids)
+    on_disk.number()
+    found = step.decide_embeddings(on_disk)
+    on_disk.remove()
+    assert found == expected
+    assert step.figures == expected_figures
+
+
+def test_the_hyperplane_signs_are_exact_whatever_the_order_of_the_sums():
+    """A projection's sign is that of the exact sum, never of a float32 rounding that depends on how the BLAS
+    orders its additions (and so on how many records one call projects): here every projection cancels two large
+    terms and the small one decides."""
+    small = 2.0**-30  # below float32's precision next to 1.0
+    vectors = np.array([[1.0, -1.0, small, 0.0], [-1.0, 1.0, -small, 0.0], [small, 1.0, -1.0, 0.0]], dtype=np.float32)
+    planes = np.ones((4, 3), dtype=np.float32)
+    exact = [[sum(Fraction(float(v)) * Fraction(float(p)) for v, p in zip(row, column)) > 0 for column in planes.T]
+             for row in vectors]
+    assert _signs(vectors, planes).tolist() == exact == [[True] * 3, [False] * 3, [True] * 3]
+    for row in range(len(vectors)):
+        assert _signs(vectors[row : row + 1], planes).tolist() == [exact[row]]

@@ -8,8 +8,8 @@ global step's keys at a time. When a step's keys would not fit the memory budget
 at a time, like the Ray executor does it across tasks: first split by record partition (so a group's keys stay
 together), then by the bucket that decides them (`bucket_of`: equal keys always meet in one bucket, so the
 survivors are those of one global pass). near_dedup, which compares every unit with every other, builds its units
-one partition bucket at a time and leaves their signatures on disk (`distill.plan.decide_units`): its clustering
-holds fixed-width numbers per unit. semantic_dedup decides over all its keys at once. Decisions go to one spill per
+one partition bucket at a time and leaves their signatures on disk (`distill.plan.decide_units`), as semantic_dedup
+does with its embeddings: their decisions hold fixed-width numbers per unit. Decisions go to one spill per
 partition, so each reduce task reads only its own.
 """
 
@@ -29,10 +29,12 @@ from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
 from distill.curation.steps.decontaminate import Decontaminate
 from distill.curation.steps.exact_dedup import ExactDedup, conversation_hash
 from distill.curation.steps.near_dedup import NearDedup
+from distill.curation.steps.semantic_dedup import SemanticDedup
 from distill.plan.context import PlanContext
 from distill.plan.decide_units import UnitsOnDisk
 from distill.plan.prepare import WORKER_BUDGET_SHARE
 from distill.plan.spill import SpillWriter, read_batches, write_spill
+from distill.errors import DistillError
 from distill.quarantine import Drop
 from distill.reasons import Reason
 
@@ -131,10 +133,23 @@ def decide_buckets(records: int, ctx: PlanContext, bytes_per_key: int = DECIDE_B
     return max(1, math.ceil(records * bytes_per_key / budget))
 
 
-def decided_by_units(step: GlobalStep) -> bool:
-    """near_dedup compares units (conversations or records) whose signatures it leaves on disk, a bucket at a
-    time."""
-    return isinstance(step, NearDedup)
+def decided_on_disk(step: GlobalStep) -> bool:
+    """near_dedup and semantic_dedup compare every unit (conversation or record) with every other: their units
+    go to disk a bucket at a time."""
+    return isinstance(step, (NearDedup, SemanticDedup))
+
+
+SPILLED_KEYS_HELD = 2
+"""A bucket of semantic_dedup's keys holds about twice their spilled bytes while its units are built (the ids as
+Python strings, the ordered copy): the bucket count follows the embeddings' width this way."""
+
+
+def on_disk_buckets(ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], records: int) -> int:
+    """How many partition buckets a `decided_on_disk` step builds its units in: one bucket's keys fit the budget."""
+    if isinstance(step, NearDedup):
+        return decide_buckets(records, ctx, step.decide_bytes_per_key())
+    spilled = sum(path.stat().st_size for path in (ctx.layout.keys(position, s) for s in shards) if path.exists())
+    return decide_buckets(1, ctx, SPILLED_KEYS_HELD * spilled)
 
 
 def bucket_of(step: GlobalStep, keys: Any, partitions: np.ndarray, buckets: int) -> np.ndarray:
@@ -334,15 +349,34 @@ def by_partition(
     return paths
 
 
-def decide_by_units(
-    ctx: PlanContext, position: int, step: NearDedup, shards: Sequence[int], masked: np.ndarray, buckets: int,
-    decided: DecisionSink, result: Decisions,
+def units_of(step: NearDedup | SemanticDedup, keys: Any, micros: np.ndarray) -> tuple[Any, ...]:
+    """What `UnitsOnDisk.add` takes of one bucket's keys (in (created_at, id) order): near_dedup's units
+    (conversations or records) with their signatures and best rewards, or semantic_dedup's records and embeddings."""
+    if isinstance(step, NearDedup):
+        made = step.units(keys)
+        first_ids = [keys.ids[i] for i in made.first.tolist()]
+        return made.signatures, made.names, made.last, micros[made.first], first_ids, made.rewards
+    return keys.vectors, keys.ids, keys.ids, micros, keys.ids, None
+
+
+def decided_units(step: NearDedup | SemanticDedup, units: UnitsOnDisk) -> dict[str, Drop]:
+    """The step's own decision over every bucket's units: drops by unit name."""
+    if isinstance(step, NearDedup):
+        units.index_bands(step.band_keys)
+        return step.decide_units(units, units.values, units)
+    return step.decide_embeddings(units)
+
+
+def decide_on_disk(
+    ctx: PlanContext, position: int, step: NearDedup | SemanticDedup, shards: Sequence[int], masked: np.ndarray,
+    buckets: int, decided: DecisionSink, result: Decisions,
 ) -> list[int]:
-    """near_dedup, one partition bucket at a time: each bucket's units (its conversations, whole as a group never
-    spans partitions, or its records) go to disk with their signatures (`UnitsOnDisk`), and the clustering holds
-    fixed-width numbers per unit. A second pass over the buckets finds the records of the units it drops."""
+    """A step that compares every unit with every other, one partition bucket at a time: each bucket's units (its
+    conversations, whole as a group never spans partitions, or its records) go to disk with their fixed-width rows
+    (`UnitsOnDisk`), and the decision holds fixed-width numbers per unit. A second pass over the buckets finds the
+    records of the units it drops."""
     paths = by_partition(ctx, position, shards, masked, buckets)
-    units = UnitsOnDisk(ctx.layout.decide_scratch(position), step, compress=ctx.compress)
+    units = UnitsOnDisk(ctx.layout.decide_scratch(position), compress=ctx.compress)
     records = 0
     try:
         for path in paths:
@@ -351,27 +385,31 @@ def decide_by_units(
                 continue
             _, _, micros, keys = found
             del found
-            made = step.units(keys)
+            if not keys.ids:
+                continue
+            rows, *described = units_of(step, keys, micros)
+            if units.width and rows.shape[1] != units.width:
+                raise DistillError(f"curation.steps.{step.name}: embeddings of different lengths")
             records += len(keys.ids)
-            units.add(made, micros[made.first], [keys.ids[i] for i in made.first.tolist()])
-            del keys, micros, made
+            units.add(rows, *described)
+            del keys, micros, rows, described
         if not records:
             step.decide([])
             return []
         units.number()
         result.held[step.name] = (records, units.held_bytes() / records)
-        unit_drops = step.decide_units(units, units.rewards, units)
+        unit_drops = decided_units(step, units)
     finally:
         units.remove()
     newly: list[int] = []
+    by_group = isinstance(step, NearDedup) and step.params.scope == "group"
     for path in paths:
         found = loaded([path])
         path.unlink(missing_ok=True)
         if found is None:
             continue
         handles, partitions, _, keys = found
-        names = keys.groups if step.params.scope == "group" else keys.ids
-        newly.extend(sent(unit_drops, names, handles, partitions, position, decided))
+        newly.extend(sent(unit_drops, keys.groups if by_group else keys.ids, handles, partitions, position, decided))
     return newly
 
 
@@ -430,11 +468,11 @@ def decide(ctx: PlanContext, shards: Sequence[int]) -> Decisions:
         for position, step in enumerate(ctx.settings.steps):
             if not isinstance(step, GlobalStep):
                 continue
-            if decided_by_units(step):
-                unit_buckets = decide_buckets(records, ctx, step.decide_bytes_per_key())
-                unit = "conversation" if step.params.scope == "group" else "record"
+            if decided_on_disk(step):
+                unit_buckets = on_disk_buckets(ctx, position, step, shards, records)
+                unit = "conversation" if isinstance(step, NearDedup) and step.params.scope == "group" else "record"
                 log.info("decide %s: by %s, in %d buckets", step.name, unit, unit_buckets)
-                newly = decide_by_units(ctx, position, step, shards, masked, unit_buckets, decided, result)
+                newly = decide_on_disk(ctx, position, step, shards, masked, unit_buckets, decided, result)
             elif buckets > 1 and bucketable(step):
                 log.info("decide %s: in %d buckets", step.name, buckets)
                 newly = decide_in_buckets(ctx, position, step, shards, masked, buckets, decided, result)

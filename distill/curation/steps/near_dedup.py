@@ -177,6 +177,10 @@ class NearDedup(GlobalStep[NearKeys]):
         self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, named, self.params.scope)
         return drops
 
+    def band_keys(self, signatures: np.ndarray) -> np.ndarray:
+        """(bands, units) uint64: every band's keys of these densified signatures (`minhash.band_key`)."""
+        return np.stack([minhash.band_key(signatures, band, self.rows) for band in range(self.bands)])
+
     def decide_bytes_per_key(self) -> int:
         """What deciding holds per record at its peak, for the plan's bucket count: the raw signature twice (the
         spills' copy and the ordered one) and the id and group key."""

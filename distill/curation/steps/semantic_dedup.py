@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -43,6 +43,60 @@ class EmbeddingKeys:
     vectors: np.ndarray
 
 
+PROJECTED_ROWS = 16384
+"""Records projected on the hyperplanes at once (float64: 8 bytes a dimension each)."""
+
+
+class Embeddings(Protocol):
+    """Where the decision reads the records' unit-length embeddings, numbered in (created_at, id) order: arrays in
+    memory, or the plan's buckets on disk (`distill.plan.decide_units.UnitsOnDisk`)."""
+
+    width: int
+
+    def __len__(self) -> int: ...
+
+    def index_bands(self, keys_of: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Every band's keys of the embeddings, `keys_of(vectors)`, kept for `band_key`."""
+
+    def band_key(self, band: int, rows: int = 0) -> np.ndarray: ...
+
+    def pairwise(
+        self, left: np.ndarray, right: np.ndarray, measure: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    ) -> np.ndarray: ...
+
+    def named(self, units: np.ndarray) -> dict[int, tuple[str, str]]: ...
+
+
+@dataclass
+class EmbeddingsInMemory:
+    """`Embeddings` held whole."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    keys: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        return self.vectors.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index_bands(self, keys_of: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.keys = keys_of(self.vectors)
+
+    def band_key(self, band: int, rows: int = 0) -> np.ndarray:
+        return self.keys[band]
+
+    def pairwise(
+        self, left: np.ndarray, right: np.ndarray, measure: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    ) -> np.ndarray:
+        return measure(self.vectors, left, right)
+
+    def named(self, units: np.ndarray) -> dict[int, tuple[str, str]]:
+        return {unit: (self.ids[unit], self.ids[unit]) for unit in units.tolist()}
+
+
 @STEPS.register("semantic_dedup")
 class SemanticDedup(GlobalStep[EmbeddingKeys]):
     """Drops semantic duplicates (`semantic_duplicate`): a record whose `embedding` is within cosine distance
@@ -79,46 +133,60 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
         if len({batch.vectors.shape[1] for batch in batches}) > 1:
             raise DistillError(f"curation.steps.{self.name}: embeddings of different lengths")
         ids = [record_id for batch in batches for record_id in batch.ids]
-        vectors = np.concatenate([batch.vectors for batch in batches])
-        left, right = self._candidates(vectors)
-        similarity = _pair_similarity(vectors, left, right)
+        return self.decide_embeddings(EmbeddingsInMemory(ids, np.concatenate([batch.vectors for batch in batches])))
+
+    def decide_embeddings(self, embeddings: Embeddings) -> dict[str, Drop]:
+        """The drops of these records' embeddings, numbered in (created_at, id) order."""
+        count = len(embeddings)
+        self.bands, self.rows = self._lsh_shape(count)
+        planes = _hyperplanes(embeddings.width, self.bands * self.rows)
+        embeddings.index_bands(lambda vectors: self.band_keys(vectors, planes))
+        left, right = self._candidates(embeddings, count)
+        similarity = embeddings.pairwise(left, right, _pair_similarity)
         close = similarity >= 1 - self.params.threshold - 1e-6
-        drops: dict[str, Drop] = {}
-        dropped: set[int] = set()
         # Edges point from an earlier record to a later one; visiting them by (later, earlier) applies the greedy
         # rule in record order: a record goes when an earlier record it is close to was kept.
         order = np.lexsort((left[close], right[close]))
-        for earlier, later, sim in zip(
-            left[close][order].tolist(), right[close][order].tolist(), similarity[close][order].tolist()
-        ):
+        earlier_ones, later_ones = left[close][order], right[close][order]
+        named = embeddings.named(np.union1d(earlier_ones, later_ones))
+        drops: dict[str, Drop] = {}
+        dropped: set[int] = set()
+        for earlier, later, sim in zip(earlier_ones.tolist(), later_ones.tolist(), similarity[close][order].tolist()):
             if later in dropped or earlier in dropped:
                 continue
             dropped.add(later)
             distance = round(max(0.0, 1 - sim), 6)
-            drops[ids[later]] = Drop(
+            kept_id = named[earlier][0]
+            drops[named[later][0]] = Drop(
                 Reason.semantic_duplicate,
-                (f"embedding within cosine distance {distance:.4f} of {ids[earlier]}",),
-                {"duplicate_of": ids[earlier], "distance": distance},
+                (f"embedding within cosine distance {distance:.4f} of {kept_id}",),
+                {"duplicate_of": kept_id, "distance": distance},
             )
         self.figures.update(
             bands=self.bands, rows=self.rows, candidate_pairs=int(len(left)), close_pairs=int(close.sum())
         )
         return drops
 
-    def _candidates(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def band_keys(self, vectors: np.ndarray, planes: np.ndarray) -> np.ndarray:
+        """(bands, records) uint64: each band's `rows` sign bits of the projections on `planes`."""
+        weights = np.left_shift(np.uint64(1), np.arange(self.rows, dtype=np.uint64))
+        keys = np.empty((self.bands, len(vectors)), np.uint64)
+        for start in range(0, len(vectors), PROJECTED_ROWS):
+            bits = _signs(vectors[start : start + PROJECTED_ROWS], planes)
+            for band in range(self.bands):
+                block = bits[:, band * self.rows : (band + 1) * self.rows]
+                keys[band, start : start + len(bits)] = (block.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+        return keys
+
+    def _candidates(self, embeddings: Embeddings, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(earlier, later) index pairs sharing an LSH bucket: each record with its bucket's first record and the
         `window` records before it in that bucket."""
-        count, dims = vectors.shape
-        self.bands, self.rows = self._lsh_shape(count)
-        planes = _hyperplanes(dims, self.bands * self.rows)
-        bits = (vectors @ planes) > 0
-        weights = np.left_shift(np.uint64(1), np.arange(self.rows, dtype=np.uint64))
         lefts, rights = [], []
         for band in range(self.bands):
-            block = bits[:, band * self.rows : (band + 1) * self.rows]
-            key = (block.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+            key = embeddings.band_key(band)
             order = np.argsort(key, kind="stable")
             ordered = key[order]
+            del key
             starts_run = np.r_[True, ordered[1:] != ordered[:-1]]
             head = np.maximum.accumulate(np.where(starts_run, np.arange(count), 0))
             members = np.flatnonzero(~starts_run)
@@ -152,6 +220,16 @@ def _pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, c
         stop = start + chunk
         out[start:stop] = np.einsum("ij,ij->i", vectors[left[start:stop]], vectors[right[start:stop]])
     return out
+
+
+def _signs(vectors: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """`vectors @ planes > 0`, computed exactly: the unit vectors scaled and rounded to integers small enough that
+    any sum of `dims` of them stays below 2**53, so every sum in float64 is exact whatever order the BLAS adds in
+    and however many rows one call holds (in float32, the sign of a projection near 0 could depend on both, and
+    the plan projects one bucket of records at a time)."""
+    dims = vectors.shape[1]
+    scale = 2.0 ** (52 - max(1, math.ceil(math.log2(max(dims, 2)))))
+    return (np.rint(vectors.astype(np.float64) * scale) @ planes.astype(np.float64)) > 0
 
 
 def _hyperplanes(dims: int, count: int) -> np.ndarray:
