@@ -132,7 +132,7 @@ def secret(rng: np.random.Generator) -> tuple[str, str]:
     return kind, "AKIA" + "".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[int(i)] for i in rng.integers(0, 32, 16))
 
 
-def generate(records: int, out: Path, seed: int = 0) -> dict:
+def generate(records: int, out: Path, seed: int = 0, embedding_dims: int = EMBEDDING_DIMS) -> dict:
     rng = np.random.default_rng(seed)
     words = Words(rng)
     items = eval_items(words, 1000)
@@ -159,7 +159,7 @@ def generate(records: int, out: Path, seed: int = 0) -> dict:
                 assistant_lengths = text_lengths(rng, pairs, 260)
                 for pair in range(pairs):
                     turns.append(("user", words.text(int(user_lengths[pair])), None))
-                    vector = np.round(rng.normal(size=EMBEDDING_DIMS), 4).tolist()
+                    vector = np.round(rng.normal(size=embedding_dims), 4).tolist()
                     turns.append(("assistant", words.text(int(assistant_lengths[pair])), vector))
                 if session in sources:
                     kept_texts[session] = turns
@@ -169,7 +169,7 @@ def generate(records: int, out: Path, seed: int = 0) -> dict:
                 for role, text, vector in original:
                     if kind == "near":
                         text = words.edit(text, rate)
-                        vector = None if vector is None else np.round(np.array(vector) + rng.normal(0, 0.01, EMBEDDING_DIMS), 4).tolist()
+                        vector = None if vector is None else np.round(np.array(vector) + rng.normal(0, 0.01, embedding_dims), 4).tolist()
                     turns.append((role, text, vector))
             session_id = f"s{session:07d}"
             for turn, (role, text, vector) in enumerate(turns):
@@ -229,8 +229,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--embedding-dims", type=int, default=EMBEDDING_DIMS,
+                        help="width of the assistant records' embeddings (real encoders: 384-3072)")
     args = parser.parse_args()
-    print(json.dumps(generate(args.records, args.out, args.seed)))
+    print(json.dumps(generate(args.records, args.out, args.seed, args.embedding_dims)))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ and, rendered, to bench/RESULTS.md.
                                 # 1e7 records: ten zstd files, each the corpus with new ids, sessions and texts
     python bench/scale.py --records 1000000 --floor-only
     python bench/scale.py --records 100000 -- curation=thorough  # anything after -- is passed to distill
+    python bench/scale.py --records 200000 --embedding-dims 768 -- curation=none ++curation.steps.semantic_dedup={}
+                                # embeddings as wide as a real encoder's (bench/data/200000-768d)
 """
 
 from __future__ import annotations
@@ -246,6 +248,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, required=True)
     parser.add_argument("--copies", type=int, default=1)
     parser.add_argument("--files", type=int, default=0, help="N distinct zstd files of the corpus (see distinct_files)")
+    parser.add_argument("--embedding-dims", type=int, default=None, help="embedding width of the corpus (default 32)")
     parser.add_argument("--child-floor-folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--floor-only", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="where copies and the run directory go")
@@ -254,10 +257,11 @@ def main() -> None:
     if args.child_floor_folder:
         child_floor_folder(args.child_floor_folder)
         return
-    data_dir = REPO / "bench" / "data" / str(args.records)
+    wide = [] if args.embedding_dims is None else ["--embedding-dims", str(args.embedding_dims)]
+    data_dir = REPO / "bench" / "data" / (str(args.records) + (f"-{args.embedding_dims}d" if wide else ""))
     if not (data_dir / "logs.jsonl").exists():
         subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), "--records", str(args.records),
-                        "--out", str(data_dir)], check=True)
+                        "--out", str(data_dir), *wide], check=True)
     work = Path(tempfile.mkdtemp(prefix="distill-scale-", dir=args.work))
     try:
         if args.files:
@@ -286,7 +290,7 @@ def main() -> None:
             result["x_floor"] = result["distill"]["wall_seconds"] / result["floor_seconds"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    name = f"scale-{args.records * max(args.copies, args.files)}{'-' + '-'.join(args.extra).replace('=', '_').replace('/', '_') if args.extra else ''}"
+    name = f"scale-{args.records * max(args.copies, args.files)}{f'-{args.embedding_dims}d' if wide else ''}{'-' + '-'.join(args.extra).replace('=', '_').replace('/', '_') if args.extra else ''}"
     result["command"] = " ".join(["python bench/scale.py", *sys.argv[1:]])
     (REPO / "bench" / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     from run import write_report
