@@ -24,8 +24,9 @@ import numpy as np
 from distill.curation import minhash
 from distill.plan.spill import frames, read_values, write_spill
 
-PAIR_ROWS_PER_GATHER = 1 << 21
-"""Rows of candidate pairs gathered at once to measure them (2 per pair at most): ~1 GiB of 512-byte signatures."""
+GATHER_BYTES = 256 << 20
+"""The rows of candidate pairs gathered at once to measure them (2 per pair at most): 256 MiB, half a million
+512-byte signatures or ~85,000 768-wide embeddings."""
 
 
 def _write_array(path: Path, values: np.ndarray) -> None:
@@ -126,7 +127,7 @@ class UnitsOnDisk:
     ) -> np.ndarray:
         """`measure(rows, left, right)` of the unit pairs (left[i], right[i]), their rows gathered from disk, in the
         measure's own dtype."""
-        step = PAIR_ROWS_PER_GATHER // 2
+        step = max(1, GATHER_BYTES // (2 * self.width * self.dtype.itemsize))
         parts = []
         for start in range(0, len(left), step):
             stop = start + step
