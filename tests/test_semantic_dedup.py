@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from fractions import Fraction
@@ -135,15 +136,20 @@ def test_records_left_on_disk_in_buckets_decide_what_one_pass_in_memory_decides(
     assert step.figures == expected_figures
 
 
-def test_the_hyperplane_signs_are_exact_whatever_the_order_of_the_sums():
-    """A projection's sign is that of the exact sum, never of a float32 rounding that depends on how the BLAS
-    orders its additions (and so on how many records one call projects): here every projection cancels two large
-    terms and the small one decides."""
+def test_the_hyperplane_signs_do_not_depend_on_the_order_of_the_sums_or_the_rows_per_call():
+    """A projection's sign is that of an exact sum (of the quantized vector), never of a float32 rounding that
+    depends on how the BLAS orders its additions or on how many records one call projects: here each projection
+    cancels two large terms next to a small one, in every order of the dimensions."""
     small = 2.0**-30  # below float32's precision next to 1.0
-    vectors = np.array([[1.0, -1.0, small, 0.0], [-1.0, 1.0, -small, 0.0], [small, 1.0, -1.0, 0.0]], dtype=np.float32)
-    planes = np.ones((4, 3), dtype=np.float32)
-    exact = [[sum(Fraction(float(v)) * Fraction(float(p)) for v, p in zip(row, column)) > 0 for column in planes.T]
-             for row in vectors]
-    assert _signs(vectors, planes).tolist() == exact == [[True] * 3, [False] * 3, [True] * 3]
+    vectors = np.array([[1.0, -1.0, small, 0.5], [small, 1.0, -1.0, -0.5], [-1.0, small, 1.0, 0.25]], np.float32)
+    planes = np.array([[1, 1, -1], [1, 1, -1], [1, -1, 1], [0, 1, 1]], dtype=np.float32)
+    found = _signs(vectors, planes).tolist()
+    for order in itertools.permutations(range(4)):
+        assert _signs(vectors[:, order], planes[order, :]).tolist() == found, order
     for row in range(len(vectors)):
-        assert _signs(vectors[row : row + 1], planes).tolist() == [exact[row]]
+        assert _signs(vectors[row : row + 1], planes).tolist() == [found[row]]
+    # The signs of the exact sums, the small term quantized away (a row and a plane may well be orthogonal: False).
+    quantized = np.where(np.abs(vectors) < 1e-6, 0, vectors)
+    exact = [[sum(Fraction(float(v)) * Fraction(float(p)) for v, p in zip(row, column)) > 0 for column in planes.T]
+             for row in quantized]
+    assert found == exact
