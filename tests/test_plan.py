@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
 
@@ -19,6 +21,7 @@ from distill.executor import local
 from distill.executor.local import beside
 from distill.hashing import hash64
 from distill.plan import prepare
+from distill.plan.decide import in_order
 from distill.quarantine import QuarantineRow
 from distill.record import Record
 from distill.runner import run
@@ -306,3 +309,17 @@ def test_a_group_larger_than_a_workers_memory_budget_is_a_one_line_error(tmp_pat
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("distill: error: group 'huge' holds 300 records") and "executor.memory_gb" in last
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("ties", ["none", "some", "all"])
+def test_keys_are_put_in_created_at_then_id_order(ties):
+    """The decide phase orders every step's keys by (created_at, id), sorting ids only where created_at ties."""
+    rng = random.Random(3)
+    count = 2000
+    spread = {"none": 10**12, "some": 300, "all": 1}[ties]
+    micros = np.array(rng.sample(range(10**12), count) if ties == "none" else [rng.randrange(spread) for _ in range(count)])
+    ids = [f"r{rng.randrange(10**9):09d}-{i}" for i in range(count)]
+    expected = sorted(range(count), key=lambda i: (micros[i], ids[i]))
+    assert in_order(micros, ids).tolist() == expected
+    among = np.array(sorted(rng.sample(range(count), 700)))
+    assert in_order(micros, ids, among).tolist() == sorted(among.tolist(), key=lambda i: (micros[i], ids[i]))
