@@ -221,7 +221,8 @@ def render_scale() -> str:
     results = [json.loads(path.read_text()) for path in sorted((REPO / "bench" / "results").glob("scale-*.json"))]
     for result in sorted(results, key=lambda r: r["records"]):
         run_ = result.get("distill")
-        where = result.get("where", "this machine (2 cores, shared)")
+        machine = result.get("machine") or {}
+        where = result.get("where") or f"{machine.get('cpu', 'this machine')}, {machine.get('cores', 2)} cores"
         command = result.get("command", f"python bench/scale.py --records {result['records']}")
         if run_ is None:
             continue

@@ -154,7 +154,7 @@ def test_keys_decided_in_buckets_give_what_one_pass_over_all_keys_gives(tmp_path
     bucketed = tmp_path / "bucketed"
     expected = run_dir(whole, [*overrides, "executor.partitions=1"])
     with caplog.at_level("INFO", logger="distill.plan.decide"):
-        found = run_dir(bucketed, [*overrides, "executor.partitions=7", "executor.memory_gb=0.0002"])
+        found = run_dir(bucketed, [*overrides, "executor.partitions=7", "executor.memory_gb=0.0002", "executor.shard_mb=0.05"])
     assert "decide exact_dedup: in 6 buckets" in caplog.text
     assert "decide decontaminate: in 6 buckets" in caplog.text
     # near_dedup builds its units (conversations, or records) one partition bucket at a time, then clusters them all.

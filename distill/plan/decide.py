@@ -7,10 +7,10 @@ What is held: per record a 64-bit id hash for the id check (the ids themselves o
 global step's keys at a time. When a step's keys would not fit the memory budget, they are decided in buckets, one
 at a time, like the Ray executor does it across tasks: first split by record partition (so a group's keys stay
 together), then by the bucket that decides them (`bucket_of`: equal keys always meet in one bucket, so the
-survivors are those of one global pass). near_dedup, which compares every unit with every other, builds its units
-one partition bucket at a time and leaves their signatures on disk (`distill.plan.decide_units`), as semantic_dedup
-does with its embeddings: their decisions hold fixed-width numbers per unit. Decisions go to one spill per
-partition, so each reduce task reads only its own.
+survivors are those of one global pass). near_dedup and semantic_dedup compare every unit with every other: when
+their keys would not fit the budget, they build their units one partition bucket at a time and leave the
+signatures or embeddings on disk (`distill.plan.decide_units`), and their decisions hold fixed-width numbers per
+unit. Decisions go to one spill per partition, so each reduce task reads only its own.
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def decide_buckets(records: int, ctx: PlanContext, bytes_per_key: int = DECIDE_B
 
 
 def decided_on_disk(step: GlobalStep) -> bool:
-    """near_dedup and semantic_dedup compare every unit (conversation or record) with every other: their units
-    go to disk a bucket at a time."""
+    """near_dedup and semantic_dedup compare every unit (conversation or record) with every other: when their keys
+    would not fit the budget whole, their units go to disk a bucket at a time."""
     return isinstance(step, (NearDedup, SemanticDedup))
 
 
@@ -389,15 +389,25 @@ def decide_on_disk(
     (`UnitsOnDisk`), and the decision holds fixed-width numbers per unit. A second pass over the buckets finds the
     records of the units it drops, from what the first pass kept of each record: its handle, its partition and
     the name of its unit (re-reading the keys would load every signature or embedding again)."""
-    paths = by_partition(ctx, position, shards, masked, buckets)
-    units = UnitsOnDisk(ctx.layout.decide_scratch(position), compress=ctx.compress)
     by_group = isinstance(step, NearDedup) and step.params.scope == "group"
-    members = [ctx.layout.decide_scratch(position) / f"members-{bucket}.spill" for bucket in range(len(paths))]
+    if by_group or len(shards) < buckets:
+        # A conversation's keys may come from any shard: they are brought together by partition first.
+        scattered = by_partition(ctx, position, shards, masked, buckets)
+        sources = [[path] for path in scattered]
+    else:
+        # A record is its own unit: each bucket reads a run of shards' key spills as they are, no copy.
+        scattered = []
+        runs = np.array_split(np.asarray(shards, dtype=np.int64), buckets)
+        sources = [[ctx.layout.keys(position, shard) for shard in run.tolist()] for run in runs]
+        ctx.layout.decide_scratch(position).mkdir(parents=True, exist_ok=True)
+    units = UnitsOnDisk(ctx.layout.decide_scratch(position), compress=ctx.compress)
+    members = [ctx.layout.decide_scratch(position) / f"members-{bucket}.spill" for bucket in range(len(sources))]
     records = 0
     try:
-        for path, kept in zip(paths, members):
-            found = loaded_in_order([path])
-            path.unlink(missing_ok=True)
+        for source, kept in zip(sources, members):
+            found = loaded_in_order(source, masked)
+            if scattered:
+                source[0].unlink(missing_ok=True)
             if found is None or not found[3].ids:
                 continue
             handles, partitions, micros, keys = found
@@ -481,8 +491,9 @@ def decide(ctx: PlanContext, shards: Sequence[int]) -> Decisions:
         for position, step in enumerate(ctx.settings.steps):
             if not isinstance(step, GlobalStep):
                 continue
-            if decided_on_disk(step):
-                unit_buckets = on_disk_buckets(ctx, position, step, shards, records)
+            unit_buckets = on_disk_buckets(ctx, position, step, shards, records) if decided_on_disk(step) else 1
+            if unit_buckets > 1:
+                # Keys that fit the budget whole are decided in memory (below): writing them to disk costs time.
                 unit = "conversation" if isinstance(step, NearDedup) and step.params.scope == "group" else "record"
                 log.info("decide %s: by %s, in %d buckets", step.name, unit, unit_buckets)
                 newly = decide_on_disk(ctx, position, step, shards, masked, unit_buckets, decided, result)
