@@ -32,6 +32,7 @@ from distill.curation.steps.near_dedup import NearDedup
 from distill.curation.steps.semantic_dedup import SemanticDedup
 from distill.plan.context import PlanContext
 from distill.plan.decide_units import UnitsOnDisk
+from distill.plan.ordering import in_order
 from distill.plan.prepare import WORKER_BUDGET_SHARE
 from distill.plan.spill import SpillWriter, read_batches, read_values, write_spill
 from distill.errors import DistillError
@@ -208,28 +209,6 @@ def bucket_figures(step: GlobalStep, micros: np.ndarray, keys: Any) -> tuple[dic
     named = {hit["record_id"] for hit in step.figures.get(FIRST_HITS, {}).values()}
     order = {record_id: (int(micros[i]), record_id) for i, record_id in enumerate(keys.ids) if record_id in named}
     return dict(step.figures), order
-
-
-def in_order(micros: np.ndarray, ids: list[str], among: np.ndarray | None = None) -> np.ndarray:
-    """The positions (of `among`, default all) in (created_at, id) order: a stable argsort by created_at (8 bytes
-    per key), then, only among keys that share a created_at, a sort by id. Logged timestamps rarely tie, so sorting
-    every id as a Python string (~0.7 s per 1e6 keys) is the exception, not the rule."""
-    among = np.arange(len(ids)) if among is None else among
-    order = among[np.argsort(micros[among], kind="stable")]
-    ordered = micros[order]
-    tied = np.zeros(len(order), dtype=bool)
-    tied[1:] = ordered[1:] == ordered[:-1]
-    if not tied.any():
-        return order
-    shares = tied.copy()
-    shares[:-1] |= tied[1:]  # the first key of a run of equal created_at shares it too
-    positions = np.flatnonzero(shares)
-    runs = np.cumsum(~tied)[positions].tolist()
-    tied_ids = [ids[i] for i in order[positions].tolist()]
-    # Stable: keys equal in both keep their order, as the two stable argsorts this replaces kept it.
-    by_id = sorted(range(len(positions)), key=lambda k: (runs[k], tied_ids[k]))
-    order[positions] = order[positions][by_id]
-    return order
 
 
 def decide_keys(

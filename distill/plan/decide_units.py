@@ -5,23 +5,23 @@ left on disk, and the decision holds a few fixed-width numbers per unit.
 A unit's fixed-width row dominates what deciding would hold: near_dedup's densified signature (2 x `num_perm`
 bytes, 512 by default; ~6.6 GB at 1e7 records in record scope, held whole), semantic_dedup's embedding (4 bytes a
 dimension: 6 KB for 1536). Here each bucket leaves its units' rows, LSH band keys (one contiguous row per band),
-names and order keys ((created_at, id) of the first record) on disk. A k-way merge of the buckets' ordered units
-numbers every unit as one pass over all keys would, so the steps' own decisions run unchanged over `UnitsOnDisk`:
-they read one band's keys at a time (8 bytes per unit), the rows of candidate pairs only (a bucket file at a time),
-and the names of the units their decision names. Drops and figures are those of a single pass over every key.
+names and order keys ((created_at, id) of the first record) on disk. Sorting the order keys (created_at as a
+fixed-width number, ids read back only where it ties) numbers every unit as one pass over all keys would, so the
+steps' own decisions run unchanged over `UnitsOnDisk`: they read one band's keys at a time (8 bytes per unit), the
+rows of candidate pairs only (a bucket file at a time), and the names of the units their decision names. Drops and
+figures are those of a single pass over every key.
 """
 
 from __future__ import annotations
 
-import heapq
 import os
-from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from distill.curation import minhash
+from distill.plan.ordering import in_order
 from distill.plan.spill import frames, read_values, write_spill
 
 GATHER_BYTES = 256 << 20
@@ -69,32 +69,46 @@ class UnitsOnDisk:
         bucket = len(self.counts)
         _write_array(self._path(bucket, "rows"), rows.astype(self.dtype, copy=False))
         write_spill(self._path(bucket, "names"), frames(zip(names, last)), compress=self.compress)
-        write_spill(self._path(bucket, "order"), frames(zip(micros.tolist(), first_ids)), compress=self.compress)
+        _write_array(self._path(bucket, "micros"), np.asarray(micros, dtype=np.int64))
+        write_spill(self._path(bucket, "ids"), frames(first_ids), compress=self.compress)
         self.counts.append(len(names))
         self.value_parts.append(values if values is not None else np.zeros(len(names)))
 
     def number(self) -> None:
-        """Every unit's number in the order of one pass over all keys: a k-way merge of the buckets' own orders
-        by (created_at, id) of the first record (ids are unique, so the order is total)."""
+        """Every unit's number in the order of one pass over all keys: the buckets' units by (created_at, id) of
+        their first record (`in_order`: the ids are read from disk only where created_at ties across units)."""
         total = sum(self.counts)
+        owner = np.repeat(np.arange(len(self.counts), dtype=np.int32), self.counts)
+        local = np.concatenate([np.arange(count, dtype=np.int64) for count in self.counts])
         if len(self.counts) == 1:
-            self.bucket_of = np.zeros(total, np.int32)
+            order = np.arange(total)  # a bucket's units arrive in its own order
         else:
-            streams = [self._ordered(bucket) for bucket in range(len(self.counts))]
-            self.bucket_of = np.frombuffer(array("i", (b for _, _, b in heapq.merge(*streams))), dtype=np.int32)
-        self.local_of = np.empty(total, np.int64)
+            micros = np.concatenate([
+                np.fromfile(self._path(bucket, "micros"), dtype=np.int64) for bucket in range(len(self.counts))
+            ])
+            order = in_order(micros, lambda at: self._first_ids(owner[at], local[at]))
+            del micros
+        self.bucket_of, self.local_of = owner[order], local[order]
+        del owner, local, order
         self.numbers = []
         self.values = np.empty(total)
-        for bucket, count in enumerate(self.counts):
+        for bucket in range(len(self.counts)):
             numbers = np.flatnonzero(self.bucket_of == bucket)
-            self.local_of[numbers] = np.arange(count)
             self.numbers.append(numbers)
             self.values[numbers] = self.value_parts[bucket]
-            self._path(bucket, "order").unlink(missing_ok=True)
+            self._path(bucket, "micros").unlink(missing_ok=True)
+            self._path(bucket, "ids").unlink(missing_ok=True)
         self.value_parts = []
 
-    def _ordered(self, bucket: int) -> Iterator[tuple[int, str, int]]:
-        return ((micros, first_id, bucket) for micros, first_id in read_values(self._path(bucket, "order")))
+    def _first_ids(self, buckets: np.ndarray, locals_: np.ndarray) -> list[str]:
+        """The first record's id of the units at (bucket, index there), in that order."""
+        found: dict[tuple[int, int], str] = {}
+        for bucket in np.unique(buckets).tolist():
+            wanted = set(locals_[buckets == bucket].tolist())
+            for index, first_id in enumerate(read_values(self._path(bucket, "ids"))):
+                if index in wanted:
+                    found[(bucket, index)] = first_id
+        return [found[key] for key in zip(buckets.tolist(), locals_.tolist())]
 
     def index_bands(self, keys_of: Callable[[np.ndarray], np.ndarray]) -> None:
         """Each bucket's band keys, `keys_of(its rows)` (a (bands, units) uint64 array), to disk."""
@@ -168,5 +182,5 @@ class UnitsOnDisk:
 
     def remove(self) -> None:
         for bucket in range(len(self.counts)):
-            for what in ("rows", "bands", "names", "order"):
+            for what in ("rows", "bands", "names", "micros", "ids"):
                 self._path(bucket, what).unlink(missing_ok=True)
