@@ -14,14 +14,17 @@ the keys. The driver holds object references and a few counts per step; every ke
     eval-set index travels once per worker inside the run's context (loaded once by the driver).
   - `near_dedup`: band keys shuffled by band, candidate pairs verified, clusters by a distributed connected-
     components pass (`distill.executor.ray_near_dedup`).
-  - any other global step (`semantic_dedup`: its greedy earliest-first rule is sequential) decides in one task
-    over all its keys: off the driver, but not spread.
+  - `semantic_dedup` (its greedy earliest-first rule is sequential) decides in one task that fetches one
+    partition's keys at a time and leaves its embeddings on the node's disk (`UnitsOnDisk`): off the driver and in
+    bounded memory, but not spread.
 - Each partition's decisions are written by one task to the spill its reduce task reads.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +32,15 @@ import ray
 
 from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
 from distill.curation.steps.near_dedup import NearDedup
+from distill.curation.steps.semantic_dedup import SemanticDedup
+from distill.errors import DistillError
 from distill.executor.ray import get, worker_context
 from distill.plan.context import PlanContext
 from distill.plan.decide import (
     REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, in_order, merge_figures,
 )
-from distill.plan.spill import read_batches, write_spill
+from distill.plan.decide_units import UnitsOnDisk
+from distill.plan.spill import read_batches, read_values, write_spill
 from distill.quarantine import Drop
 from distill.reasons import Reason
 
@@ -174,6 +180,45 @@ def bucket_decide(token: str, holder: list[Any], position: int, partitions: int,
 
 
 @ray.remote
+def semantic_decide(token: str, holder: list[Any], position: int, partitions: int, pieces: list[Any]) -> Any:
+    """semantic_dedup over every partition's keys (`pieces`: one object reference per partition, each in
+    (created_at, id) order), fetched one at a time: each partition's embeddings go to disk in a temporary directory
+    of this node (`UnitsOnDisk`), so the task holds fixed-width numbers per record, never every embedding. Outputs
+    as `bucket_decide`'s."""
+    ctx = worker_context(token, holder)
+    step = ctx.settings.steps[position]
+    out: list[list[Any]] = [[] for _ in range(partitions)]
+    dropped = 0
+    with tempfile.TemporaryDirectory(prefix="distill-semantic-") as scratch:
+        units = UnitsOnDisk(Path(scratch), compress=ctx.compress)
+        members: list[Path] = []  # per partition: each record's handle, partition and id, for the drops
+        for reference in pieces:
+            piece = ray.get(reference)
+            if piece is None or not piece[3].ids:
+                continue
+            handles, parts, micros, keys = piece
+            if units.width and keys.vectors.shape[1] != units.width:
+                raise DistillError(f"curation.steps.{step.name}: embeddings of different lengths")
+            units.add(keys.vectors, keys.ids, keys.ids, micros, keys.ids)
+            members.append(Path(scratch) / f"members-{len(members)}.spill")
+            write_spill(members[-1], [[(handles, parts, keys.ids)]], compress=ctx.compress)
+            del piece, handles, parts, micros, keys
+        if not members:
+            return split([*out, (0, None)])
+        units.number()
+        drops = step.decide_embeddings(units)
+        units.remove()
+        for path in members:
+            for handles, parts, ids in read_values(path):
+                for i, record_id in enumerate(ids):
+                    drop = drops.get(record_id)
+                    if drop is not None:
+                        out[int(parts[i])].append((int(handles[i]), position, drop))
+                        dropped += 1
+    return split([*out, (dropped, (dict(step.figures), {}))])
+
+
+@ray.remote
 def write_decisions(token: str, holder: list[Any], partition: int, *decided: list[Any]) -> None:
     ctx = worker_context(token, holder)
     rows = [row for rows in decided for row in rows]
@@ -226,6 +271,25 @@ def decide_distributed(
             for partition in range(partitions):
                 decided[partition].append(outs[partition])
             result.dropped[position] = dropped
+            continue
+        if isinstance(step, SemanticDedup):
+            per_partition = [
+                many(partition_keys, 1).remote(
+                    token, holder, position, p, 1, len(readers), *[piece[p] for piece in scattered], *decided[p]
+                )
+                for p in range(partitions)
+            ]
+            # The references go inside a list, so Ray hands them over unresolved: the task fetches one at a time.
+            out = refs_of(
+                many(semantic_decide, partitions + 1).remote(token, holder, position, partitions, per_partition),
+                partitions + 1,
+            )
+            for partition in range(partitions):
+                decided[partition].append(out[partition])
+            dropped, figures = get(out[partitions])
+            result.dropped[position] = dropped
+            merge_figures(step, [figures])
+            del scattered, per_partition, out
             continue
         keyed = [
             refs_of(
