@@ -11,6 +11,7 @@ from helpers import read_jsonl, run_cli, run_pipeline, write_jsonl
 from pydantic import ValidationError
 from step_helpers import apply, edited, make_step, prose, rec
 
+from distill.curation import minhash
 from distill.curation.steps.near_dedup import UnitsInMemory, reduce_runs
 from distill.plan.decide_units import UnitsOnDisk
 from distill.plan.map import created_micros
@@ -229,3 +230,29 @@ def test_units_left_on_disk_in_buckets_decide_what_one_pass_in_memory_decides(tm
     assert found == expected
     assert step.figures == expected_figures
     assert not list((tmp_path / "units").iterdir())
+
+
+@pytest.mark.parametrize("width", [8, 64, 256])
+def test_densify_fills_each_empty_slot_from_the_first_filled_slot_of_its_probe_sequence(width):
+    """Optimal densification, checked slot by slot against its definition: an empty slot takes the value of the
+    first filled slot along its fixed probe sequence; a row with no value stays empty; rows as sparse as one value
+    and as full as every slot, in one call larger than a pass."""
+    rng = np.random.default_rng(width)
+    count = minhash._DENSIFY_ROWS + 37
+    fill = rng.choice([0.0, 0.01, 0.1, 0.5, 0.9, 1.0], size=(count, 1))
+    raw = np.where(rng.random((count, width)) < fill, rng.integers(0, 60000, (count, width)), minhash.EMPTY)
+    raw = raw.astype(np.uint16)
+    raw[5] = minhash.EMPTY
+    raw[5, width // 2] = 123
+    probes = minhash._probe_table(width)
+    expected = raw.copy()
+    for row in range(count):
+        filled = np.flatnonzero(raw[row] != minhash.EMPTY)
+        if not len(filled):
+            continue
+        for slot in np.flatnonzero(raw[row] == minhash.EMPTY).tolist():
+            hits = np.flatnonzero(raw[row, probes[:, slot]] != minhash.EMPTY)
+            source = probes[hits[0], slot] if len(hits) else filled[0]
+            expected[row, slot] = raw[row, source]
+    assert np.array_equal(minhash.densify(raw), expected)
+    assert (minhash.densify(raw)[5] == 123).all()

@@ -32,7 +32,11 @@ _BAND_SEED = _U64(0x27D4EB2F165667C5)
 _NGRAM_SEED = 0x165667B19E3779F9
 _MAX_PROBES = 4096
 _CHUNK_BYTES = 1 << 20
-_DENSIFY_ROWS = 32768  # rows per pass: bounds the index arrays to ~200 MB
+_DENSIFY_ROWS = 1024
+"""Rows densified per pass: their flags (256 KB at 256 slots) stay in the CPU's cache while the probes gather from
+them at random. With the first `_ROW_ATTEMPTS` over whole rows: 19.1 -> 10.4 µs per bench record's signature
+against 32768 rows and every attempt slot by slot (the same values)."""
+_ROW_ATTEMPTS = 3
 _SPACE = 32
 
 
@@ -204,13 +208,24 @@ def densify(signatures: np.ndarray) -> np.ndarray:
 
 def _densify_rows(signatures: np.ndarray, dense: np.ndarray, probes: np.ndarray) -> None:
     count, width = signatures.shape
-    filled = (signatures != EMPTY).ravel()
+    filled_slots = signatures != EMPTY
+    # Slots still empty, in rows that have any value.
+    empty = ~filled_slots & filled_slots.any(axis=1, keepdims=True)
+    # The first attempts over whole rows: attempt a probes the same slot probes[a, j] in every row, a gather within
+    # each row that resolves most slots (a slot is filled with the chance the text fills slots) without building
+    # index arrays.
+    for attempt in range(_ROW_ATTEMPTS):
+        column = probes[attempt]
+        hit = empty & filled_slots[:, column]
+        np.copyto(dense, signatures[:, column], where=hit)
+        empty &= ~hit
+    # The rest, slot by slot: flat indexes of the slots still empty, their slot and their row's offset.
+    filled = filled_slots.ravel()
     raw, out = signatures.ravel(), dense.ravel()
-    # Flat indexes of the slots still empty (in rows that have any value), their slot and their row's offset.
-    pending = np.flatnonzero(~filled & np.repeat(filled.reshape(count, width).any(axis=1), width))
+    pending = np.flatnonzero(empty.ravel())
     slots = pending % width
     rows = pending - slots
-    for attempt in range(_MAX_PROBES):
+    for attempt in range(_ROW_ATTEMPTS, _MAX_PROBES):
         if not len(pending):
             return
         source = rows + probes[attempt, slots]
