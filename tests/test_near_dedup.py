@@ -11,7 +11,7 @@ from helpers import read_jsonl, run_cli, run_pipeline, write_jsonl
 from pydantic import ValidationError
 from step_helpers import apply, edited, make_step, prose, rec
 
-from distill.curation import minhash
+from distill.curation import clusters, minhash
 from distill.curation.steps.near_dedup import UnitsInMemory, reduce_runs
 from distill.plan.decide_units import UnitsOnDisk
 from distill.plan.map import created_micros
@@ -256,3 +256,21 @@ def test_densify_fills_each_empty_slot_from_the_first_filled_slot_of_its_probe_s
             expected[row, slot] = raw[row, source]
     assert np.array_equal(minhash.densify(raw), expected)
     assert (minhash.densify(raw)[5] == 123).all()
+
+
+def test_pairs_added_band_by_band_are_the_distinct_pairs_of_all_bands():
+    """Candidate pairs join the distinct ones band by band (`clusters.with_pairs`), in either orientation and
+    repeated: the result is every distinct unordered pair once, sorted, as one pass over all bands would give."""
+    rng = np.random.default_rng(5)
+    count = 300
+    codes = np.empty(0, np.int64)
+    everything = set()
+    for _ in range(12):
+        left = rng.integers(0, count, 400)
+        right = rng.integers(0, count, 400)
+        keep = left != right
+        codes = clusters.with_pairs(codes, left[keep], right[keep], count)
+        everything |= {(min(a, b), max(a, b)) for a, b in zip(left[keep].tolist(), right[keep].tolist())}
+    smaller, larger = clusters.pairs_of(codes, count)
+    assert list(zip(smaller.tolist(), larger.tolist())) == sorted(everything)
+    assert len(clusters.with_pairs(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), count)) == 0

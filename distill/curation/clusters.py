@@ -17,11 +17,21 @@ def equal_key_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[run_head[members]], order[members]
 
 
-def unique_pairs(left: np.ndarray, right: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct unordered pairs, as (smaller, larger) index arrays in sorted order."""
-    codes = np.minimum(left, right).astype(np.int64) * count + np.maximum(left, right)
-    codes.sort()
-    codes = codes[np.r_[True, codes[1:] != codes[:-1]]] if len(codes) else codes
+def with_pairs(codes: np.ndarray, left: np.ndarray, right: np.ndarray, count: int) -> np.ndarray:
+    """`codes` (the sorted distinct codes of unordered pairs, smaller * count + larger) with the pairs
+    (left[i], right[i]) added. A step adds each LSH band's pairs as it finds them, so it never holds every band's
+    pairs at once: with many duplicates those are bands x pairs x 16 bytes (~2 GB for 3e6 records of which two
+    thirds are copies, 32 bands)."""
+    added = np.minimum(left, right).astype(np.int64) * count + np.maximum(left, right)
+    added.sort()
+    merged = np.concatenate([codes, added]) if len(codes) else added
+    if len(codes):
+        merged.sort(kind="stable")  # two sorted runs: timsort merges them in one pass
+    return merged[np.r_[True, merged[1:] != merged[:-1]]] if len(merged) else merged
+
+
+def pairs_of(codes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(smaller, larger) index arrays of pair codes."""
     return codes // count, codes % count
 
 

@@ -47,7 +47,6 @@ class UnitsOnDisk:
         self.counts: list[int] = []
         self.dtype: np.dtype | None = None
         self.width = 0
-        self.bands = 0
         self.value_parts: list[np.ndarray] = []
         self.bucket_of = np.empty(0, np.int32)
         self.local_of = np.empty(0, np.int64)
@@ -116,7 +115,6 @@ class UnitsOnDisk:
             rows = np.fromfile(self._path(bucket, "rows"), dtype=self.dtype).reshape(-1, self.width)
             keys = keys_of(rows)
             del rows
-            self.bands = len(keys)
             _write_array(self._path(bucket, "bands"), keys.astype(np.uint64, copy=False))
 
     def held_bytes(self) -> int:

@@ -202,11 +202,11 @@ class NearDedup(GlobalStep[NearKeys]):
         count = len(signatures)
         if count == 0:
             return np.empty(0, np.int64), np.empty(0)
-        found = [clusters.equal_key_pairs(signatures.band_key(band, self.rows)) for band in range(self.bands)]
-        left, right = clusters.unique_pairs(
-            np.concatenate([pair[0] for pair in found]), np.concatenate([pair[1] for pair in found]), count
-        )
-        del found
+        codes = np.empty(0, np.int64)
+        for band in range(self.bands):
+            codes = clusters.with_pairs(codes, *clusters.equal_key_pairs(signatures.band_key(band, self.rows)), count)
+        left, right = clusters.pairs_of(codes, count)
+        del codes
         verified = signatures.agreement(left, right) >= self.params.threshold
         label = clusters.components(count, left[verified], right[verified])
         # Units arrive in (created_at, id) order, so the index is the `first` rank.

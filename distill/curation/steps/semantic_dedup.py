@@ -181,8 +181,9 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
     def _candidates(self, embeddings: Embeddings, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(earlier, later) index pairs sharing an LSH bucket: each record with its bucket's first record and the
         `window` records before it in that bucket."""
-        lefts, rights = [], []
+        codes = np.empty(0, np.int64)
         for band in range(self.bands):
+            lefts, rights = [], []
             key = embeddings.band_key(band)
             order = np.argsort(key, kind="stable")
             ordered = key[order]
@@ -196,7 +197,9 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
                 members = members[members - back > head[members]]
                 lefts.append(order[members - back])
                 rights.append(order[members])
-        return clusters.unique_pairs(np.concatenate(lefts), np.concatenate(rights), count)
+            # Each band's pairs join the distinct ones found so far: every band's are never held at once.
+            codes = clusters.with_pairs(codes, np.concatenate(lefts), np.concatenate(rights), count)
+        return clusters.pairs_of(codes, count)
 
     def _lsh_shape(self, count: int) -> tuple[int, int]:
         """(bands, rows): as configured, else enough sign bits per band that chance collisions stay rare at this
