@@ -343,20 +343,38 @@ def by_partition(
 
 def units_of(step: NearDedup | SemanticDedup, keys: Any, micros: np.ndarray) -> tuple[Any, ...]:
     """What `UnitsOnDisk.add` takes of one bucket's keys (in (created_at, id) order): near_dedup's units
-    (conversations or records) with their signatures and best rewards, or semantic_dedup's records and embeddings."""
+    (conversations or records) with their signatures and best rewards, or semantic_dedup's records and embeddings;
+    then each key's unit (its index among them)."""
     if isinstance(step, NearDedup):
         made = step.units(keys)
         first_ids = [keys.ids[i] for i in made.first.tolist()]
-        return made.signatures, made.names, made.last, micros[made.first], first_ids, made.rewards
-    return keys.vectors, keys.ids, keys.ids, micros, keys.ids, None
+        return made.signatures, made.names, made.last, micros[made.first], first_ids, made.rewards, made.member_of
+    return keys.vectors, keys.ids, keys.ids, micros, keys.ids, None, np.arange(len(keys.ids))
 
 
-def decided_units(step: NearDedup | SemanticDedup, units: UnitsOnDisk) -> dict[str, Drop]:
-    """The step's own decision over every bucket's units: drops by unit name."""
-    if isinstance(step, NearDedup):
-        units.index_bands(step.band_keys)
-        return step.decide_units(units, units.values, units)
-    return step.decide_embeddings(units)
+def near_drops_sent(
+    step: NearDedup, units: UnitsOnDisk, members: list[Path], position: int, decided: DecisionSink
+) -> list[int]:
+    """near_dedup's decision over every bucket's units, its drops made and sent one bucket at a time from the
+    survivors and similarities (8 bytes each per unit): with many near copies, a dict of every drop would hold
+    ~0.5 KB per drop. Only the survivors' names are held. Returns the handles dropped."""
+    units.index_bands(step.band_keys)
+    survivor, similarity = step.clustered(units, units.values, units)
+    moved = survivor != np.arange(len(survivor))
+    kept_as = units.named(np.unique(survivor[moved]))
+    newly: list[int] = []
+    for bucket, path in enumerate(members):
+        for handles, partitions, _, member_of in read_values(path):
+            unit_of = units.numbers[bucket][member_of]
+            made: dict[int, Drop] = {}  # one drop per unit, shared by a conversation's records
+            for i in np.flatnonzero(moved[unit_of]).tolist():
+                unit = int(unit_of[i])
+                drop = made.get(unit)
+                if drop is None:
+                    drop = made[unit] = step.drop(kept_as[int(survivor[unit])][0], float(similarity[unit]))
+                decided.add(int(partitions[i]), (int(handles[i]), position, drop))
+                newly.append(int(handles[i]))
+    return newly
 
 
 def decide_on_disk(
@@ -380,10 +398,11 @@ def decide_on_disk(
         sources = [[ctx.layout.keys(position, shard) for shard in run.tolist()] for run in runs]
         ctx.layout.decide_scratch(position).mkdir(parents=True, exist_ok=True)
     units = UnitsOnDisk(ctx.layout.decide_scratch(position), compress=ctx.compress)
-    members = [ctx.layout.decide_scratch(position) / f"members-{bucket}.spill" for bucket in range(len(sources))]
+    scratch = ctx.layout.decide_scratch(position)
+    members: list[Path] = []  # per bucket added: each key's handle, partition, unit name and unit
     records = 0
     try:
-        for source, kept in zip(sources, members):
+        for source in sources:
             found = loaded_in_order(source, masked)
             if scattered:
                 source[0].unlink(missing_ok=True)
@@ -391,28 +410,32 @@ def decide_on_disk(
                 continue
             handles, partitions, micros, keys = found
             del found
-            write_spill(kept, [[(handles, partitions, keys.groups if by_group else keys.ids)]], compress=ctx.compress)
-            rows, *described = units_of(step, keys, micros)
+            rows, *described, member_of = units_of(step, keys, micros)
             if units.width and rows.shape[1] != units.width:
                 raise DistillError(f"curation.steps.{step.name}: embeddings of different lengths")
+            members.append(scratch / f"members-{len(members)}.spill")
+            names = keys.groups if by_group else keys.ids
+            write_spill(members[-1], [[(handles, partitions, names, member_of)]], compress=ctx.compress)
             records += len(keys.ids)
             units.add(rows, *described)
-            del handles, partitions, keys, micros, rows, described
+            del handles, partitions, keys, micros, rows, described, member_of, names
         if not records:
             step.decide([])
             return []
         units.number()
         result.held[step.name] = (records, units.held_bytes() / records)
-        unit_drops = decided_units(step, units)
+        if isinstance(step, NearDedup):
+            return near_drops_sent(step, units, members, position, decided)
+        unit_drops = step.decide_embeddings(units)
         newly: list[int] = []
-        for kept in members:
-            for handles, partitions, names in read_values(kept):
+        for path in members:
+            for handles, partitions, names, _ in read_values(path):
                 newly.extend(sent(unit_drops, names, handles, partitions, position, decided))
         return newly
     finally:
         units.remove()
-        for kept in members:
-            kept.unlink(missing_ok=True)
+        for path in members:
+            path.unlink(missing_ok=True)
 
 
 def decide_in_buckets(

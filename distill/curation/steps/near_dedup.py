@@ -166,16 +166,25 @@ class NearDedup(GlobalStep[NearKeys]):
     def decide_units(self, signatures: UnitSignatures, rewards: np.ndarray, names: UnitNames) -> dict[str, Drop]:
         """The drops of the units (by name: a group key or a record id), numbered in (created_at, id) order of
         their first record: the clusters' survivors and the figures."""
-        survivor, similarity = self._cluster(signatures, rewards)
+        survivor, similarity = self.clustered(signatures, rewards, names)
         duplicate = np.flatnonzero(survivor != np.arange(len(survivor)))
         kept_by = survivor[duplicate]
         named = names.named(np.union1d(duplicate, kept_by))
         drops: dict[str, Drop] = {}
         for unit, kept in zip(duplicate.tolist(), kept_by.tolist()):
             drops[named[unit][0]] = self.drop(named[kept][0], float(similarity[unit]))
-        self.figures["near_duplicate_clusters"] = int(len(np.unique(kept_by)))
-        self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, named, self.params.scope)
         return drops
+
+    def clustered(
+        self, signatures: UnitSignatures, rewards: np.ndarray, names: UnitNames
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each unit's survivor (itself when kept) and estimated similarity to it, and the step's figures (which
+        name the largest clusters' units): what the drops are made of, one unit at a time if need be."""
+        survivor, similarity = self._cluster(signatures, rewards)
+        kept_by = survivor[survivor != np.arange(len(survivor))]
+        self.figures["near_duplicate_clusters"] = int(len(np.unique(kept_by)))
+        self.figures["largest_clusters"] = _largest_clusters(survivor, similarity, names, self.params.scope)
+        return survivor, similarity
 
     def band_keys(self, signatures: np.ndarray) -> np.ndarray:
         """(bands, units) uint64: every band's keys of these densified signatures (`minhash.band_key`)."""
@@ -239,23 +248,24 @@ def _last_members(ids: list[str], member_of: np.ndarray, count: int) -> list[str
 
 
 def _largest_clusters(
-    survivor: np.ndarray, similarity: np.ndarray, named: dict[int, tuple[str, str]], scope: str
+    survivor: np.ndarray, similarity: np.ndarray, names: UnitNames, scope: str
 ) -> list[dict[str, Any]]:
     """The LARGEST_CLUSTERS largest clusters (ties: earliest survivor), each with its survivor, its first duplicate,
     that duplicate's similarity and a record of it (`duplicate_record`, its last record in group scope, for a report
-    to show its text): bounded, for the manifest. `named`: (name, last record id) of every unit in a cluster."""
+    to show its text): bounded, for the manifest, and only the units shown are named."""
     moved = np.flatnonzero(survivor != np.arange(len(survivor)))
     if not len(moved):
         return []
     heads, first_index, sizes = np.unique(survivor[moved], return_index=True, return_counts=True)
     order = np.lexsort((heads, -sizes))[:LARGEST_CLUSTERS]
+    shown_heads, duplicates = heads[order], moved[first_index[order]]
+    named = names.named(np.union1d(shown_heads, duplicates))
     shown = display_key if scope == "group" else str
     largest = []
-    for k in order.tolist():
-        duplicate = int(moved[first_index[k]])
+    for k, head, duplicate in zip(order.tolist(), shown_heads.tolist(), duplicates.tolist()):
         largest.append({
             "size": int(sizes[k]) + 1,
-            "survivor": shown(named[int(heads[k])][0]),
+            "survivor": shown(named[head][0]),
             "duplicate": shown(named[duplicate][0]),
             "duplicate_record": named[duplicate][1],
             "similarity": round(float(similarity[duplicate]), 4),
