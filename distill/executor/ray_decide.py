@@ -33,14 +33,12 @@ import ray
 from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
 from distill.curation.steps.near_dedup import NearDedup
 from distill.curation.steps.semantic_dedup import SemanticDedup
-from distill.errors import DistillError
 from distill.executor.ray import get, worker_context
 from distill.plan.context import PlanContext
 from distill.plan.decide import (
-    REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, in_order, merge_figures,
+    REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, decided_via_disk, in_order, merge_figures,
 )
-from distill.plan.decide_units import UnitsOnDisk
-from distill.plan.spill import read_batches, read_values, write_spill
+from distill.plan.spill import read_batches, write_spill
 from distill.quarantine import Drop
 from distill.reasons import Reason
 
@@ -179,43 +177,39 @@ def bucket_decide(token: str, holder: list[Any], position: int, partitions: int,
     return split([*out, (dropped, bucket_figures(step, micros, keys))])
 
 
+class PartitionLists:
+    """A task's decisions, one list per partition (`PartitionDecisions`)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.rows: list[list[Any]] = [[] for _ in range(partitions)]
+
+    def add(self, partition: int, decision: tuple[int, int, Drop]) -> None:
+        self.rows[partition].append(decision)
+
+
 @ray.remote
 def semantic_decide(token: str, holder: list[Any], position: int, partitions: int, pieces: list[Any]) -> Any:
     """semantic_dedup over every partition's keys (`pieces`: one object reference per partition, each in
     (created_at, id) order), fetched one at a time: each partition's embeddings go to disk in a temporary directory
-    of this node (`UnitsOnDisk`), so the task holds fixed-width numbers per record, never every embedding. Outputs
-    as `bucket_decide`'s."""
+    of this node (`decided_via_disk`), so the task holds fixed-width numbers per record, never every embedding.
+    Outputs as `bucket_decide`'s."""
     ctx = worker_context(token, holder)
     step = ctx.settings.steps[position]
-    out: list[list[Any]] = [[] for _ in range(partitions)]
-    dropped = 0
-    with tempfile.TemporaryDirectory(prefix="distill-semantic-") as scratch:
-        units = UnitsOnDisk(Path(scratch), compress=ctx.compress)
-        members: list[Path] = []  # per partition: each record's handle, partition and id, for the drops
+    out = PartitionLists(partitions)
+
+    def fetched() -> Any:
         for reference in pieces:
             piece = ray.get(reference)
-            if piece is None or not piece[3].ids:
-                continue
-            handles, parts, micros, keys = piece
-            if units.width and keys.vectors.shape[1] != units.width:
-                raise DistillError(f"curation.steps.{step.name}: embeddings of different lengths")
-            units.add(keys.vectors, keys.ids, keys.ids, micros, keys.ids)
-            members.append(Path(scratch) / f"members-{len(members)}.spill")
-            write_spill(members[-1], [[(handles, parts, keys.ids)]], compress=ctx.compress)
-            del piece, handles, parts, micros, keys
-        if not members:
-            return split([*out, (0, None)])
-        units.number()
-        drops = step.decide_embeddings(units)
-        units.remove()
-        for path in members:
-            for handles, parts, ids in read_values(path):
-                for i, record_id in enumerate(ids):
-                    drop = drops.get(record_id)
-                    if drop is not None:
-                        out[int(parts[i])].append((int(handles[i]), position, drop))
-                        dropped += 1
-    return split([*out, (dropped, (dict(step.figures), {}))])
+            if piece is not None:
+                yield piece
+            del piece  # before the next one is fetched
+
+    with tempfile.TemporaryDirectory(prefix="distill-semantic-") as scratch:
+        records, _, newly = decided_via_disk(
+            step, position, fetched(), Path(scratch), compress=ctx.compress, decided=out
+        )
+    figures = (dict(step.figures), {}) if records else None
+    return split([*out.rows, (len(newly), figures)])
 
 
 @ray.remote

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -377,17 +377,67 @@ def near_drops_sent(
     return newly
 
 
+class PartitionDecisions(Protocol):
+    """Where decisions go, by the partition whose reduce applies them (`DecisionSink`; a Ray task's lists)."""
+
+    def add(self, partition: int, decision: tuple[int, int, Drop]) -> None: ...
+
+
+Keys = tuple[np.ndarray, np.ndarray, np.ndarray, Any]
+"""(handles, partitions, micros, keys) of one bucket of a step's keys, in (created_at, id) order."""
+
+
+def decided_via_disk(
+    step: NearDedup | SemanticDedup, position: int, buckets: Iterable[Keys], scratch: Path, *, compress: bool,
+    decided: PartitionDecisions,
+) -> tuple[int, int, list[int]]:
+    """The step's decision over `buckets` (consumed one at a time), their units on disk under `scratch`
+    (`UnitsOnDisk`), the decision holding fixed-width numbers per unit; its drops go to `decided`. A second pass
+    finds the records of the units it drops from what the first kept of each key: its handle, its partition, its
+    unit's name and its unit (re-reading the keys would load every signature or embedding again). Returns
+    (records, bytes held, the handles dropped)."""
+    by_group = isinstance(step, NearDedup) and step.params.scope == "group"
+    units = UnitsOnDisk(scratch, compress=compress)
+    members: list[Path] = []  # per bucket added: each key's handle, partition, unit name and unit
+    records = 0
+    try:
+        for handles, partitions, micros, keys in buckets:
+            if not keys.ids:
+                continue
+            rows, *described, member_of = units_of(step, keys, micros)
+            if units.width and rows.shape[1] != units.width:
+                raise DistillError(f"curation.steps.{step.name}: embeddings of different lengths")
+            members.append(scratch / f"members-{len(members)}.spill")
+            names = keys.groups if by_group else keys.ids
+            write_spill(members[-1], [[(handles, partitions, names, member_of)]], compress=compress)
+            records += len(keys.ids)
+            units.add(rows, *described)
+            del handles, partitions, keys, micros, rows, described, member_of, names
+        if not records:
+            return 0, 0, []
+        units.number()
+        if isinstance(step, NearDedup):
+            return records, units.held_bytes(), near_drops_sent(step, units, members, position, decided)
+        unit_drops = step.decide_embeddings(units)
+        newly: list[int] = []
+        for path in members:
+            for handles, partitions, names, _ in read_values(path):
+                newly.extend(sent(unit_drops, names, handles, partitions, position, decided))
+        return records, units.held_bytes(), newly
+    finally:
+        units.remove()
+        for path in members:
+            path.unlink(missing_ok=True)
+
+
 def decide_on_disk(
     ctx: PlanContext, position: int, step: NearDedup | SemanticDedup, shards: Sequence[int], masked: np.ndarray,
     buckets: int, decided: DecisionSink, result: Decisions,
 ) -> list[int]:
-    """A step that compares every unit with every other, one partition bucket at a time: each bucket's units (its
-    conversations, whole as a group never spans partitions, or its records) go to disk with their fixed-width rows
-    (`UnitsOnDisk`), and the decision holds fixed-width numbers per unit. A second pass over the buckets finds the
-    records of the units it drops, from what the first pass kept of each record: its handle, its partition and
-    the name of its unit (re-reading the keys would load every signature or embedding again)."""
-    by_group = isinstance(step, NearDedup) and step.params.scope == "group"
-    if by_group or len(shards) < buckets:
+    """A step that compares every unit with every other, one partition bucket at a time (`decided_via_disk`): each
+    bucket holds whole conversations (a group never spans partitions), or any records."""
+    scratch = ctx.layout.decide_scratch(position)
+    if (isinstance(step, NearDedup) and step.params.scope == "group") or len(shards) < buckets:
         # A conversation's keys may come from any shard: they are brought together by partition first.
         scattered = by_partition(ctx, position, shards, masked, buckets)
         sources = [[path] for path in scattered]
@@ -396,46 +446,25 @@ def decide_on_disk(
         scattered = []
         runs = np.array_split(np.asarray(shards, dtype=np.int64), buckets)
         sources = [[ctx.layout.keys(position, shard) for shard in run.tolist()] for run in runs]
-        ctx.layout.decide_scratch(position).mkdir(parents=True, exist_ok=True)
-    units = UnitsOnDisk(ctx.layout.decide_scratch(position), compress=ctx.compress)
-    scratch = ctx.layout.decide_scratch(position)
-    members: list[Path] = []  # per bucket added: each key's handle, partition, unit name and unit
-    records = 0
-    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+
+    def loaded_buckets() -> Iterator[Keys]:
         for source in sources:
             found = loaded_in_order(source, masked)
             if scattered:
                 source[0].unlink(missing_ok=True)
-            if found is None or not found[3].ids:
-                continue
-            handles, partitions, micros, keys = found
-            del found
-            rows, *described, member_of = units_of(step, keys, micros)
-            if units.width and rows.shape[1] != units.width:
-                raise DistillError(f"curation.steps.{step.name}: embeddings of different lengths")
-            members.append(scratch / f"members-{len(members)}.spill")
-            names = keys.groups if by_group else keys.ids
-            write_spill(members[-1], [[(handles, partitions, names, member_of)]], compress=ctx.compress)
-            records += len(keys.ids)
-            units.add(rows, *described)
-            del handles, partitions, keys, micros, rows, described, member_of, names
-        if not records:
-            step.decide([])
-            return []
-        units.number()
-        result.held[step.name] = (records, units.held_bytes() / records)
-        if isinstance(step, NearDedup):
-            return near_drops_sent(step, units, members, position, decided)
-        unit_drops = step.decide_embeddings(units)
-        newly: list[int] = []
-        for path in members:
-            for handles, partitions, names, _ in read_values(path):
-                newly.extend(sent(unit_drops, names, handles, partitions, position, decided))
-        return newly
-    finally:
-        units.remove()
-        for path in members:
-            path.unlink(missing_ok=True)
+            if found is not None:
+                yield found
+            del found  # before the next bucket loads
+
+    records, held, newly = decided_via_disk(
+        step, position, loaded_buckets(), scratch, compress=ctx.compress, decided=decided
+    )
+    if not records:
+        step.decide([])
+        return []
+    result.held[step.name] = (records, held / records)
+    return newly
 
 
 def decide_in_buckets(

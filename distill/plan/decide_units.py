@@ -15,8 +15,9 @@ figures are those of a single pass over every key.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,11 +104,16 @@ class UnitsOnDisk:
         """The first record's id of the units at (bucket, index there), in that order."""
         found: dict[tuple[int, int], str] = {}
         for bucket in np.unique(buckets).tolist():
-            wanted = set(locals_[buckets == bucket].tolist())
-            for index, first_id in enumerate(read_values(self._path(bucket, "ids"))):
-                if index in wanted:
-                    found[(bucket, index)] = first_id
+            for local, first_id in self._picked(bucket, "ids", locals_[buckets == bucket]):
+                found[(bucket, local)] = first_id
         return [found[key] for key in zip(buckets.tolist(), locals_.tolist())]
+
+    def _picked(self, bucket: int, what: str, locals_: np.ndarray) -> Iterator[tuple[int, Any]]:
+        """(index, value) of the bucket's spilled values (`what`) at these indexes, read in one pass."""
+        wanted = set(locals_.tolist())
+        for local, value in enumerate(read_values(self._path(bucket, what))):
+            if local in wanted:
+                yield local, value
 
     def index_bands(self, keys_of: Callable[[np.ndarray], np.ndarray]) -> None:
         """Each bucket's band keys, `keys_of(its rows)` (a (bands, units) uint64 array), to disk."""
@@ -170,12 +176,9 @@ class UnitsOnDisk:
         found: dict[int, tuple[str, str]] = {}
         buckets = self.bucket_of[units]
         for bucket in np.unique(buckets).tolist():
-            chosen = units[buckets == bucket]
-            wanted = dict(zip(self.local_of[chosen].tolist(), chosen.tolist()))
-            for local, name_and_last in enumerate(read_values(self._path(bucket, "names"))):
-                number = wanted.get(local)
-                if number is not None:
-                    found[number] = name_and_last
+            numbers = self.numbers[bucket]
+            for local, name_and_last in self._picked(bucket, "names", self.local_of[units[buckets == bucket]]):
+                found[int(numbers[local])] = name_and_last
         return found
 
     def remove(self) -> None:
