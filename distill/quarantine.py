@@ -9,7 +9,7 @@ import orjson
 
 from distill.output.files import json_ready
 from distill.reasons import Reason
-from distill.record import Origin, Record
+from distill.record import RECORD_CLASSES, Origin, Record
 
 MAX_QUARANTINED_RECORD_BYTES = 64 * 1024
 
@@ -42,7 +42,7 @@ class QuarantineRow:
         return (*origin_key, self.record_id or "")
 
     def to_json(self) -> dict[str, Any]:
-        record: Any = self.record.to_json() if isinstance(self.record, Record) else self.record
+        record: Any = self.record.to_json() if isinstance(self.record, RECORD_CLASSES) else self.record
         row: dict[str, Any] = {
             "step": self.step,
             "reason": self.reason.value,
@@ -98,7 +98,7 @@ class Ledger:
         parsed Record is accounted by its id, which must be unique here and absent from the exported examples."""
         seen: set[str] = set()
         for row in self.rows:
-            if not isinstance(row.record, Record):
+            if not isinstance(row.record, RECORD_CLASSES):
                 continue
             if row.record_id in seen:
                 raise AccountingError(f"record {row.record_id!r} has more than one quarantine row")

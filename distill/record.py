@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copyreg
+import io
+import pickle
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
@@ -223,17 +225,44 @@ _TYPED = {
     "created_at": datetime | None, "role": Role | None, "category": Category | None, "label": Label | None,
     "lifecycle_status": LifecycleStatus | None, "origin": _OriginRow | None, "provenance": None,
 }
-_RecordRow = msgspec.defstruct(
-    "_RecordRow", [(name, _TYPED.get(name, Any)) for name in RECORD_FIELDS] + [("fields_set", int)], array_like=True
+
+
+class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What the reduce asks of a record besides its fields, for `StoredRecord` (fields are added by `defstruct`)."""
+
+    def order_key(self) -> tuple[datetime, str]:
+        return Record.order_key(self)  # type: ignore[arg-type]
+
+    def as_record(self) -> Record:
+        """The pydantic record this holds, as `Record.__reduce__`'s way back builds it."""
+        fields = _asdict(self)
+        fields_set = _RECORD_SET.of(fields.pop("fields_set"))
+        return _restored(Record, fields, fields_set)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.as_record().to_json()
+
+
+StoredRecord = msgspec.defstruct(
+    "StoredRecord", [(name, _TYPED.get(name, Any)) for name in RECORD_FIELDS] + [("fields_set", int)],
+    bases=(_StoredRecordMethods,), module=__name__,
 )
+StoredRecord.__doc__ = """A record as the reduce reads it from a spill: the same fields as `Record` (and its `order_key`
+and `to_json`), in a msgspec struct decoded straight from `Record.__reduce__`'s blob, without building a pydantic
+object (~2 µs per bench record against ~6). The reduce only reads records, so it reads these; `as_record` gives the
+pydantic record when one is needed. `origin` and `provenance` are the real models; `fields_set` is the bitmask of
+`Record.model_fields_set`."""
+RECORD_CLASSES = (Record, StoredRecord)
+"""What a record is, for an `isinstance` check: the model, or the reduce's stored form of it."""
 _ORIGIN_AT = RECORD_FIELDS.index("origin")
 _PROVENANCE_AT = RECORD_FIELDS.index("provenance")
 _FREE_FORM = ("metadata", "tool_calls")
 """The fields whose values a source or step may build from anything: the only ones that need a look before the
 blob can hold them exactly."""
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_RecordRow)
+_decoder = msgspec.msgpack.Decoder(StoredRecord)
 _asdict = msgspec.structs.asdict
+_force_set = msgspec.structs.force_setattr
 _set = object.__setattr__
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -297,11 +326,28 @@ def _restored(model: type[BaseModel], fields: dict[str, Any], fields_set: set[st
 
 def _restore_record(blob: bytes, provenance: Provenance | None) -> Record:
     """`Record.__reduce__`'s way back (the field order is the class's own, the same in every process of a run)."""
-    fields = _asdict(_decoder.decode(blob))
-    fields_set = _RECORD_SET.of(fields.pop("fields_set"))
-    origin = fields["origin"]
+    return _stored_record(blob, provenance).as_record()
+
+
+def _stored_record(blob: bytes, provenance: Provenance | None) -> Any:
+    """The blob as a `StoredRecord`, its origin and provenance the real models."""
+    stored = _decoder.decode(blob)
+    origin = stored.origin
     if origin is not None:
         origin_fields = _asdict(origin)
-        fields["origin"] = _restored(Origin, origin_fields, _ORIGIN_SET.of(origin_fields.pop("fields_set")))
-    fields["provenance"] = provenance
-    return _restored(Record, fields, fields_set)
+        _force_set(stored, "origin", _restored(Origin, origin_fields, _ORIGIN_SET.of(origin_fields.pop("fields_set"))))
+    if provenance is not None:
+        _force_set(stored, "provenance", provenance)
+    return stored
+
+
+class _StoredRecordUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == _restore_record.__name__:
+            return _stored_record
+        return super().find_class(module, name)
+
+
+def load_stored_records(data: bytes) -> Any:
+    """`pickle.loads`, with every record pickled by `Record.__reduce__` coming back as a `StoredRecord`."""
+    return _StoredRecordUnpickler(io.BytesIO(data)).load()

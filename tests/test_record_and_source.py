@@ -11,7 +11,9 @@ from helpers import compose_config, run_pipeline, write_jsonl
 
 from distill.config import build_settings
 from distill.errors import ConfigError
-from distill.record import Record, parse_timestamp
+from distill.record import (
+    RECORD_CLASSES, RECORD_FIELDS, Record, StoredRecord, _restore_record, load_stored_records, parse_timestamp,
+)
 from distill.sources.jsonl import JsonlParams, JsonlSource
 from distill.curation.chain import read_records
 from distill.quarantine import Ledger
@@ -95,6 +97,23 @@ def test_a_pickled_record_comes_back_exactly(fields, compact):
         assert type(back.metadata["a_tuple"]) is tuple
     # The common record travels as a compact blob of its values; the rest the way pydantic pickles them.
     assert (Record.__reduce__(record)[0].__name__ == "_restore_record") is compact
+
+
+@pytest.mark.parametrize("fields", [
+    {}, {"created_at": "9999-12-31T23:59:59.999999+05:00", "origin": None, "provenance": None},
+    {"metadata": {"a_tuple": (1, 2)}},
+])
+def test_the_reduce_reads_a_spilled_record_as_a_stored_record_with_the_same_fields(fields):
+    # The reduce only reads records: the spill's blob comes back as a msgspec struct, not a pydantic object, with
+    # the record's values, order key and JSON; a record pickled the pydantic way comes back as the record.
+    record = Record.model_validate({**FULL_RECORD, **fields})
+    [(handle, back)] = load_stored_records(pickle.dumps([(7, record)], protocol=pickle.HIGHEST_PROTOCOL))
+    assert handle == 7
+    assert isinstance(back, StoredRecord if Record.__reduce__(record)[0] is _restore_record else Record)
+    assert isinstance(back, RECORD_CLASSES)
+    assert {name: getattr(back, name) for name in RECORD_FIELDS} == record.__dict__
+    assert back.order_key() == record.order_key() and back.to_json() == record.to_json()
+    assert back.as_record() == record if isinstance(back, StoredRecord) else back == record
 
 
 def test_bad_lines_are_quarantined_and_the_rest_of_the_file_is_read(tmp_path):

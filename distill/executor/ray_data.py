@@ -44,6 +44,7 @@ from distill.plan.context import PlanContext
 from distill.plan.map import SHARD_SHIFT, MapResult, ShardMapper, ShardReader, piece_path
 from distill.plan.reduce import reduce_partition
 from distill.plan.spill import read_marker, read_values
+from distill.record import load_stored_records
 from distill.sources.base import Shard
 
 # What a row of the pipelines holds (the `kind` column).
@@ -293,13 +294,13 @@ def partition_entries(
     contiguous run of one shard's records), so sorting the rows by their first handle orders every entry."""
     payloads = table["payload"]
     sources: list[tuple[int, Callable[[], Iterable[Any]]]] = [
-        (first, lambda i=i: pickle.loads(payloads[i].as_py()))
+        (first, lambda i=i: load_stored_records(payloads[i].as_py()))
         for i, (kind, first) in enumerate(zip(table["kind"].to_pylist(), table["first"].to_pylist()))
         if kind == PART
     ]
     for shard in earlier:
         path = ctx.layout.part(partition, shard)
-        sources.append((shard << SHARD_SHIFT, lambda path=path: read_values(path)))
+        sources.append((shard << SHARD_SHIFT, lambda path=path: read_values(path, load_stored_records)))
     sources.sort(key=lambda source: source[0])
     return itertools.chain.from_iterable(load() for _, load in sources)
 

@@ -25,7 +25,7 @@ from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
 from distill.plan.spill import frames, read_values, write_marker, write_spill
 from distill.quarantine import Drop, Ledger, QuarantineRow
 from distill.reasons import Reason
-from distill.record import Record
+from distill.record import Record, load_stored_records
 from distill.split import assign_sides
 from distill.tasks.base import Example, Task
 from distill.validation import schema_errors
@@ -123,12 +123,14 @@ def partition_records(
 ) -> tuple[list[Record], list[Record]]:
     """(kept, dropped) records of the partition, each record's fate the earliest drop the chain gives it. The
     records are `entries` (handle, record, pending drop) in handle order when given, else the part spills of
-    `shards`."""
+    `shards`; they are read as `StoredRecord`s, which the reduce's steps read like records."""
     decisions = {handle: (position, drop) for handle, position, drop in read_values(ctx.layout.decisions(partition))}
     steps = ctx.settings.steps
     kept: list[Record] = []
     dropped: list[Record] = []
-    streams = [entries] if entries is not None else [read_values(ctx.layout.part(partition, s)) for s in shards]
+    streams = [entries] if entries is not None else [
+        read_values(ctx.layout.part(partition, s), load_stored_records) for s in shards
+    ]
     for stream in streams:
         for handle, record, pending in stream:
             result.records += 1

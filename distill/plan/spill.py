@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +88,9 @@ def write_spill(path: Path, batches: Iterable[list[Any]], *, compress: bool) -> 
     writer.close()
 
 
-def read_batches(path: Path) -> Iterator[list[Any]]:
-    """The spill's batches in the order written; a missing spill is empty (a shard that sent nothing there)."""
+def read_batches(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> Iterator[list[Any]]:
+    """The spill's batches in the order written, each unpickled by `loads`; a missing spill is empty (a shard that
+    sent nothing there)."""
     if not path.exists():
         return
     decompressor = zstandard.ZstdDecompressor()
@@ -99,11 +100,11 @@ def read_batches(path: Path) -> Iterator[list[Any]]:
             data = handle.read(size)
             if data[:4] == b"\x28\xb5\x2f\xfd":  # zstd's magic number: this frame was compressed
                 data = decompressor.decompress(data)
-            yield pickle.loads(data)
+            yield loads(data)
 
 
-def read_values(path: Path) -> Iterator[Any]:
-    for batch in read_batches(path):
+def read_values(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> Iterator[Any]:
+    for batch in read_batches(path, loads):
         yield from batch
 
 
