@@ -228,7 +228,7 @@ _TYPED = {
 
 
 class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """What the reduce asks of a record besides its fields, for `StoredRecord` (fields are added by `defstruct`)."""
+    """What code asks of a record besides its fields, for `StoredRecord` (whose fields `defstruct` adds)."""
 
     def order_key(self) -> tuple[datetime, str]:
         return Record.order_key(self)  # type: ignore[arg-type]
@@ -236,22 +236,38 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
     def as_record(self) -> Record:
         """The pydantic record this holds, as `Record.__reduce__`'s way back builds it."""
         fields = _asdict(self)
-        fields_set = _RECORD_SET.of(fields.pop("fields_set"))
-        return _restored(Record, fields, fields_set)
+        bitmask = fields.pop("fields_set")
+        if bitmask == VALUED_FIELDS:
+            bitmask = sum(_RECORD_SET.bit[name] for name, value in fields.items() if value is not None and value != {})
+        return _restored(Record, fields, _RECORD_SET.of(bitmask))
 
     def to_json(self) -> dict[str, Any]:
         return self.as_record().to_json()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """One msgpack blob of the values, as `Record.__reduce__` writes it (so either comes back as the other's
+        reader expects); a record the blob cannot hold exactly goes as its values, pickled."""
+        try:
+            if all(_json_plain(getattr(self, name)) for name in _FREE_FORM):
+                return _stored_record, (_stored_encoder.encode(self), self.provenance)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+            pass
+        return type(self), msgspec.structs.astuple(self)
 
 
 StoredRecord = msgspec.defstruct(
     "StoredRecord", [(name, _TYPED.get(name, Any)) for name in RECORD_FIELDS] + [("fields_set", int)],
     bases=(_StoredRecordMethods,), module=__name__,
 )
-StoredRecord.__doc__ = """A record as the reduce reads it from a spill: the same fields as `Record` (and its `order_key`
-and `to_json`), in a msgspec struct decoded straight from `Record.__reduce__`'s blob, without building a pydantic
-object (~2 µs per bench record against ~6). The reduce only reads records, so it reads these; `as_record` gives the
-pydantic record when one is needed. `origin` and `provenance` are the real models; `fields_set` is the bitmask of
-`Record.model_fields_set`."""
+StoredRecord.__doc__ = """A record as a msgspec struct: the same fields as `Record`, its `order_key` and `to_json`,
+without a pydantic object's cost to build (~2 µs per bench record to decode from a spill against ~6 for a
+`Record`). The JSON Lines fast lane parses valid lines straight into these and the reduce reads spills as these;
+code reads records by their fields, so it takes either. `as_record` gives the pydantic record where one is needed.
+`origin` and `provenance` are the real models; `fields_set` is the bitmask of `Record.model_fields_set`, or
+`VALUED_FIELDS`."""
+VALUED_FIELDS = -1
+"""`StoredRecord.fields_set` for a record parsed by the fast lane: the fields holding a value stand for the fields
+set (a JSON null the line spelt out is not counted; nothing but pydantic's own pickling reads the set)."""
 RECORD_CLASSES = (Record, StoredRecord)
 """What a record is, for an `isinstance` check: the model, or the reduce's stored form of it."""
 _ORIGIN_AT = RECORD_FIELDS.index("origin")
@@ -261,6 +277,19 @@ _FREE_FORM = ("metadata", "tool_calls")
 blob can hold them exactly."""
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StoredRecord)
+
+
+def _model_in_blob(value: Any) -> Any:
+    """The blob's form of the models a StoredRecord holds: an origin as its values and fields set (`_OriginRow`),
+    the provenance as nil (it is pickled beside the blob)."""
+    if type(value) is Origin:
+        return (*value.__dict__.values(), _ORIGIN_SET.bitmask(value))
+    if type(value) is Provenance:
+        return None
+    raise NotImplementedError(f"a {type(value).__name__} in a record's blob")
+
+
+_stored_encoder = msgspec.msgpack.Encoder(enc_hook=_model_in_blob)
 _asdict = msgspec.structs.asdict
 _force_set = msgspec.structs.force_setattr
 _set = object.__setattr__
@@ -346,6 +375,16 @@ class _StoredRecordUnpickler(pickle.Unpickler):
         if module == __name__ and name == _restore_record.__name__:
             return _stored_record
         return super().find_class(module, name)
+
+
+def replaced(record: Any, **changes: Any) -> Any:
+    """A copy of `record` (a Record or a StoredRecord) with `changes` (not validated again), for a step that edits."""
+    if isinstance(record, Record):
+        return record.model_copy(update=changes)
+    bitmask = record.fields_set
+    if bitmask != VALUED_FIELDS:
+        bitmask |= sum(_RECORD_SET.bit[name] for name in changes)
+    return msgspec.structs.replace(record, **changes, fields_set=bitmask)
 
 
 def load_stored_records(data: bytes) -> Any:

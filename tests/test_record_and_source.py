@@ -12,8 +12,10 @@ from helpers import compose_config, run_pipeline, write_jsonl
 from distill.config import build_settings
 from distill.errors import ConfigError
 from distill.record import (
-    RECORD_CLASSES, RECORD_FIELDS, Record, StoredRecord, _restore_record, load_stored_records, parse_timestamp,
+    RECORD_CLASSES, RECORD_FIELDS, Origin, Record, StoredRecord, _restore_record, load_stored_records,
+    parse_timestamp,
 )
+from distill.sources.fast_lane import fast_record
 from distill.sources.jsonl import JsonlParams, JsonlSource
 from distill.curation.chain import read_records
 from distill.quarantine import Ledger
@@ -242,3 +244,53 @@ def test_input_record_schema_agrees_with_the_record_model(tmp_path):
         assert not validator.is_valid(row), json.dumps(row)
         with pytest.raises(ValidationError):
             Record.model_validate(row)
+
+
+_DEEP = "[" * 300 + "]" * 300
+_LANE_LINES = [
+    '{"id": "a", "session_id": "s", "role": "user", "text": "hi", "created_at": "2026-01-01T00:00:00Z", "category": "accepted"}',
+    json.dumps({k: v for k, v in FULL_RECORD.items() if k not in ("provenance", "origin")}),
+    '{"id": "a", "created_at": "2026-01-01 00:00:00"}', '{"id": "a", "created_at": "2026-01-01T00:00:00.5+02:00"}',
+    '{"id": "a", "created_at": 1700000000}', '{"id": "a", "created_at": 1700000000.25}',
+    '{"id": "a", "created_at": " 2026-01-01T00:00:00z "}', '{"id": "a", "created_at": "bad"}',
+    '{"id": "a", "created_at": true}', '{"id": "a", "created_at": null}', '{"id": "a", "created_at": 1e20}',
+    '{"id": 5}', '{"id": ""}', '{"id": null}', '{"text": "no id"}', '{"id": " "}',
+    '{"id": "a", "reward": 1}', '{"id": "a", "reward": true}', '{"id": "a", "reward": "1"}',
+    '{"id": "a", "reward": 1e400}', '{"id": "a", "reward": 100000000000000000000000000000}',
+    '{"id": "a", "reward": -0.0}', '{"id": "a", "reward": 2.2250738585072014e-308}',
+    '{"id": "a", "rank": 0}', '{"id": "a", "rank": 1.0}', '{"id": "a", "rank": 9223372036854775808}',
+    '{"id": "a", "rank": true}', '{"id": "a", "tokens_used": -1}', '{"id": "a", "tokens_used": 0}',
+    '{"id": "a", "role": "USER"}', '{"id": "a", "role": "tool", "tool_call_id": "c1", "name": "f"}',
+    '{"id": "a", "metadata": null}', '{"id": "a", "metadata": {}}', '{"id": "a", "metadata": {"x": 1e400}}',
+    '{"id": "a", "metadata": {"x": 1180591620717411303424}}', '{"id": "a", "metadata": {"x": NaN}}',
+    '{"id": "a", "metadata": {"deep": ' + _DEEP + '}}', '{"id": "a", "metadata": []}',
+    '{"id": "a", "embedding": [1, 2]}', '{"id": "a", "embedding": [true]}', '{"id": "a", "embedding": ["1"]}',
+    '{"id": "a", "embedding": []}', '{"id": "a", "source_files": ["a", 1]}',
+    '{"id": "a", "tool_calls": [{"a": null}]}', '{"id": "a", "tool_calls": [1]}', '{"id": "a", "tool_calls": {}}',
+    '{"id": "a", "provenance": {"source_file": "f"}}', '{"id": "a", "origin": {"path": "x"}}',
+    '{"id": "a", "unknown_key": 1}', '{"id": "a", "id": "b"}', '{"id": "a", "text": "\\ud800 alone"}',
+    '{"id": "a", "text": "\\ud83d\\ude00 \\n \\" \\u0000"}', '{"id": "a", "ground_truth": 42}',
+    '{"id": "a"} trailing', '["id", "a"]', '"a"', '{"id": "a", "label": "chosen", "lifecycle_status": "expired"}',
+]
+
+
+@pytest.mark.parametrize("line", _LANE_LINES)
+def test_the_fast_lane_takes_only_lines_the_record_model_takes_and_gives_the_same_values(line):
+    # A shortcut may refuse a line (the full path then decides), never take one differently from pydantic.
+    origin = Origin(path="logs.jsonl", line=3)
+    fast = fast_record(line.encode(), origin)
+    if fast is None:
+        return
+    assert isinstance(fast, StoredRecord)
+    want = Record.model_validate_json(line)
+    object.__setattr__(want, "origin", origin)
+    got = {name: getattr(fast, name) for name in RECORD_FIELDS}
+    assert got == want.__dict__
+    assert [type(v) for v in got.values()] == [type(v) for v in want.__dict__.values()]
+    assert fast.to_json() == want.to_json() and fast.as_record() == want
+
+
+def test_the_fast_lane_takes_the_common_lines():
+    # (tests/test_plan.py checks that the source gives the same records and rows through the lane as without it)
+    taken = [line for line in _LANE_LINES if fast_record(line.encode(), Origin(path="x", line=1)) is not None]
+    assert _LANE_LINES[0] in taken and _LANE_LINES[1] in taken and len(taken) >= 20

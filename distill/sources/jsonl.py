@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-from pydantic import AfterValidator, ValidationError
+from pydantic import AfterValidator
 
 from distill.hashing import file_sha256
-from distill.output.files import shown_path, unwritable
+from distill.output.files import shown_path
 from distill.quarantine import QuarantineRow
-from distill.record import Origin, Record
+from distill.record import Origin
 from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams, balanced_count
+from distill.sources.fast_lane import fast_record
 from distill.sources.files import (
     compression_of,
     text_bytes_estimate,
@@ -60,45 +61,6 @@ class _Hashing:
 
 CUT_CHUNK_BYTES = 8 << 20
 
-
-
-def _has_non_finite(value: Any) -> bool:
-    """pydantic's JSON parser reads NaN, Infinity and overflowing floats that orjson (the full path) rejects."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(item) for item in value)
-    return False
-
-
-def fast_record(line: bytes, origin: Origin) -> Record | None:
-    """A valid line in the record's own shape, validated from its raw bytes by pydantic-core in one pass (about
-    2.4x the rows/s of decode -> field map -> validate, see bench/RESULTS.md); None when the line needs the full
-    path (a field map, keys the record does not have, no id, anything invalid), which then gives the same record or
-    the same quarantine row it always did."""
-    if b'"origin"' in line:  # the input names the field the source sets: the full path moves it to metadata
-        return None
-    try:
-        record = Record.model_validate_json(line)
-    except (ValidationError, ValueError, OverflowError):
-        return None
-    # A sum of floats is finite only if every one is (a huge but finite sum just takes the full path).
-    if record.embedding is not None and not math.isfinite(sum(record.embedding)):
-        return None
-    if (record.metadata and _has_non_finite(record.metadata)) or (record.tool_calls and _has_non_finite(record.tool_calls)):
-        return None
-    if record.provenance is not None and _has_non_finite(record.provenance.model_extra):
-        return None
-    # What the full path refuses as unwritable (nesting deeper than distill writes, integers beyond 64 bits).
-    if (record.metadata and unwritable(record.metadata)) or (record.tool_calls and unwritable(record.tool_calls)):
-        return None
-    if record.provenance is not None and record.provenance.model_extra and unwritable(record.provenance.model_extra):
-        return None
-    # The record is frozen; `origin` is set once here, as the full path sets it before validation.
-    object.__setattr__(record, "origin", origin)
-    return record
 
 
 def cut_points(path: Path, target_bytes: int) -> tuple[str, list[tuple[int, int]]]:

@@ -9,7 +9,7 @@ from pydantic import model_validator
 
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import Record
+from distill.record import Record, replaced
 from distill.curation.secrets import BUILTIN_PATTERNS, MissingLibrary, Scrubber, compile_patterns, library_detectors
 from distill.curation.steps.base import STEPS, RecordStep, Step, StepParams, Verdict
 
@@ -79,7 +79,7 @@ class ScrubSecrets(RecordStep):
                 kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(found.items()))
                 verdicts.append(Drop(Reason.secret, (f"found {kinds}",), {"found": dict(sorted(found.items()))}))
             else:
-                verdicts.append(record.model_copy(update={"text": text, "tool_calls": calls}))
+                verdicts.append(replaced(record, text=text, tool_calls=calls))
         return verdicts
 
     def redact_quarantine_row(self, row: dict[str, Any]) -> dict[str, Any]:
