@@ -48,7 +48,7 @@ class QuarantineRow:
             "reason": self.reason.value,
             "errors": list(self.errors),
             "record_id": self.record_id,
-            "origin": self.origin.model_dump(exclude_none=True) if self.origin is not None else None,
+            "origin": self.origin.to_json() if self.origin is not None else None,
             "record": _truncated(record),
         }
         if self.detail:

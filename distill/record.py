@@ -10,7 +10,8 @@ from enum import StrEnum
 from typing import Any
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, field_validator
+from pydantic_core import core_schema
 
 
 MAX_INT64 = 2**63 - 1
@@ -55,10 +56,11 @@ class Provenance(BaseModel):
     sig_hash: str | None = None
 
 
-class Origin(BaseModel):
-    """Where distill read the row: a file relative to the source root and its line, or a store uri/version/row."""
+class Origin(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """Where distill read the row: a file relative to the source root and its line, or a store uri/version/row.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A msgspec struct, not a pydantic model: every record carries one, made per row read, spilled and loaded again,
+    at a fraction of a model's cost. `Record` validates it as a field (an Origin, or a dict of its fields)."""
 
     path: str | None = None
     line: int | None = None
@@ -74,6 +76,26 @@ class Origin(BaseModel):
             # A line for text files, a row for columnar ones (Parquet).
             return f"{self.path}:{self.line}" if self.line is not None else f"{self.path}#{self.row}"
         return f"{self.uri}@{self.version}#{self.row}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields that hold a value."""
+        return msgspec.to_builtins(self)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _as_origin, serialization=core_schema.plain_serializer_function_ser_schema(Origin.to_json)
+        )
+
+
+def _as_origin(value: Any) -> Origin:
+    """An Origin as a record field takes it: one, or a dict of its fields."""
+    if isinstance(value, Origin):
+        return value
+    try:
+        return msgspec.convert(value, Origin)
+    except msgspec.ValidationError as error:
+        raise ValueError(f"not an origin: {error}") from None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -209,21 +231,12 @@ class Record(BaseModel):
 RECORD_FIELDS: tuple[str, ...] = tuple(Record.model_fields)
 
 
-class _OriginRow(msgspec.Struct, array_like=True):
-    path: Any
-    line: Any
-    uri: Any
-    version: Any
-    row: Any
-    fields_set: int
-
-
 # A record's values as one msgpack array: typed where msgpack has no exact type of its own (a timestamp, an enum
 # member, the origin), Any elsewhere so each value comes back as the type it was. The provenance (a model that may
 # hold extra keys) is pickled beside the blob.
 _TYPED = {
     "created_at": datetime | None, "role": Role | None, "category": Category | None, "label": Label | None,
-    "lifecycle_status": LifecycleStatus | None, "origin": _OriginRow | None, "provenance": None,
+    "lifecycle_status": LifecycleStatus | None, "origin": Origin | None, "provenance": None,
 }
 
 
@@ -263,14 +276,13 @@ StoredRecord.__doc__ = """A record as a msgspec struct: the same fields as `Reco
 without a pydantic object's cost to build (~2 µs per bench record to decode from a spill against ~6 for a
 `Record`). The JSON Lines fast lane parses valid lines straight into these and the reduce reads spills as these;
 code reads records by their fields, so it takes either. `as_record` gives the pydantic record where one is needed.
-`origin` and `provenance` are the real models; `fields_set` is the bitmask of `Record.model_fields_set`, or
+`origin` is the record's own `Origin` and `provenance` the real model; `fields_set` is the bitmask of `Record.model_fields_set`, or
 `VALUED_FIELDS`."""
 VALUED_FIELDS = -1
 """`StoredRecord.fields_set` for a record parsed by the fast lane: the fields holding a value stand for the fields
 set (a JSON null the line spelt out is not counted; nothing but pydantic's own pickling reads the set)."""
 RECORD_CLASSES = (Record, StoredRecord)
 """What a record is, for an `isinstance` check: the model, or the reduce's stored form of it."""
-_ORIGIN_AT = RECORD_FIELDS.index("origin")
 _PROVENANCE_AT = RECORD_FIELDS.index("provenance")
 _FREE_FORM = ("metadata", "tool_calls")
 """The fields whose values a source or step may build from anything: the only ones that need a look before the
@@ -280,10 +292,7 @@ _decoder = msgspec.msgpack.Decoder(StoredRecord)
 
 
 def _model_in_blob(value: Any) -> Any:
-    """The blob's form of the models a StoredRecord holds: an origin as its values and fields set (`_OriginRow`),
-    the provenance as nil (it is pickled beside the blob)."""
-    if type(value) is Origin:
-        return (*value.__dict__.values(), _ORIGIN_SET.bitmask(value))
+    """The provenance (a model) goes into a StoredRecord's blob as nil: it is pickled beside the blob."""
     if type(value) is Provenance:
         return None
     raise NotImplementedError(f"a {type(value).__name__} in a record's blob")
@@ -327,7 +336,6 @@ class _FieldsSet:
 
 
 _RECORD_SET = _FieldsSet(Record)
-_ORIGIN_SET = _FieldsSet(Origin)
 
 
 def _record_blob(record: Record) -> bytes:
@@ -337,9 +345,6 @@ def _record_blob(record: Record) -> bytes:
         raise TypeError("pickled by pydantic")
     values = [*fields.values(), _RECORD_SET.bitmask(record)]
     values[_PROVENANCE_AT] = None
-    origin = values[_ORIGIN_AT]
-    if origin is not None:
-        values[_ORIGIN_AT] = (*origin.__dict__.values(), _ORIGIN_SET.bitmask(origin))
     return _encoder.encode(values)
 
 
@@ -359,12 +364,8 @@ def _restore_record(blob: bytes, provenance: Provenance | None) -> Record:
 
 
 def _stored_record(blob: bytes, provenance: Provenance | None) -> Any:
-    """The blob as a `StoredRecord`, its origin and provenance the real models."""
+    """The blob as a `StoredRecord`, its provenance the real model."""
     stored = _decoder.decode(blob)
-    origin = stored.origin
-    if origin is not None:
-        origin_fields = _asdict(origin)
-        _force_set(stored, "origin", _restored(Origin, origin_fields, _ORIGIN_SET.of(origin_fields.pop("fields_set"))))
     if provenance is not None:
         _force_set(stored, "provenance", provenance)
     return stored

@@ -159,7 +159,7 @@ def test_context_layout_preset_maps_columns_onto_the_record(store: Path) -> None
         "content_type": "text/plain",
         "state_metadata": {"tokens_used": 6, "latency_ms": 41},
     }
-    assert answer.origin.model_dump(exclude_none=True) == {"uri": "context.lance", "version": 1, "row": 1}
+    assert answer.origin.to_json() == {"uri": "context.lance", "version": 1, "row": 1}
     assert records["a2-old"].superseded_by_id == "a2"
 
 

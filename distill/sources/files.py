@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import orjson
 
 from distill.errors import DistillError
@@ -58,7 +59,7 @@ def row_label(origin: Origin) -> str:
     """`origin.label()` without a compression suffix: ids derived from it stay the same when a file is compressed."""
     if origin.path is None:
         return origin.label()
-    return origin.model_copy(update={"path": strip_compression(origin.path)}).label()
+    return msgspec.structs.replace(origin, path=strip_compression(origin.path)).label()
 
 
 def compression_of(path: Path, key: str) -> str | None:
