@@ -255,16 +255,30 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
         return _restored(Record, fields, _RECORD_SET.of(bitmask))
 
     def to_json(self) -> dict[str, Any]:
-        return self.as_record().to_json()
+        """`Record.to_json`, read by msgspec from the fields (a quarter of the bench's records become quarantine
+        rows in the reduce); a record holding values beyond JSON's types or a provenance goes through pydantic."""
+        if self.provenance is not None or not self._json_plain():
+            return self.as_record().to_json()
+        # to_builtins writes a UTC datetime as `format_timestamp` does, an enum as its value, an origin as its set
+        # fields; the last value is `fields_set`, which zip leaves out.
+        data = {name: value for name, value in zip(RECORD_FIELDS, _to_builtins(self)) if value is not None}
+        if not data.get("metadata"):
+            data.pop("metadata", None)
+        return data
+
+    def _json_plain(self) -> bool:
+        """Whether the free-form fields hold JSON's own types only (see `_json_plain`)."""
+        metadata, calls = self.metadata, self.tool_calls
+        return (metadata == {} or _json_plain(metadata)) and (calls is None or _json_plain(calls))
 
     def __reduce__(self) -> tuple[Any, ...]:
         """One msgpack blob of the values, as `Record.__reduce__` writes it (so either comes back as the other's
         reader expects); a record the blob cannot hold exactly goes as its values, pickled."""
-        try:
-            if all(_json_plain(getattr(self, name)) for name in _FREE_FORM):
+        if self._json_plain():
+            try:
                 return _stored_record, (_stored_encoder.encode(self), self.provenance)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
-            pass
+            except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+                pass
         return type(self), msgspec.structs.astuple(self)
 
 
@@ -300,6 +314,7 @@ def _model_in_blob(value: Any) -> Any:
 
 _stored_encoder = msgspec.msgpack.Encoder(enc_hook=_model_in_blob)
 _asdict = msgspec.structs.asdict
+_to_builtins = msgspec.to_builtins
 _force_set = msgspec.structs.force_setattr
 _set = object.__setattr__
 _SCALARS = (str, int, float, bool, type(None))

@@ -24,6 +24,7 @@ from distill.plan import prepare
 from distill.plan.decide import in_order
 from distill.quarantine import QuarantineRow
 from distill.runner import run
+from distill.sources import jsonl
 from distill.sources.jsonl import JsonlParams, JsonlSource
 from lakehouse_fixture import FIXTURE
 
@@ -193,6 +194,29 @@ def test_a_file_is_cut_into_a_multiple_of_the_workers_and_reads_as_a_whole(tmp_p
     whole = list(JsonlSource(JsonlParams(kind="jsonl", path=str(path))).read())
     assert [(r.id, r.origin.line) for r in read] == [(r.id, r.origin.line) for r in whole]
     assert [s.first_line for s in shards] == sorted({s.first_line for s in shards})
+
+
+def test_a_byte_range_reads_the_lines_that_begin_in_it_whatever_the_read_block(tmp_path, monkeypatch):
+    # The reference: a binary file's own line iteration, from `start`, stopping at the first line at `stop` or after.
+    def lines_of(path, start, stop, first_line):
+        with path.open("rb") as handle:
+            handle.seek(start)
+            for number, line in enumerate(handle, start=first_line):
+                if stop is not None and start >= stop:
+                    return
+                start += len(line)
+                yield number, line
+
+    rng = random.Random(7)
+    path = tmp_path / "lines.jsonl"
+    for _ in range(200):
+        pieces = [b"\n", b"{}\n", b"x" * rng.randint(0, 40) + b"\n", b"\r\n", b"tail"]
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        path.write_bytes(data)
+        monkeypatch.setattr(jsonl, "RANGE_READ_BYTES", rng.choice([1, 2, 5, 64, 1 << 20]))
+        start = rng.choice([0] + [i + 1 for i, byte in enumerate(data) if byte == ord("\n")])
+        stop = rng.choice([None, rng.randint(0, len(data) + 2)])
+        assert list(jsonl.range_lines(path, start, stop, 3)) == list(lines_of(path, start, stop, 3))
 
 
 @pytest.mark.parametrize(

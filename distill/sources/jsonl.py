@@ -93,16 +93,26 @@ def cut_points(path: Path, target_bytes: int) -> tuple[str, list[tuple[int, int]
     return digest.hexdigest(), cuts
 
 
+RANGE_READ_BYTES = 1 << 20
+
+
 def range_lines(path: Path, start: int, stop: int | None, first_line: int) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of the lines that begin in [start, stop)."""
+    """(line number, line) of the lines that begin in [start, stop), each with its newline (the last one may have
+    none). Read in blocks split at newlines: ~1 µs a line less than iterating the file object."""
+    number, position, tail = first_line, start, b""
     with path.open("rb") as handle:
         handle.seek(start)
-        position = start
-        for number, line in enumerate(handle, start=first_line):
-            if stop is not None and position >= stop:
-                return
-            position += len(line)
-            yield number, line
+        while block := handle.read(RANGE_READ_BYTES):
+            lines = (tail + block if tail else block).split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                if stop is not None and position >= stop:
+                    return
+                position += len(line) + 1
+                yield number, line + b"\n"
+                number += 1
+    if tail and (stop is None or position < stop):
+        yield number, tail
 
 
 @SOURCES.register("jsonl")
