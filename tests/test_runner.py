@@ -118,6 +118,28 @@ def test_schema_files_are_valid_json_schema():
         Draft202012Validator.check_schema(load_schema(name))
 
 
+def test_the_write_check_passes_what_the_schema_takes_and_words_what_it_refuses_as_fastjsonschema_does():
+    import fastjsonschema
+
+    from distill.validation import schema_errors
+
+    line = {
+        "id": "sft-0123456789abcdef", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        "provenance": {"record_ids": ["u", "a"], "categories": [None, "accepted"]},
+    }
+    refused = [
+        {**line, "provenance": {"record_ids": ["u", "a"], "categories": [None, "rejected"]}},
+        {**line, "messages": [{"role": "user", "content": "q"}]},
+        {**line, "id": "sft-01"},
+        {**line, "extra": 1},
+    ]
+    assert schema_errors("sft_chat_line", line) == []
+    for value in refused:
+        with pytest.raises(fastjsonschema.JsonSchemaValueException) as raised:
+            fastjsonschema.compile(load_schema("sft_chat_line"))(value)
+        assert schema_errors("sft_chat_line", value) == [raised.value.message]
+
+
 def test_a_line_the_schema_rejects_is_quarantined_not_written(tmp_path, monkeypatch):
     from distill.tasks.conversation import Firewall
 
