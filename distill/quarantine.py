@@ -57,8 +57,8 @@ class QuarantineRow:
 
 
 def _truncated(record: Any) -> Any:
-    if record is None:
-        return None
+    if record is None or (type(record) is dict and _surely_short(record)):
+        return record
     text = record if isinstance(record, str) else None
     if text is None:
         try:
@@ -74,6 +74,26 @@ def _truncated(record: Any) -> Any:
     if len(encoded_text) <= MAX_QUARANTINED_RECORD_BYTES:
         return text
     return encoded_text[:MAX_QUARANTINED_RECORD_BYTES].decode("utf-8", errors="ignore")
+
+
+def _surely_short(record: dict[str, Any]) -> bool:
+    """Whether a flat record (ASCII text, numbers, an origin: what most quarantined records are) is surely within
+    the limit once encoded, by a bound (an escaped character is at most 6 bytes), and surely encodable: so
+    `_truncated` need not encode it to find out (the quarantine's writer encodes it once anyway)."""
+    bound = 0
+    for value in record.values():
+        items = value.values() if type(value) is dict else (value,)  # one level: the origin
+        for item in items:
+            kind = type(item)
+            if kind is str:
+                if not item.isascii():
+                    return False
+                bound += 64 + 6 * len(item)
+            elif kind is float or kind is bool or item is None or (kind is int and -(2**63) <= item < 2**64):
+                bound += 96
+            else:
+                return False
+    return bound <= MAX_QUARANTINED_RECORD_BYTES
 
 
 class AccountingError(RuntimeError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -548,3 +549,27 @@ def test_an_output_directory_that_is_not_writable_is_one_line(as_nobody, target)
     (as_nobody / "readonly").chmod(0o555)
     done = run_as_nobody([f"source.path={as_nobody / 'logs.jsonl'}", f"hydra.run.dir={target}"], cwd=as_nobody)
     assert_one_line_error(done, "hydra.run.dir", "Permission denied")
+
+
+def test_a_quarantined_record_is_measured_only_when_it_may_be_long_or_not_encodable():
+    # `_truncated` skips encoding a flat record its bound says is short: the bound must never be wrong.
+    import orjson
+
+    from distill.quarantine import MAX_QUARANTINED_RECORD_BYTES, _surely_short
+
+    rng = random.Random(3)
+
+    def value():
+        return rng.choice([
+            rng.random(), rng.randrange(-(2**63), 2**64), True, None, "x" * rng.randrange(20000),
+            '\x01"\\' * rng.randrange(5000), {"path": "a", "line": 3}, 2**70, "é", [1], float("nan"),
+        ])
+
+    short = 0
+    for _ in range(5000):
+        record = {f"k{i}": value() for i in range(rng.randrange(8))}
+        if _surely_short(record):
+            short += 1
+            assert len(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)) <= MAX_QUARANTINED_RECORD_BYTES
+    assert short > 1000
+    assert _surely_short({"id": "a", "text": "hello " * 1000, "origin": {"path": "a.jsonl", "line": 2}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from helpers import compose_config, run_pipeline, write_jsonl
@@ -13,7 +13,7 @@ from distill.config import build_settings
 from distill.errors import ConfigError
 from distill.record import (
     RECORD_CLASSES, RECORD_FIELDS, Origin, Record, StoredRecord, _restore_record, load_stored_records,
-    parse_timestamp,
+    format_timestamp, parse_timestamp,
 )
 from distill.sources.fast_lane import fast_record
 from distill.sources.jsonl import JsonlParams, JsonlSource
@@ -42,6 +42,16 @@ def read(tmp_path, rows, *overrides):
 def test_timestamps_are_iso_or_epoch_and_stored_as_utc(value, expected):
     assert parse_timestamp(value) == expected
     assert Record(id="r", created_at=value).created_at.tzinfo == timezone.utc
+
+
+@pytest.mark.parametrize("value", [
+    datetime(2026, 3, 1, 10, tzinfo=timezone.utc), datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, 500000, tzinfo=timezone.utc), datetime(2026, 3, 1, 10, 30, 5),
+    datetime(2026, 3, 1, 10, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    datetime(2026, 3, 1, 10, 0, 0, 120, tzinfo=timezone(-timedelta(hours=2))),
+])
+def test_a_timestamp_is_written_as_isoformat_with_z_for_utc(value):
+    assert format_timestamp(value) == value.isoformat().replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize("value", ["yesterday", True, [2026]])
