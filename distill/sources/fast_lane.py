@@ -68,8 +68,8 @@ def fast_record(line: bytes, origin: Origin) -> Any | None:
     """The line as a `StoredRecord`, or None when it needs the full path. msgspec refuses what pydantic's JSON
     reading would take differently (numbers outside a float's range, NaN, a lone surrogate), so no value needs a
     second look but the free-form ones the writers bound (nesting, integers beyond 64 bits)."""
-    if b'"origin"' in line:  # the input names the field the source sets: the full path moves it to metadata
-        return None
+    # A line naming `origin` (the field the source sets) is refused as a key RecordLine does not have: the full path
+    # moves it to metadata. (Looking for it in the line first cost ~2 µs a bench line, a tenth of the map.)
     try:
         row = _decoder.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError):
