@@ -49,9 +49,10 @@ def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
     return min(MAX_PARTITIONS, balanced_count(needed, executor.workers))
 
 
-PLAN_FORMAT = 2
-"""What the spills and the partitioning by `hash64` mean: raised whenever either changes (2: hash64 became XXH3),
-so a run interrupted under one distill is never resumed by another that would put a group in another partition."""
+PLAN_FORMAT = 3
+"""What the spills and the partitioning by `hash64` mean: raised whenever either changes (2: hash64 became XXH3; 3: a
+record's blob holds its origin as an `Origin` struct), so a run interrupted under one distill is never resumed by
+another that would put a group in another partition or misread a spill."""
 
 
 def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
