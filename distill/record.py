@@ -292,8 +292,8 @@ StoredRecord.__doc__ = """A record as a msgspec struct: the same fields as `Reco
 without a pydantic object's cost to build (~2 µs per bench record to decode from a spill against ~6 for a
 `Record`). The JSON Lines fast lane parses valid lines straight into these and the reduce reads spills as these;
 code reads records by their fields, so it takes either. `as_record` gives the pydantic record where one is needed.
-`origin` is the record's own `Origin` and `provenance` the real model; `fields_set` is the bitmask of `Record.model_fields_set`, or
-`VALUED_FIELDS`."""
+`origin` is the record's own `Origin` and `provenance` the real model; `fields_set` is the bitmask of
+`Record.model_fields_set`, or `VALUED_FIELDS`."""
 VALUED_FIELDS = -1
 """`StoredRecord.fields_set` for a record parsed by the fast lane: the fields holding a value stand for the fields
 set (a JSON null the line spelt out is not counted; nothing but pydantic's own pickling reads the set)."""
