@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -29,35 +27,6 @@ def file_sha256(path: Any, chunk_bytes: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class BackgroundSha256:
-    """A sha256 taken on a thread of its own, fed in order: hashlib lets go of the GIL while it hashes a large
-    buffer, so a writer's hashing overlaps the work that makes its next bytes (the merge hashes every output file
-    it writes: 1.7 GB at 1e6 bench records). Feed it chunks of about a MiB; at most `AHEAD` wait at a time."""
-
-    AHEAD = 4
-
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")  # one thread: updates in order
-        self.pending: deque[Future[None]] = deque()
-
-    def update(self, data: bytes) -> None:
-        self.pending.append(self.pool.submit(self.digest.update, data))
-        if len(self.pending) > self.AHEAD:
-            self.pending.popleft().result()
-
-    def hexdigest(self) -> str:
-        while self.pending:
-            self.pending.popleft().result()
-        return self.digest.hexdigest()
-
-    def __enter__(self) -> BackgroundSha256:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def hash64(data: bytes | str) -> int:

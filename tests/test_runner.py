@@ -159,20 +159,6 @@ def test_a_line_the_schema_rejects_is_quarantined_not_written(tmp_path, monkeypa
     assert result.manifest["stages"][-1]["dropped"] == {"schema_violation": 2}
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 100, 1 << 20])
-def test_a_written_jsonl_files_sha256_is_its_bytes_whatever_the_chunks(tmp_path, monkeypatch, chunk_bytes):
-    import hashlib
-
-    from distill.output import files
-
-    monkeypatch.setattr(files, "WRITE_CHUNK_BYTES", chunk_bytes)
-    rows = [b'{"n":%d,"pad":"%s"}\n' % (n, b"x" * n) for n in range(300)] + [{"last": True}]
-    written = files.write_jsonl(tmp_path / "out.jsonl", rows)
-    data = (tmp_path / "out.jsonl").read_bytes()
-    assert data.endswith(b'{"n":299,"pad":"' + b"x" * 299 + b'"}\n{"last":true}\n')
-    assert written == {"path": "out.jsonl", "sha256": hashlib.sha256(data).hexdigest(), "rows": 301}
-
-
 def test_dry_run_writes_only_the_manifest_and_quarantine(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [{"id": "u", "role": "user", "text": "q"}, {"id": "a", "role": "assistant", "text": "a"}])
     result = run_pipeline(tmp_path / "out", [f"source.path={path}", "dry_run=true"])

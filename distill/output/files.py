@@ -22,7 +22,7 @@ from typing import IO, Any
 import orjson
 
 from distill.errors import DistillError
-from distill.hashing import BackgroundSha256, file_sha256
+from distill.hashing import file_sha256
 
 JSON_OPTIONS = orjson.OPT_SORT_KEYS
 PARQUET_ROW_GROUP_ROWS = 65_536
@@ -155,37 +155,21 @@ def jsonl_bytes(row: Any) -> bytes:
     return orjson.dumps(row, option=JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE)
 
 
-WRITE_CHUNK_BYTES = 1 << 20
-
-
 def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
     """Writes one JSON object per line (a row given as bytes is an already encoded line); returns {path, sha256,
-    rows} for the manifest. Lines go out in chunks of about a MiB, hashed on a thread of their own."""
+    rows} for the manifest."""
+    digest = hashlib.sha256()
     count = 0
-    with atomic_file(path) as handle, BackgroundSha256() as digest:
-        chunk: list[bytes] = []
-        size = 0
+    with atomic_file(path) as handle:
         for row in rows:
             try:
                 data = row if isinstance(row, bytes) else jsonl_bytes(row)
             except orjson.JSONEncodeError as error:
                 raise OutputError(f"cannot write {shown_path(path)}: row {count + 1}: {error}") from None
-            chunk.append(data)
-            size += len(data)
+            digest.update(data)
+            handle.write(data)
             count += 1
-            if size >= WRITE_CHUNK_BYTES:
-                _write_chunk(handle, digest, chunk)
-                chunk, size = [], 0
-        _write_chunk(handle, digest, chunk)
-        sha256 = digest.hexdigest()
-    return {"path": path.name, "sha256": sha256, "rows": count}
-
-
-def _write_chunk(handle: Any, digest: BackgroundSha256, chunk: list[bytes]) -> None:
-    if chunk:
-        data = b"".join(chunk)
-        handle.write(data)
-        digest.update(data)
+    return {"path": path.name, "sha256": digest.hexdigest(), "rows": count}
 
 
 def write_bytes(path: Path, data: bytes) -> dict[str, Any]:

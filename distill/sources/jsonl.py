@@ -62,7 +62,6 @@ class _Hashing:
 CUT_CHUNK_BYTES = 8 << 20
 
 
-
 def cut_points(path: Path, target_bytes: int) -> tuple[str, list[tuple[int, int]]]:
     """(the file's sha256, [(start byte, first line number)] of ranges of about `target_bytes`, each starting at
     the beginning of a line) in one sequential read."""
