@@ -298,7 +298,8 @@ VALUED_FIELDS = -1
 """`StoredRecord.fields_set` for a record parsed by the fast lane: the fields holding a value stand for the fields
 set (a JSON null the line spelt out is not counted; nothing but pydantic's own pickling reads the set)."""
 RECORD_CLASSES = (Record, StoredRecord)
-"""What a record is, for an `isinstance` check: the model, or the reduce's stored form of it."""
+"""What a record is, for an `isinstance` check: the pydantic model, or its msgspec twin (what the fast lane parses and
+the reduce reads)."""
 _PROVENANCE_AT = RECORD_FIELDS.index("provenance")
 _FREE_FORM = ("metadata", "tool_calls")
 """The fields whose values a source or step may build from anything: the only ones that need a look before the
