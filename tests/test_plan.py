@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import random
@@ -217,6 +219,31 @@ def test_a_byte_range_reads_the_lines_that_begin_in_it_whatever_the_read_block(t
         start = rng.choice([0] + [i + 1 for i, byte in enumerate(data) if byte == ord("\n")])
         stop = rng.choice([None, rng.randint(0, len(data) + 2)])
         assert list(jsonl.range_lines(path, start, stop, 3)) == list(lines_of(path, start, stop, 3))
+
+
+def test_a_file_is_cut_after_the_first_line_end_at_or_past_each_target_with_its_line_numbers_and_hash(
+    tmp_path, monkeypatch
+):
+    # The reference walks the file's lines: a range ends after the first line whose newline is at or past the
+    # range's start + target, unless nothing follows it.
+    def cuts_of(data, target):
+        cuts, start, end = [(0, 1)], 0, 0
+        for number, line in enumerate(io.BytesIO(data), start=1):
+            end += len(line)
+            if line.endswith(b"\n") and end - 1 >= start + target and end < len(data):
+                cuts.append((end, number + 1))
+                start = end
+        return cuts
+
+    rng = random.Random(11)
+    path = tmp_path / "lines.jsonl"
+    for _ in range(300):
+        pieces = [b"\n", b"{}\n", b"x" * rng.randint(0, 40) + b"\n", b"\r\n", b"tail"]
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        path.write_bytes(data)
+        monkeypatch.setattr(jsonl, "COUNT_BLOCK_BYTES", rng.choice([1, 3, 64, 8 << 20]))
+        target = rng.randint(0, len(data) + 2)
+        assert jsonl.cut_points(path, target) == (hashlib.sha256(data).hexdigest(), cuts_of(data, target))
 
 
 @pytest.mark.parametrize(

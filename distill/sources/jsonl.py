@@ -3,10 +3,14 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import mmap
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
+import numpy as np
 from pydantic import AfterValidator
 
 from distill.hashing import file_sha256
@@ -59,37 +63,54 @@ class _Hashing:
         return data
 
 
-CUT_CHUNK_BYTES = 8 << 20
+COUNT_BLOCK_BYTES = 8 << 20
+"""Lines are counted this many bytes at a time (numpy compares a block into a boolean array of its size)."""
 
 
 def cut_points(path: Path, target_bytes: int) -> tuple[str, list[tuple[int, int]]]:
     """(the file's sha256, [(start byte, first line number)] of ranges of about `target_bytes`, each starting at
-    the beginning of a line) in one sequential read."""
-    digest = hashlib.sha256()
-    cuts = [(0, 1)]
-    offset, lines, next_cut, pending = 0, 0, target_bytes, False
+    the beginning of a line). The file is mapped, not read into chunks: its sha256 runs on a thread while this one
+    finds the cuts and counts the lines before each with numpy, both without the GIL (1e6 bench records, 1.7 GB:
+    4.9 s read, hashed and counted in turn, 1.8 s so, the hash's own time; bench/RESULTS.md)."""
     with path.open("rb") as handle:
-        while chunk := handle.read(CUT_CHUNK_BYTES):
-            digest.update(chunk)
-            position = 0
-            while True:
-                if not pending and offset + len(chunk) <= next_cut:
-                    break
-                # The range ends at the first newline at or after the target.
-                at = chunk.find(b"\n", max(position, next_cut - offset) if not pending else position)
-                if at < 0:
-                    pending = True
-                    break
-                pending = False
-                lines_before = lines + chunk.count(b"\n", 0, at + 1)
-                cuts.append((offset + at + 1, lines_before + 1))
-                position = at + 1
-                next_cut = offset + at + 1 + target_bytes
-            lines += chunk.count(b"\n")
-            offset += len(chunk)
-    if cuts[-1][0] >= offset and len(cuts) > 1:
-        cuts.pop()
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return hashlib.sha256().hexdigest(), [(0, 1)]
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            digest = hashlib.sha256()
+            hashing = threading.Thread(target=_hash_blocks, args=(digest, mapped), name="distill-input-sha256")
+            hashing.start()
+            try:
+                starts = [0]
+                # A range ends at the first newline at or after its target; one that would be empty is no range.
+                while (target := starts[-1] + target_bytes) < size:
+                    at = mapped.find(b"\n", target)
+                    if at < 0 or at + 1 >= size:
+                        break
+                    starts.append(at + 1)
+                cuts, lines = [(0, 1)], 0
+                for begin, end in zip(starts, starts[1:]):
+                    lines += _newlines(mapped, begin, end)
+                    cuts.append((end, lines + 1))
+            finally:
+                hashing.join()
     return digest.hexdigest(), cuts
+
+
+def _hash_blocks(digest: Any, mapped: mmap.mmap) -> None:
+    with memoryview(mapped) as view:
+        for begin in range(0, len(view), COUNT_BLOCK_BYTES):
+            digest.update(view[begin : begin + COUNT_BLOCK_BYTES])
+
+
+def _newlines(mapped: mmap.mmap, begin: int, end: int) -> int:
+    """The newlines in bytes [begin, end) of the mapped file."""
+    data = np.frombuffer(mapped, dtype=np.uint8)
+    count = 0
+    for block in range(begin, end, COUNT_BLOCK_BYTES):
+        count += int(np.count_nonzero(data[block : min(end, block + COUNT_BLOCK_BYTES)] == ord("\n")))
+    del data  # the mapping cannot close while an array still exports it
+    return count
 
 
 RANGE_READ_BYTES = 1 << 20
