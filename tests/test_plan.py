@@ -198,6 +198,12 @@ def test_a_file_is_cut_into_a_multiple_of_the_workers_and_reads_as_a_whole(tmp_p
     assert [s.first_line for s in shards] == sorted({s.first_line for s in shards})
 
 
+def random_line_bytes(rng, most_pieces):
+    """Up to `most_pieces` blank, JSON, long, CRLF-ended and newline-less pieces: the edge cases of cutting lines."""
+    pieces = [b"\n", b"{}\n", b"x" * rng.randint(0, 40) + b"\n", b"\r\n", b"tail"]
+    return b"".join(rng.choice(pieces) for _ in range(rng.randint(0, most_pieces)))
+
+
 def test_a_byte_range_reads_the_lines_that_begin_in_it_whatever_the_read_block(tmp_path, monkeypatch):
     # The reference: a binary file's own line iteration, from `start`, stopping at the first line at `stop` or after.
     def lines_of(path, start, stop, first_line):
@@ -212,8 +218,7 @@ def test_a_byte_range_reads_the_lines_that_begin_in_it_whatever_the_read_block(t
     rng = random.Random(7)
     path = tmp_path / "lines.jsonl"
     for _ in range(200):
-        pieces = [b"\n", b"{}\n", b"x" * rng.randint(0, 40) + b"\n", b"\r\n", b"tail"]
-        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        data = random_line_bytes(rng, 30)
         path.write_bytes(data)
         monkeypatch.setattr(jsonl, "RANGE_READ_BYTES", rng.choice([1, 2, 5, 64, 1 << 20]))
         start = rng.choice([0] + [i + 1 for i, byte in enumerate(data) if byte == ord("\n")])
@@ -238,8 +243,7 @@ def test_a_file_is_cut_after_the_first_line_end_at_or_past_each_target_with_its_
     rng = random.Random(11)
     path = tmp_path / "lines.jsonl"
     for _ in range(300):
-        pieces = [b"\n", b"{}\n", b"x" * rng.randint(0, 40) + b"\n", b"\r\n", b"tail"]
-        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        data = random_line_bytes(rng, 40)
         path.write_bytes(data)
         monkeypatch.setattr(jsonl, "COUNT_BLOCK_BYTES", rng.choice([1, 3, 64, 8 << 20]))
         target = rng.randint(0, len(data) + 2)
