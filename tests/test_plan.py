@@ -213,7 +213,7 @@ def test_a_byte_range_reads_the_lines_that_begin_in_it_whatever_the_read_block(t
                 if stop is not None and start >= stop:
                     return
                 start += len(line)
-                yield number, line
+                yield number, line.removesuffix(b"\n"), line.endswith(b"\n")
 
     rng = random.Random(7)
     path = tmp_path / "lines.jsonl"

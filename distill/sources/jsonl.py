@@ -116,23 +116,27 @@ def _newlines(mapped: mmap.mmap, begin: int, end: int) -> int:
 RANGE_READ_BYTES = 1 << 20
 
 
-def range_lines(path: Path, start: int, stop: int | None, first_line: int) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of the lines that begin in [start, stop), each with its newline (the last one may have
-    none). Read in blocks split at newlines: ~1 µs a line less than iterating the file object."""
+def range_lines(path: Path, start: int, stop: int | None, first_line: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, line without its newline, whether it had one: only a file's last line may not) of the lines
+    that begin in [start, stop). Read in blocks split at newlines, and no line copied again after the split (not
+    joined to its block's neighbour, not given its newline back): 3.7-3.9 -> 2.3-2.7 µs a bench line, with the
+    blank-line test (1e5 lines, best of 5)."""
     number, position, tail = first_line, start, b""
     with path.open("rb") as handle:
         handle.seek(start)
         while block := handle.read(RANGE_READ_BYTES):
-            lines = (tail + block if tail else block).split(b"\n")
+            lines = block.split(b"\n")
+            if tail:
+                lines[0] = tail + lines[0]  # only the line that straddles two blocks is joined
             tail = lines.pop()
             for line in lines:
                 if stop is not None and position >= stop:
                     return
                 position += len(line) + 1
-                yield number, line + b"\n"
+                yield number, line, True
                 number += 1
     if tail and (stop is None or position < stop):
-        yield number, tail
+        yield number, tail, False
 
 
 @SOURCES.register("jsonl")
@@ -190,13 +194,13 @@ class JsonlSource(FileSource):
             return
         path = Path(shard.path)
         rows = 0
-        for number, line in range_lines(path, shard.start, shard.stop, shard.first_line):
+        for number, line, terminated in range_lines(path, shard.start, shard.stop, shard.first_line):
             if number == 1 and line.startswith(BOM):
                 line = line[len(BOM):]
-            if not line.strip():
+            if not line or line.isspace():  # a blank line (`strip` would copy every line to tell)
                 continue
             rows += 1
-            yield self._parse_line(line, Origin(path=shard.relative, line=number))
+            yield self._parse_line(line, Origin(path=shard.relative, line=number), terminated)
         self._inputs = [{"path": shown_path(path.resolve()), "sha256": shard.sha256, "rows": rows}]
 
     @staticmethod
@@ -224,11 +228,15 @@ class JsonlSource(FileSource):
         sha256 = file_sha256(path) if compressed else reader.digest.hexdigest()  # the file on disk
         self._inputs.append({"path": shown_path(path.resolve()), "sha256": sha256, "rows": rows})
 
-    def _parse_line(self, line: bytes, origin: Origin) -> Parsed:
+    def _parse_line(self, line: bytes, origin: Origin, terminated: bool | None = None) -> Parsed:
+        """`terminated`: the line was given without the newline it had (the full path reads the line as it was:
+        orjson's error positions count the newline)."""
         if not self.params.fields:
             record = fast_record(line, origin)
             if record is not None:
                 return record
+        if terminated:
+            line += b"\n"
         fallback_id = row_label(origin)  # `<file>:<line>`, or `<file>#<row>` for a document's rows
         row = decode_line(line, origin, fallback_id)
         return row if isinstance(row, QuarantineRow) else self.to_record(row, origin, fallback_id)
