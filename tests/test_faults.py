@@ -418,23 +418,31 @@ def test_two_runs_started_together_get_their_own_default_directories(tmp_path, l
         assert_finished_cleanly(directory)
 
 
-@pytest.mark.parametrize("stop, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-                         ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tmp_path, stop, code, said):
+@pytest.mark.parametrize("stop, code, said, whole_group", [
+    (signal.SIGINT, 130, "interrupted", False), (signal.SIGTERM, 143, "terminated", False),
+    (signal.SIGINT, 130, "interrupted", True),
+], ids=["ctrl-c", "sigterm", "ctrl-c-in-a-terminal"])
+def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tmp_path, stop, code, said, whole_group):
     rows = [row for i in range(15000) for row in conversation(f"s{i}", i * 10)]
     source = write_jsonl(tmp_path / "many.jsonl", rows)
     # Several shards: the map runs on a pool of worker processes, which Ctrl-C must stop too.
     command = [sys.executable, "-m", "distill", f"source.path={source}", "hydra.run.dir=run",
                "executor.workers=2", "executor.shard_mb=0.5"]
     with ctrl_c_reaches_children():
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # `whole_group`: as a terminal sends Ctrl-C, to every process of the foreground job, the workers' fork server
+        # included, which is still importing distill when the plan is made.
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=whole_group)
     seen = []
     for line in process.stderr:  # the plan is made: the map is under way
         seen.append(line)
         if "plan:" in line:
             break
-    time.sleep(0.5)
-    process.send_signal(stop)
+    if whole_group:
+        os.killpg(process.pid, stop)
+    else:
+        time.sleep(0.5)
+        process.send_signal(stop)
     started = time.monotonic()
     out, err = process.communicate(timeout=60)
     err = "".join(seen) + err

@@ -322,6 +322,31 @@ def test_a_run_killed_mid_phase_and_resumed_equals_a_clean_run(tmp_path, corpus,
         assert data == clean[name], f"{name} differs after resume"
 
 
+@pytest.mark.parametrize("phase", ["map", "reduce"])
+def test_a_worker_killed_mid_task_ends_the_run_in_one_line_and_resume_finishes_it(tmp_path, corpus, phase):
+    # As the out-of-memory killer would: one worker dies, its task with it. A multiprocessing pool would start
+    # another worker and wait for the lost task forever.
+    overrides = [
+        f"source.path={corpus / 'logs.jsonl'}", "executor.workers=2", "executor.partitions=5", "executor.shard_mb=0.3",
+    ]
+    clean = run_dir(tmp_path / "clean", overrides)
+    args = [*overrides, f"hydra.run.dir={tmp_path / 'killed'}"]
+    env = {**os.environ, "DISTILL_TEST_KILL_AFTER": f"{phase}-worker"}
+    done = subprocess.run(
+        [sys.executable, "-m", "distill", *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("distill: error: a worker process was killed")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "killed" / "manifest.json").exists()
+    for name in (*DATA_NAMES["sft"], "quarantine.jsonl", "stats.json"):
+        assert not (tmp_path / "killed" / name).exists()
+    resumed = run_cli([*args, "resume=true"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    for name in (*DATA_NAMES["sft"], "quarantine.jsonl", "stats.json"):
+        assert (tmp_path / "killed" / name).read_bytes() == clean[name], f"{name} differs after resume"
+
+
 def test_resume_refuses_a_changed_config(tmp_path, corpus):
     overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.shard_mb=0.3", f"hydra.run.dir={tmp_path / 'run'}"]
     env = {**os.environ, "DISTILL_TEST_KILL_AFTER": "map:1"}

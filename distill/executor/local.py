@@ -12,10 +12,13 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
 from distill.collector import cyclic_gc_paused
+from distill.errors import DistillError
 from distill.executor.progress import Progress, log_phase, peak_rss_mib
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
@@ -41,7 +44,7 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
     writer = dataset_writer(
         settings.task, layout.root.parent, layout, settings.output_format, compress, settings.flavour_output
     )
-    _WORKER.update(ctx=ctx, writer=writer, shards=shards)
+    _WORKER.update(ctx=ctx, writer=writer, shards=shards, pooled=True)
 
 
 def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
@@ -53,11 +56,13 @@ def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, A
 
 
 def _map_task(shard: Shard) -> tuple[MapResult, float]:
+    worker_kill_hook("map")
     with cyclic_gc_paused(collect_after=True):
         return map_shard(_WORKER["ctx"], shard), peak_rss_mib()
 
 
 def _reduce_task(partition: int) -> tuple[ReduceResult, float]:
+    worker_kill_hook("reduce")
     with cyclic_gc_paused(collect_after=True):
         return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"]), peak_rss_mib()
 
@@ -74,12 +79,18 @@ def worth_a_process(records: int) -> bool:
 
 KILL_HOOK = "DISTILL_TEST_KILL_AFTER"
 """Test-only: `map:N` or `reduce:N` SIGKILLs the run's process group once N tasks of that phase have finished, so
-tests can interrupt a run at a fixed point and resume it."""
+tests can interrupt a run at a fixed point and resume it; `map-worker` or `reduce-worker` has a pool worker SIGKILL
+itself as it starts a task of that phase, as the out-of-memory killer would."""
 
 
 def kill_hook(phase: str, finished: int) -> None:
     if os.environ.get(KILL_HOOK) == f"{phase}:{finished}":
         os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def worker_kill_hook(phase: str) -> None:
+    if _WORKER.get("pooled") and os.environ.get(KILL_HOOK) == f"{phase}-worker":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextmanager
@@ -98,33 +109,83 @@ def signals_deferred() -> Iterator[None]:
 
 
 def fork_server_context() -> Any:
-    """Worker processes fork from a server that has distill imported (preloaded once, not per worker)."""
+    """Worker processes fork from a server that has distill imported (preloaded once, not per worker).
+
+    Ctrl-C reaches the whole process group, and the driver alone decides what it stops. The server starts with
+    SIGINT ignored (an ignored signal stays ignored across exec; the server passes that on to the workers it forks),
+    so neither it, while it imports distill, nor a worker, before its initializer runs, prints a KeyboardInterrupt
+    traceback. Meanwhile the driver holds SIGINT blocked: a Ctrl-C then waits (Linux never discards a blocked
+    signal) and reaches the driver's own handler when this ends."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["distill.runner"])
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return context
+
+
+class WorkerDied(DistillError):
+    """A worker process ended without finishing its task (killed: by the out-of-memory killer, by hand)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a worker process was killed before it finished its task (out of memory? see executor.memory_gb); "
+            "run again with resume=true and the same hydra.run.dir to keep the finished work"
+        )
 
 
 @contextmanager
 def process_pool(processes: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = ()) -> Iterator[Any]:
     """A pool of worker processes started from a small fork server (with distill preloaded), never from this
-    process, so they do not inherit what it holds. A block that ends closes the pool; one that fails (Ctrl-C
-    included) terminates it; it is joined either way."""
-    context = fork_server_context()
+    process, so they do not inherit what it holds. A concurrent.futures pool, not a multiprocessing one: when a
+    worker dies (SIGKILL, the out-of-memory killer), a multiprocessing pool starts another and waits forever for
+    the lost task; this one fails the task, which `results` turns into `WorkerDied`. A block that ends shuts the
+    pool down; one that fails (Ctrl-C included) stops its workers first."""
     pool = None
     try:
-        # Ctrl-C inside Pool() would escape its own cleanup (it catches Exception only) and orphan a half-started
-        # worker, which then prints a traceback: the signal waits until the pool exists, then stops it below.
-        with signals_deferred():
-            pool = context.Pool(processes, initializer=initializer, initargs=initargs)
+        pool = ProcessPoolExecutor(processes, mp_context=fork_server_context(), initializer=initializer, initargs=initargs)
         yield pool
-        pool.close()
+        pool.shutdown(wait=True)
     except BaseException:
         if pool is not None:
-            pool.terminate()
+            stop_pool(pool)
         raise
-    finally:
-        if pool is not None:
-            pool.join()
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancels what has not started and terminates the workers (concurrent.futures has no public way to stop a
+    running task before Python 3.14's `terminate_workers`)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join()
+
+
+def result_of(future: Future[Any]) -> Any:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise WorkerDied() from None
+
+
+def submitted(pool: ProcessPoolExecutor, task: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Future[Any]]:
+    """`task(*call)` for each call, queued on the pool. The pool starts its workers as tasks arrive: Ctrl-C waits
+    until they are started and known to the pool, which stops them (a worker that outlived its driver would print
+    a traceback as it failed to start)."""
+    with signals_deferred():
+        return [pool.submit(task, *call) for call in calls]
+
+
+def results(pool: ProcessPoolExecutor, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+    """`task` over `items` on the pool, each result as soon as it is done."""
+    for future in as_completed(submitted(pool, task, [(item,) for item in items])):
+        yield result_of(future)
 
 
 def _ignore_interrupts() -> None:
@@ -140,7 +201,8 @@ def beside(function: Callable[..., Any], args: tuple[Any, ...], *, process: bool
         yield lambda: function(*args)
         return
     with process_pool(1, _ignore_interrupts) as pool:
-        yield pool.apply_async(function, args).get
+        (future,) = submitted(pool, function, [args])
+        yield lambda: result_of(future)
 
 
 class LocalExecutor:
@@ -154,7 +216,6 @@ class LocalExecutor:
         map's first task."""
         if self.workers > 1 and input_bytes > self.shard_bytes:
             fork_server_context()
-            multiprocessing.forkserver.ensure_running()
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -175,7 +236,7 @@ class LocalExecutor:
             return
         arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, _WORKER.get("shards", []))
         with process_pool(min(self.workers, len(items)), _start_worker, arguments) as pool:
-            yield from pool.imap_unordered(task, items)
+            yield from results(pool, task, items)
 
     def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
         _WORKER.update(ctx=ctx)
