@@ -22,7 +22,7 @@ from distill.config import build_settings
 from distill.executor import local
 from distill.executor.local import beside
 from distill.hashing import hash64
-from distill.plan import prepare
+from distill.plan import prepare, spill
 from distill.plan.decide import in_order
 from distill.quarantine import QuarantineRow
 from distill.runner import run
@@ -400,3 +400,33 @@ def test_keys_are_put_in_created_at_then_id_order(ties):
     assert in_order(micros, ids).tolist() == expected
     among = np.array(sorted(rng.sample(range(count), 700)))
     assert in_order(micros, ids, among).tolist() == sorted(among.tolist(), key=lambda i: (micros[i], ids[i]))
+
+
+def test_a_spill_of_large_items_is_written_in_bounded_frames_each_pickled_once(tmp_path, monkeypatch):
+    # Example lines of ~6 KB: a frame of FRAME_ITEMS of them would be ~12 MB. Frames stay near FRAME_BYTES (the
+    # merge holds one frame per partition), and no frame is pickled twice to learn its size.
+    pickled: list[int] = []
+    dumps = spill.pickle.dumps
+
+    def counted_dumps(value, **options):
+        data = dumps(value, **options)
+        pickled.append(len(data))
+        return data
+
+    monkeypatch.setattr(spill.pickle, "dumps", counted_dumps)
+    rng = random.Random(3)
+    items = [((i, f"id{i}"), bytes(rng.getrandbits(8) for _ in range(rng.randint(5000, 7000))), None) for i in range(3000)]
+    path = tmp_path / "examples.spill"
+    spill.write_spill(path, spill.frames(items), compress=False)
+    assert list(spill.read_values(path)) == items
+    frame_bytes = list(frames_of(path))
+    assert max(frame_bytes) <= 2 * spill.FRAME_BYTES and len(frame_bytes) > 40
+    assert sum(pickled) < 1.05 * sum(frame_bytes)  # each frame once, plus the first items' probe
+
+
+def frames_of(path):
+    with path.open("rb") as handle:
+        while header := handle.read(spill.FRAME_HEADER.size):
+            (size,) = spill.FRAME_HEADER.unpack(header)
+            handle.seek(size, os.SEEK_CUR)
+            yield size
