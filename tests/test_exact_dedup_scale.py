@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 from step_helpers import apply, make_step, prose, rec
 
-from distill.hashing import normalize_text
+from distill.curation.steps.exact_dedup import Conversations, ExactKeys
+from distill.hashing import hash64, normalize_text
 
 
 def test_key_hashes_are_equal_exactly_when_normalised_texts_are():
@@ -43,3 +45,54 @@ def test_planted_copies_among_many_records_are_exactly_the_drops():
     assert set(dropped) == set(planted)
     assert all(dropped[c].detail["duplicate_of"] == source for c, source in planted.items())
     assert len(kept) == 4000 and stage["dropped"] == {"duplicate": 500}
+
+
+def reference_decisions(scope, batches):
+    """The decisions made the plain way, one record at a time: the first record (or group, by its first record) in
+    (created_at, id) order with a key keeps it; every later one is dropped, naming it."""
+    drops, survivors, members, conversations = {}, {}, {}, {}
+    for batch in batches:
+        for index, (record_id, digest) in enumerate(zip(batch.ids, batch.hashes.tolist())):
+            if scope == "record":
+                kept = survivors.setdefault(digest, record_id)
+                if kept != record_id:
+                    drops[record_id] = ("same text as", kept)
+            else:
+                members.setdefault(batch.groups[index], []).append((record_id, digest))
+    for group, records in members.items():
+        conversation = hash64(b"".join(digest.to_bytes(8, "big") for _, digest in records))
+        kept = conversations.setdefault(conversation, group)
+        if kept != group:
+            drops.update({record_id: ("conversation repeats group", kept) for record_id, _ in records})
+    return drops
+
+
+@pytest.mark.parametrize("scope", ["record", "group"])
+def test_decisions_over_many_key_batches_are_those_of_one_record_at_a_time(scope):
+    rng = random.Random(5)
+    step = make_step("exact_dedup", scope=scope)
+    for _ in range(40):
+        # Few distinct texts and short conversations: many copies, groups interleaved across batches.
+        batches, number = [], 0
+        for _ in range(rng.randint(0, 4)):
+            size = rng.randint(0, 30)
+            ids = [f"r{number + i}" for i in range(size)]
+            number += size
+            groups = [f"g{rng.randint(0, 12)}" for _ in range(size)] if scope == "group" else []
+            hashes = np.array([rng.randint(0, 5) for _ in range(size)], dtype=np.uint64)
+            batches.append(ExactKeys(ids, groups, hashes))
+        got = {record_id: (drop.errors[0].rsplit(" ", 1)[0], drop.detail["duplicate_of"])
+               for record_id, drop in step.decide(batches).items()}
+        assert got == reference_decisions(scope, batches)
+
+
+def test_a_conversation_hash_is_that_of_its_records_digests_in_order():
+    groups = ["b", "a", "b", "c", "a", "b"]
+    digests = np.array([3, 1, 4, 1, 5, 9], dtype=np.uint64)
+    conversations = Conversations.of(groups, digests)
+    assert conversations.names == ["b", "a", "c"]
+    joined = {"b": [3, 4, 9], "a": [1, 5], "c": [1]}
+    assert conversations.hashes.tolist() == [
+        hash64(b"".join(d.to_bytes(8, "big") for d in joined[name])) for name in conversations.names
+    ]
+    assert [conversations.records_of(g) for g in range(3)] == [[0, 2, 5], [1, 4], [3]]

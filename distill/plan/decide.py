@@ -27,7 +27,7 @@ import numpy as np
 
 from distill.curation.steps.base import GlobalStep, concat_keys, take_keys
 from distill.curation.steps.decontaminate import Decontaminate
-from distill.curation.steps.exact_dedup import ExactDedup, conversation_hash
+from distill.curation.steps.exact_dedup import Conversations, ExactDedup
 from distill.curation.steps.near_dedup import NearDedup
 from distill.curation.steps.semantic_dedup import SemanticDedup
 from distill.plan.context import PlanContext
@@ -161,11 +161,8 @@ def bucket_of(step: GlobalStep, keys: Any, partitions: np.ndarray, buckets: int)
     if isinstance(step, ExactDedup):
         if step.params.scope == "record":
             return (keys.hashes % np.uint64(buckets)).astype(np.int64)
-        digests: dict[str, list[int]] = {}
-        for group, digest in zip(keys.groups, keys.hashes.tolist()):
-            digests.setdefault(group, []).append(digest)
-        conversation = {group: conversation_hash(values) % buckets for group, values in digests.items()}
-        return np.array([conversation[group] for group in keys.groups], dtype=np.int64)
+        conversations = Conversations.of(keys.groups, keys.hashes)
+        return (conversations.hashes % np.uint64(buckets)).astype(np.int64)[conversations.group_of]
     if isinstance(step, Decontaminate):
         # A record's verdict depends on no other record.
         return (partitions % buckets).astype(np.int64)
