@@ -277,6 +277,18 @@ def test_a_write_stopped_midway_leaves_no_temporary_and_no_final_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("block_bytes", [1, 7, 64, 1 << 20])
+def test_lines_written_a_block_at_a_time_are_the_rows_in_order_with_their_hash(tmp_path, monkeypatch, block_bytes):
+    from distill.output import files
+
+    monkeypatch.setattr(files, "WRITE_BLOCK_BYTES", block_bytes)
+    rows = [b'{"n":%d}\n' % i if i % 3 else {"n": i, "text": "x" * (i % 11)} for i in range(100)]
+    written = write_output_jsonl(tmp_path / "out.jsonl", rows)
+    data = (tmp_path / "out.jsonl").read_bytes()
+    assert data == b"".join(row if isinstance(row, bytes) else files.jsonl_bytes(row) for row in rows)
+    assert written == {"path": "out.jsonl", "sha256": hashlib.sha256(data).hexdigest(), "rows": 100}
+
+
 def test_temporary_names_are_unique_per_process_and_write(tmp_path):
     from distill.output.files import temporary_path
 

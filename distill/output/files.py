@@ -160,16 +160,33 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
     rows} for the manifest."""
     digest = hashlib.sha256()
     count = 0
+    # Lines are hashed and written a block at a time: one sha256 update and one write call per ~1 MiB, not per
+    # line (208,000 lines of 5.6 KB, 1.2 GB: 2.3-2.8 -> 2.0 s).
+    block: list[bytes] = []
+    block_bytes = 0
     with atomic_file(path) as handle:
         for row in rows:
             try:
                 data = row if isinstance(row, bytes) else jsonl_bytes(row)
             except orjson.JSONEncodeError as error:
                 raise OutputError(f"cannot write {shown_path(path)}: row {count + 1}: {error}") from None
-            digest.update(data)
-            handle.write(data)
+            block.append(data)
+            block_bytes += len(data)
             count += 1
+            if block_bytes >= WRITE_BLOCK_BYTES:
+                _hashed_write(handle, digest, block)
+                block, block_bytes = [], 0
+        _hashed_write(handle, digest, block)
     return {"path": path.name, "sha256": digest.hexdigest(), "rows": count}
+
+
+WRITE_BLOCK_BYTES = 1 << 20
+
+
+def _hashed_write(handle: IO[bytes], digest: Any, lines: list[bytes]) -> None:
+    data = b"".join(lines)
+    digest.update(data)
+    handle.write(data)
 
 
 def write_bytes(path: Path, data: bytes) -> dict[str, Any]:
