@@ -245,7 +245,7 @@ def test_a_file_is_cut_after_the_first_line_end_at_or_past_each_target_with_its_
     for _ in range(300):
         data = random_line_bytes(rng, 40)
         path.write_bytes(data)
-        monkeypatch.setattr(jsonl, "COUNT_BLOCK_BYTES", rng.choice([1, 3, 64, 8 << 20]))
+        monkeypatch.setattr(jsonl, "CUT_CHUNK_BYTES", rng.choice([1, 3, 64, 8 << 20]))
         target = rng.randint(0, len(data) + 2)
         assert jsonl.cut_points(path, target) == (hashlib.sha256(data).hexdigest(), cuts_of(data, target))
 
