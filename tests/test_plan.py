@@ -305,6 +305,8 @@ def killed_then_resumed(tmp_path: Path, overrides: list[str], kill_at: str, task
         assert not (run_dir_path / name).exists(), f"{name} exists before the run finished"
     resumed = run_cli([*args, "resume=true"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+    # Killed in the reduce, the decide had finished: its decisions are reused, not made again.
+    assert ("decide: finished before the interruption" in resumed.stderr) == kill_at.startswith("reduce")
     return {name: (run_dir_path / name).read_bytes() for name in names}
 
 

@@ -25,6 +25,7 @@ from distill.plan.context import Layout, PlanContext
 from distill.plan.decide import Decisions, decide, log_held
 from distill.plan.map import MapResult, map_shard
 from distill.plan.reduce import ReduceResult, reduce_partition
+from distill.plan.spill import read_marker, write_marker
 from distill.sources.base import Shard
 
 log = logging.getLogger(__name__)
@@ -259,8 +260,15 @@ class LocalExecutor:
         the driver through the reduce."""
         _WORKER.update(ctx=ctx)
         started = time.perf_counter()
-        apart = worth_a_process(records)
-        ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=apart))
+        finished = read_marker(ctx.layout.decide_done)
+        if finished is not None:
+            # Resumed after the decide had finished: its decisions wait on disk for the partitions still to reduce.
+            decisions, figures = finished
+            log.info("decide: finished before the interruption, not run again")
+        else:
+            apart = worth_a_process(records)
+            ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=apart))
+            write_marker(ctx.layout.decide_done, (decisions, figures))
         for step in ctx.settings.steps:
             step.figures = figures.get(step.name, {})
         log_held(decisions)
