@@ -10,6 +10,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -119,6 +120,9 @@ def fork_server_context() -> Any:
     signal) and reaches the driver's own handler when this ends."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["distill.runner"])
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        multiprocessing.forkserver.ensure_running()
+        return context
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -132,11 +136,11 @@ def fork_server_context() -> Any:
 class WorkerDied(DistillError):
     """A worker process ended without finishing its task (killed: by the out-of-memory killer, by hand)."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            "a worker process was killed before it finished its task (out of memory? see executor.memory_gb); "
-            "run again with resume=true and the same hydra.run.dir to keep the finished work"
-        )
+
+WORKER_DIED = (
+    "a worker process was killed before it finished its task (out of memory? see executor.memory_gb); "
+    "run again with resume=true and the same hydra.run.dir to keep the finished work"
+)
 
 
 @contextmanager
@@ -172,7 +176,7 @@ def result_of(future: Future[Any]) -> Any:
     try:
         return future.result()
     except BrokenProcessPool:
-        raise WorkerDied() from None
+        raise WorkerDied(WORKER_DIED) from None
 
 
 def submitted(pool: ProcessPoolExecutor, task: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Future[Any]]:
