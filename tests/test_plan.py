@@ -349,6 +349,19 @@ def test_a_worker_killed_mid_task_ends_the_run_in_one_line_and_resume_finishes_i
         assert (tmp_path / "killed" / name).read_bytes() == clean[name], f"{name} differs after resume"
 
 
+def test_a_workers_failed_setup_is_the_runs_one_line_error(tmp_path, corpus):
+    # Where the driver's own setup succeeded and a worker's fails (a file gone since, memory): the error itself,
+    # not a traceback logged by the pool and a "worker was killed" line.
+    args = [f"source.path={corpus / 'logs.jsonl'}", "executor.workers=2", "executor.shard_mb=0.3", "hydra.run.dir=out"]
+    env = {**os.environ, "DISTILL_TEST_KILL_AFTER": "setup-worker"}
+    done = subprocess.run(
+        [sys.executable, "-m", "distill", *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "distill: error: a worker's setup failed (the test hook)"
+    assert "Traceback" not in done.stderr
+
+
 def test_resume_refuses_a_changed_config(tmp_path, corpus):
     overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.shard_mb=0.3", f"hydra.run.dir={tmp_path / 'run'}"]
     env = {**os.environ, "DISTILL_TEST_KILL_AFTER": "map:1"}

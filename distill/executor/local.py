@@ -38,18 +38,33 @@ _WORKER: dict[str, Any] = {}
 def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool, shards: list[int]) -> None:
     # Ctrl-C reaches the whole process group; the driver alone decides, and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from distill.config import build_settings
+    _WORKER.update(pooled=True)
+    try:
+        if os.environ.get(KILL_HOOK) == "setup-worker":
+            raise DistillError("a worker's setup failed (the test hook)")
+        from distill.config import build_settings
 
-    settings = build_settings(config)
-    ctx = PlanContext(settings, layout, partitions, compress, config)
-    ctx.setup()
-    writer = dataset_writer(
-        settings.task, layout.root.parent, layout, settings.output_format, compress, settings.flavour_output
-    )
-    _WORKER.update(ctx=ctx, writer=writer, shards=shards, pooled=True)
+        settings = build_settings(config)
+        ctx = PlanContext(settings, layout, partitions, compress, config)
+        ctx.setup()
+        writer = dataset_writer(
+            settings.task, layout.root.parent, layout, settings.output_format, compress, settings.flavour_output
+        )
+        _WORKER.update(ctx=ctx, writer=writer, shards=shards)
+    except Exception as error:  # noqa: BLE001 - raised again by each of the worker's tasks (`_worker_ready`)
+        # concurrent.futures only logs an initializer's error, with its traceback, and calls the pool broken (which
+        # reads as a killed worker): the worker's tasks raise it instead, and the driver reports it as itself.
+        _WORKER["setup_failed"] = error
+
+
+def _worker_ready() -> None:
+    failed = _WORKER.get("setup_failed")
+    if failed is not None:
+        raise failed
 
 
 def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
+    _worker_ready()
     ctx = _WORKER["ctx"]
     with cyclic_gc_paused():
         decisions = decide(ctx, shard_ids)
@@ -58,12 +73,14 @@ def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, A
 
 
 def _map_task(shard: Shard) -> tuple[MapResult, float]:
+    _worker_ready()
     worker_kill_hook("map")
     with cyclic_gc_paused(collect_after=True):
         return map_shard(_WORKER["ctx"], shard), peak_rss_mib()
 
 
 def _reduce_task(partition: int) -> tuple[ReduceResult, float]:
+    _worker_ready()
     worker_kill_hook("reduce")
     with cyclic_gc_paused(collect_after=True):
         return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"]), peak_rss_mib()
@@ -82,7 +99,8 @@ def worth_a_process(records: int) -> bool:
 KILL_HOOK = "DISTILL_TEST_KILL_AFTER"
 """Test-only: `map:N` or `reduce:N` SIGKILLs the run's process group once N tasks of that phase have finished, so
 tests can interrupt a run at a fixed point and resume it; `map-worker` or `reduce-worker` has a pool worker SIGKILL
-itself as it starts a task of that phase, as the out-of-memory killer would."""
+itself as it starts a task of that phase, as the out-of-memory killer would; `setup-worker` fails every pool
+worker's setup."""
 
 
 def kill_hook(phase: str, finished: int) -> None:
