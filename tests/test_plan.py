@@ -349,6 +349,15 @@ def test_a_worker_killed_mid_task_ends_the_run_in_one_line_and_resume_finishes_i
         assert (tmp_path / "killed" / name).read_bytes() == clean[name], f"{name} differs after resume"
 
 
+def test_a_dead_worker_is_the_same_error_whether_its_pool_broke_before_or_after_the_tasks_were_queued():
+    with local.process_pool(1, local._ignore_interrupts) as pool:
+        (future,) = local.submitted(pool, os._exit, [(1,)])
+        with pytest.raises(local.WorkerDied):
+            local.result_of(future)
+        with pytest.raises(local.WorkerDied):
+            local.submitted(pool, int, [("1",)])
+
+
 def test_a_workers_failed_setup_is_the_runs_one_line_error(tmp_path, corpus):
     # Where the driver's own setup succeeded and a worker's fails (a file gone since, memory): the error itself,
     # not a traceback logged by the pool and a "worker was killed" line.

@@ -202,7 +202,10 @@ def submitted(pool: ProcessPoolExecutor, task: Callable[..., Any], calls: Sequen
     until they are started and known to the pool, which stops them (a worker that outlived its driver would print
     a traceback as it failed to start)."""
     with signals_deferred():
-        return [pool.submit(task, *call) for call in calls]
+        try:
+            return [pool.submit(task, *call) for call in calls]
+        except BrokenProcessPool:  # a worker died before every task was queued
+            raise WorkerDied(WORKER_DIED) from None
 
 
 def results(pool: ProcessPoolExecutor, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
