@@ -371,6 +371,47 @@ def test_a_workers_failed_setup_is_the_runs_one_line_error(tmp_path, corpus):
     assert "Traceback" not in done.stderr
 
 
+def session_processes(session: int) -> dict[int, int]:
+    """pid -> parent pid of every living process in this session (zombies, already ended, left out)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:  # state, ..., session id
+            found[int(entry.name)] = int(fields[1])
+    return found
+
+
+def test_a_driver_killed_alone_takes_its_workers_and_their_fork_server_with_it(tmp_path):
+    # The out-of-memory killer may pick the driver: its workers must not wait for tasks forever.
+    rows = [{"id": f"r{i}", "session_id": f"s{i // 2}", "role": ("user", "assistant")[i % 2], "text": f"turn {i} " * 40,
+             "created_at": 1767225600 + i, "category": "accepted"} for i in range(60000)]
+    source = write_jsonl(tmp_path / "many.jsonl", rows)
+    command = [sys.executable, "-m", "distill", f"source.path={source}", "hydra.run.dir=run", "executor.workers=2",
+               "executor.shard_mb=0.5"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not [pid for pid, parent in session_processes(process.pid).items() if parent != process.pid
+                   and pid != process.pid]:  # a worker, forked by the fork server: the map is under way
+            assert time.monotonic() < deadline and process.poll() is None, "no worker started"
+            time.sleep(0.05)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 15
+        while session_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not session_processes(process.pid), "processes of the run outlived its driver"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_resume_refuses_a_changed_config(tmp_path, corpus):
     overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.shard_mb=0.3", f"hydra.run.dir={tmp_path / 'run'}"]
     env = {**os.environ, "DISTILL_TEST_KILL_AFTER": "map:1"}

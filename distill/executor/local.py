@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import select
 import signal
 import threading
 import time
@@ -170,13 +171,40 @@ def process_pool(processes: int, initializer: Callable[..., None], initargs: tup
     pool down; one that fails (Ctrl-C included) stops its workers first."""
     pool = None
     try:
-        pool = ProcessPoolExecutor(processes, mp_context=fork_server_context(), initializer=initializer, initargs=initargs)
+        pool = ProcessPoolExecutor(
+            processes, mp_context=fork_server_context(), initializer=_pool_worker,
+            initargs=(os.getpid(), initializer, initargs),
+        )
         yield pool
         pool.shutdown(wait=True)
     except BaseException:
         if pool is not None:
             stop_pool(pool)
         raise
+
+
+def _pool_worker(driver: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    exit_with(driver)
+    initializer(*initargs)
+
+
+def exit_with(driver: int) -> None:
+    """This worker ends as soon as the driver does. A driver killed alone (the out-of-memory killer may pick it)
+    would otherwise leave its workers and their fork server waiting for tasks forever: each worker holds both ends
+    of the pool's task pipe, so none ever reads an end of file. A thread waits on the driver's pidfd, which no
+    other process that reuses the pid can stand for."""
+    try:
+        watched = os.pidfd_open(driver)
+    except ProcessLookupError:  # already gone
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here (Linux before 5.3): nothing to wait on
+        return
+
+    def wait() -> None:
+        select.select([watched], [], [])
+        os._exit(1)
+
+    threading.Thread(target=wait, name="distill-driver-watch", daemon=True).start()
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
