@@ -350,7 +350,7 @@ def test_a_worker_killed_mid_task_ends_the_run_in_one_line_and_resume_finishes_i
 
 
 def test_a_dead_worker_is_the_same_error_whether_its_pool_broke_before_or_after_the_tasks_were_queued():
-    with local.process_pool(1, local._ignore_interrupts) as pool:
+    with local.process_pool(1) as pool:
         (future,) = local.submitted(pool, os._exit, [(1,)])
         with pytest.raises(local.WorkerDied):
             local.result_of(future)

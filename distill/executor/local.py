@@ -37,8 +37,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool, shards: list[int]) -> None:
-    # Ctrl-C reaches the whole process group; the driver alone decides, and stops the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER.update(pooled=True)
     try:
         if os.environ.get(KILL_HOOK) == "setup-worker":
@@ -96,6 +94,7 @@ gives back nothing worth it (the decide holds ~160 bytes per record: 16 MB here)
 def worth_a_process(records: int) -> bool:
     """Whether a phase over this many records runs in a process of its own (see SMALL_RUN_RECORDS)."""
     return records >= SMALL_RUN_RECORDS
+
 
 KILL_HOOK = "DISTILL_TEST_KILL_AFTER"
 """Test-only: `map:N` or `reduce:N` SIGKILLs the run's process group once N tasks of that phase have finished, so
@@ -163,7 +162,9 @@ WORKER_DIED = (
 
 
 @contextmanager
-def process_pool(processes: int, initializer: Callable[..., None], initargs: tuple[Any, ...] = ()) -> Iterator[Any]:
+def process_pool(
+    processes: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+) -> Iterator[Any]:
     """A pool of worker processes started from a small fork server (with distill preloaded), never from this
     process, so they do not inherit what it holds. A concurrent.futures pool, not a multiprocessing one: when a
     worker dies (SIGKILL, the out-of-memory killer), a multiprocessing pool starts another and waits forever for
@@ -183,9 +184,13 @@ def process_pool(processes: int, initializer: Callable[..., None], initargs: tup
         raise
 
 
-def _pool_worker(driver: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+def _pool_worker(driver: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    """What every pool worker runs first: Ctrl-C reaches the whole process group, and the driver alone decides (it
+    stops the pool); the worker ends with the driver; then the pool's own initializer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with(driver)
-    initializer(*initargs)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def exit_with(driver: int) -> None:
@@ -242,11 +247,6 @@ def results(pool: ProcessPoolExecutor, task: Callable[[Any], Any], items: Sequen
         yield result_of(future)
 
 
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches the whole process group; the driver alone decides, and stops this process.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @contextmanager
 def beside(function: Callable[..., Any], args: tuple[Any, ...], *, process: bool) -> Iterator[Callable[[], Any]]:
     """Runs `function(*args)` in a process of its own while the block runs, and yields what waits for its result;
@@ -254,7 +254,7 @@ def beside(function: Callable[..., Any], args: tuple[Any, ...], *, process: bool
     if not process:
         yield lambda: function(*args)
         return
-    with process_pool(1, _ignore_interrupts) as pool:
+    with process_pool(1) as pool:
         (future,) = submitted(pool, function, [args])
         yield lambda: result_of(future)
 
