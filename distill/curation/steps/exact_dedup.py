@@ -70,11 +70,9 @@ class ExactDedup(GlobalStep[ExactKeys]):
         batch = concat_keys(keys) if keys else None
         if batch is None or not batch.ids:
             return {}
-        _, first, which = np.unique(batch.hashes, return_index=True, return_inverse=True)
-        survivor = first[which.reshape(-1)]
         drops: dict[str, Drop] = {}
-        for i in np.flatnonzero(survivor != np.arange(len(survivor))).tolist():
-            kept = batch.ids[survivor[i]]
+        for i, first in later_copies(batch.hashes):
+            kept = batch.ids[first]
             if kept != batch.ids[i]:
                 drops[batch.ids[i]] = Drop(Reason.duplicate, (f"same text as {kept}",), {"duplicate_of": kept})
         return drops
@@ -86,14 +84,20 @@ class ExactDedup(GlobalStep[ExactKeys]):
         if batch is None or not batch.ids:
             return {}
         conversations = Conversations.of(batch.groups, batch.hashes)
-        _, first, which = np.unique(conversations.hashes, return_index=True, return_inverse=True)
-        survivor = first[which.reshape(-1)]
         drops: dict[str, Drop] = {}
-        for group in np.flatnonzero(survivor != np.arange(len(survivor))).tolist():
-            kept = conversations.names[survivor[group]]
+        for group, first in later_copies(conversations.hashes):
+            kept = conversations.names[first]
             drop = Drop(Reason.duplicate, (f"conversation repeats group {kept}",), {"duplicate_of": kept})
             drops.update(dict.fromkeys((batch.ids[i] for i in conversations.records_of(group)), drop))
         return drops
+
+
+def later_copies(values: np.ndarray) -> list[tuple[int, int]]:
+    """(i, first) for each value equal to an earlier one: its index, and the index of the first with that value."""
+    _, firsts, which = np.unique(values, return_index=True, return_inverse=True)
+    first_of = firsts[which.reshape(-1)]
+    copies = np.flatnonzero(first_of != np.arange(len(values)))
+    return list(zip(copies.tolist(), first_of[copies].tolist()))
 
 
 @dataclass(frozen=True)
