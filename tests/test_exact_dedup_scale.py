@@ -9,6 +9,7 @@ import pytest
 from step_helpers import apply, make_step, prose, rec
 
 from distill.curation.steps.exact_dedup import Conversations, ExactKeys
+from distill.curation.textnorm import exact_forms
 from distill.hashing import hash64, normalize_text
 
 
@@ -22,6 +23,18 @@ def test_key_hashes_are_equal_exactly_when_normalised_texts_are():
     for text, digest in zip(texts, hashes):
         assert by_form.setdefault(normalize_text(text), digest) == digest
     assert len(set(hashes)) == len(by_form)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 500])
+def test_a_batch_of_mostly_ascii_texts_has_each_texts_normal_form(batch):
+    # Runs of whitespace, whitespace at either end, empty texts and the odd non-ASCII text, side by side in a batch
+    # (the batch is searched for spaces at once, so a text's spacing must never leak into its neighbour's form).
+    rng = random.Random(batch)
+    pieces = ["ab", "Cd", " ", "  ", "\t", "\r\n", "\x1c", "x.y", "É", ""]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(batch * 40)]
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        assert exact_forms(chunk) == [normalize_text(text).encode("utf-8") for text in chunk]
 
 
 def test_keys_hold_one_uint64_per_record_in_scope():

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
 
 from distill.hashing import normalize_text
 
@@ -52,12 +56,34 @@ _EXACT_ASCII_TABLE = bytes(
 )
 
 
-def exact_form_bytes(text: str) -> bytes:
-    """`normalize_text(text)` as UTF-8 bytes (words joined by single spaces), faster for ASCII text."""
-    if text.isascii():
-        form = text.encode("ascii").translate(_EXACT_ASCII_TABLE)
-        # Re-joining the words costs more than everything else: only do it when the spacing is not canonical.
-        if b"  " in form or form[:1] == b" " or form[-1:] == b" ":
-            form = b" ".join(form.split())
-        return form
-    return normalize_text(text).encode("utf-8")
+def exact_forms(texts: Sequence[str]) -> list[bytes]:
+    """`normalize_text(text)` as UTF-8 bytes (words joined by single spaces) for each text, faster for ASCII text.
+
+    An ASCII text's form is one translate pass, which is already canonical unless it has a run of whitespace or
+    whitespace at either end; only those are split and joined again. Looking for them one text at a time (`b"  " in
+    form`) cost 2.2 µs a bench text, more than the rest: numpy looks for them in the whole batch at once (1.1)."""
+    forms: list[bytes | None] = [
+        text.encode("ascii").translate(_EXACT_ASCII_TABLE) if text.isascii() else None for text in texts
+    ]
+    plain = [i for i, form in enumerate(forms) if form is not None]
+    for i in _spaced(cast(list[bytes], [forms[i] for i in plain])):
+        forms[plain[i]] = b" ".join(cast(bytes, forms[plain[i]]).split())
+    return [form if form is not None else normalize_text(text).encode("utf-8") for form, text in zip(forms, texts)]
+
+
+def _spaced(forms: list[bytes]) -> set[int]:
+    """The forms that may hold two spaces in a row or a space at either end: every such form, and perhaps a
+    neighbour (rewriting a canonical form changes nothing). The forms are joined by one space and the whole is
+    framed by one more at each end, so a space at a form's end shows up as two in a row beside its separator."""
+    if not forms:
+        return set()
+    joined = np.frombuffer(b" ".join([b"", *forms, b""]), dtype=np.uint8)  # one copy: a copy of 6 MB costs its page faults
+    space = joined == 0x20
+    twice = np.flatnonzero(space[1:] & space[:-1])
+    if not len(twice):
+        return set()
+    starts = np.cumsum([1] + [len(form) + 1 for form in forms[:-1]])
+    # A pair (p, p + 1) touches the form holding p (a separator counts with the form before it, the first frame
+    # space with the first form) and the one holding p + 1.
+    touched = np.concatenate([np.searchsorted(starts, twice, "right"), np.searchsorted(starts, twice + 1, "right")])
+    return set(np.clip(touched - 1, 0, len(forms) - 1).tolist())

@@ -13,7 +13,7 @@ from distill.reasons import Reason
 from distill.record import Record
 from distill.curation.steps.base import STEPS, GlobalStep, StepParams, concat_keys
 from distill.curation.steps.roles import has_text, in_roles
-from distill.curation.textnorm import exact_form_bytes
+from distill.curation.textnorm import exact_forms
 
 
 class ExactDedupParams(StepParams):
@@ -51,9 +51,9 @@ class ExactDedup(GlobalStep[ExactKeys]):
     def keys(self, batch: Sequence[Record]) -> ExactKeys:
         chosen = in_roles(batch, self.params.roles, has_text)
         across = self.params.across_roles
+        forms = exact_forms([r.text for r in chosen])
         hashes = np.fromiter(
-            (hash64(_role_prefix("" if across or not r.role else r.role.value) + exact_form_bytes(r.text))
-             for r in chosen),
+            (hash64(_role_prefix("" if across or not r.role else r.role.value) + form) for r, form in zip(chosen, forms)),
             dtype=np.uint64, count=len(chosen),
         )
         groups = [self.context.group_key(r) for r in chosen] if self.params.scope == "group" else []
