@@ -33,6 +33,10 @@ def read(tmp_path, rows, *overrides):
     ("value", "expected"),
     [
         ("2026-03-01T10:00:00Z", datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
+        ("2026-03-01T10:00:00.25z", datetime(2026, 3, 1, 10, 0, 0, 250000, tzinfo=timezone.utc)),
+        (" 2026-03-01T10:00:00Z\t", datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
+        ("2026-03-01T10:00:00+00:00", datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
+        ("2026-03-01T10:00:00-00:30", datetime(2026, 3, 1, 10, 30, tzinfo=timezone.utc)),
         ("2026-03-01T12:00:00+02:00", datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
         ("2026-03-01T10:00:00", datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
         (1772359200, datetime(2026, 3, 1, 10, tzinfo=timezone.utc)),
