@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from distill.output.files import json_ready
+from distill.output.files import JSON_OPTIONS, json_ready
 from distill.reasons import Reason
 from distill.record import RECORD_CLASSES, Origin, Record
 
@@ -41,7 +41,11 @@ class QuarantineRow:
         origin_key = self.origin.sort_key() if self.origin is not None else ("", 0)
         return (*origin_key, self.record_id or "")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, encoded: bool = False) -> dict[str, Any]:
+        """The row as JSON-ready data. With `encoded`, a record kept whole comes already encoded (an
+        `orjson.Fragment`, the bytes the row's writer would give it): `_truncated` has to encode most records to
+        measure them, and the writer then embeds those bytes instead of encoding the record a second time. Only
+        for a row no step redacts: a step sees a fragment as one opaque value."""
         record: Any = self.record.to_json() if isinstance(self.record, RECORD_CLASSES) else self.record
         row: dict[str, Any] = {
             "step": self.step,
@@ -49,27 +53,29 @@ class QuarantineRow:
             "errors": list(self.errors),
             "record_id": self.record_id,
             "origin": self.origin.to_json() if self.origin is not None else None,
-            "record": _truncated(record),
+            "record": _truncated(record, encoded),
         }
         if self.detail:
             row["detail"] = self.detail
         return row
 
 
-def _truncated(record: Any) -> Any:
-    if record is None or (type(record) is dict and _surely_short(record)):
+def _truncated(record: Any, encoded: bool = False) -> Any:
+    """`record` as a quarantine row holds it: whole (as an `orjson.Fragment` of its JSON with `encoded`) when its
+    JSON is within MAX_QUARANTINED_RECORD_BYTES, else the start of its JSON as text."""
+    if record is None or (not encoded and type(record) is dict and _surely_short(record)):
         return record
     text = record if isinstance(record, str) else None
     if text is None:
         try:
-            encoded = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+            data = orjson.dumps(record, option=JSON_OPTIONS)
         except orjson.JSONEncodeError:
             # Whatever the input held (300 levels of nesting, a 30-digit integer): the row is still written.
             record = json_ready(record)
-            encoded = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-        if len(encoded) <= MAX_QUARANTINED_RECORD_BYTES:
-            return record
-        text = encoded.decode("utf-8")
+            data = orjson.dumps(record, option=JSON_OPTIONS)
+        if len(data) <= MAX_QUARANTINED_RECORD_BYTES:
+            return orjson.Fragment(data) if encoded else record
+        text = data.decode("utf-8")
     encoded_text = text.encode("utf-8", errors="backslashreplace")
     if len(encoded_text) <= MAX_QUARANTINED_RECORD_BYTES:
         return text

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from distill.curation.steps.base import GlobalStep, RecordStep
+from distill.curation.steps.base import GlobalStep, RecordStep, Step
 from distill.hashing import hash64
 from distill.output.files import jsonl_bytes
 from distill.plan.context import PlanContext
@@ -64,10 +64,16 @@ def redact_row(steps: Any, row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def redacts_rows(steps: Any) -> bool:
+    """Whether a step rewrites quarantine rows (overrides `Step.redact_quarantine_row`, as scrub_secrets does)."""
+    return any(type(step).redact_quarantine_row is not Step.redact_quarantine_row for step in steps)
+
+
 def quarantine_entry(steps: Any, row: QuarantineRow) -> tuple[Any, str, str | None, bytes]:
     """A quarantine row as its spills hold it: (sort key, reason, record id, the redacted JSON line). The merge
-    counts and samples from the first three without decoding every line again."""
-    redacted = redact_row(steps, row.to_json())
+    counts and samples from the first three without decoding every line again. When no step redacts, the row's
+    record comes already encoded (`QuarantineRow.to_json`'s `encoded`), so its line encodes the record once."""
+    redacted = redact_row(steps, row.to_json()) if redacts_rows(steps) else row.to_json(encoded=True)
     return (row.sort_key(), redacted["reason"], redacted.get("record_id"), jsonl_bytes(redacted))
 
 
