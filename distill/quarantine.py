@@ -68,7 +68,9 @@ def _truncated(record: Any, encoded: bool = False) -> Any:
     text = record if isinstance(record, str) else None
     if text is None:
         try:
-            data = orjson.dumps(record, option=JSON_OPTIONS)
+            # Encoded one level down, where the row holds it: a record orjson takes alone but not inside the row
+            # (nesting one short of orjson's limit) is made ready here, never left to fail as the row is written.
+            data = orjson.dumps([record], option=JSON_OPTIONS)[1:-1]
         except orjson.JSONEncodeError:
             # Whatever the input held (300 levels of nesting, a 30-digit integer): the row is still written.
             record = json_ready(record)
@@ -87,7 +89,9 @@ def _surely_short(record: dict[str, Any]) -> bool:
     the limit once encoded, by a bound (an escaped character is at most 6 bytes), and surely encodable: so
     `_truncated` need not encode it to find out (the quarantine's writer encodes it once anyway)."""
     bound = 0
-    for value in record.values():
+    for key, value in record.items():
+        if type(key) is not str or (type(value) is dict and not all(type(inner) is str for inner in value)):
+            return False  # a store's map with other keys: only json_ready makes it writable
         items = value.values() if type(value) is dict else (value,)  # one level: the origin
         for item in items:
             kind = type(item)

@@ -89,3 +89,23 @@ def test_a_redacting_step_sees_the_record_as_data_and_its_redaction_is_written()
         assert b"jane.doe@example.com" not in line and b"[REDACTED:email]" in line
         assert line == jsonl_bytes(redact_row([scrub], row.to_json()))
         assert b"jane.doe@example.com" in quarantine_entry(plain, row)[3]
+
+
+def nested(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("raw", [
+    {"id": "deep", "metadata": nested(252)},  # orjson takes it alone, not one level down (in the row)
+    {"id": "keys", 7: "a store's map with an integer key"},
+    {"id": "inner_keys", "origin": {1: "x"}},
+], ids=["one-short-of-the-limit", "integer-key", "integer-key-one-level-down"])
+@pytest.mark.parametrize("redacting", [False, True])
+def test_a_raw_row_any_writer_would_refuse_still_becomes_a_line_with_or_without_a_redacting_step(raw, redacting):
+    steps = [make_step("scrub_secrets", library="none")] if redacting else []
+    row = QuarantineRow("parse", Reason.invalid_json, ("bad",), None, Origin(path="a", line=1), raw)
+    line = orjson.loads(quarantine_entry(steps, row)[3])
+    assert line["reason"] == "invalid_json" and line["record"]["id"] == raw["id"]
