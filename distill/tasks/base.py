@@ -92,13 +92,16 @@ def make_example(prefix: str, body: dict[str, Any], records: Sequence[Record], g
     read (`source_uri`, `source_version`: Lance) and the created_at range."""
     provenance = dict(body.pop("provenance", {}))
     provenance.setdefault("record_ids", [r.id for r in records])
-    provenance.setdefault("categories", [r.category.value if r.category else None for r in records])
+    # `_value_`, not the enum's `value` property, and plain loops: this runs once per example.
+    provenance.setdefault("categories", [r.category._value_ if r.category else None for r in records])
     if any(r.external_id is not None for r in records):
         provenance.setdefault("external_ids", [r.external_id for r in records])
     for name in PROVENANCE_FIELDS:
-        value = next((getattr(r, name) for r in records if getattr(r, name) is not None), None)
-        if value is not None:
-            provenance.setdefault(name, value)
+        for record in records:
+            value = getattr(record, name)
+            if value is not None:
+                provenance.setdefault(name, value)
+                break
     store = next((r.origin for r in records if r.origin is not None and r.origin.uri is not None), None)
     if store is not None:
         provenance.setdefault("source_uri", store.uri)

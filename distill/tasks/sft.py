@@ -14,6 +14,7 @@ from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput
 from distill.tokens import TokenBudget
 from distill.tasks.conversation import (
     GapPolicy,
+    ToolChain,
     apply_gap_policy,
     holes,
     is_assistant,
@@ -95,10 +96,12 @@ class SftTask(Task):
                 blocked.append(record)
                 output.drops.append((FIREWALL_STEP, record, drop))
         kept, others = select_alternatives(passed)
-        output.drop(TASK_STEP, others, Drop(Reason.not_selected, ("a better-scored alternative was kept",)))
+        if others:
+            output.drop(TASK_STEP, others, Drop(Reason.not_selected, ("a better-scored alternative was kept",)))
         gaps = holes(kept, [*group.dropped, *blocked])
         exported, lost = apply_gap_policy(kept, gaps, self.params.on_gap)
-        broken = tool_chain(exported).broken
+        chain = tool_chain(exported)
+        broken = chain.broken
         if broken:
             # A call without its reply (or a reply without its call) never goes out: it is a hole like any other.
             for record in exported:
@@ -107,23 +110,27 @@ class SftTask(Task):
             gaps = sorted([*gaps, *(r for r in exported if r.id in broken)], key=Record.order_key)
             kept = [r for r in kept if r.id not in broken]
             exported, lost = apply_gap_policy(kept, gaps, self.params.on_gap)
+            chain = tool_chain(exported)
         if not any(is_assistant(r) for r in exported):
             self._drop_unanswered(kept, gaps, output)
             return
         self._drop_after_gap(lost, gaps, output)
         if self.params.max_tokens is not None:
-            exported = self._within_budget(exported, output)
-            if not exported:
+            budgeted = self._within_budget(exported, output)
+            if not budgeted:
                 return
+            if len(budgeted) < len(exported):
+                exported, chain = budgeted, tool_chain(budgeted)
         rewards = [r.reward for r in exported if r.reward is not None]
-        body = {"messages": self._messages(exported)}
+        body = {"messages": self._messages(exported, chain)}
         if rewards:
             body["reward"] = max(rewards)
         output.examples.append(make_example("sft", body, exported, group.key))
 
-    def _messages(self, turns: Sequence[Record]) -> list[dict]:
-        """The turns as the line's messages: tool calls with their ids, replies with theirs, reasoning if asked."""
-        chain = tool_chain(turns)
+    def _messages(self, turns: Sequence[Record], chain: ToolChain | None = None) -> list[dict]:
+        """The turns as the line's messages: tool calls with their ids, replies with theirs, reasoning if asked.
+        `chain`: the turns' tool chain, when the caller has it already."""
+        chain = chain if chain is not None else tool_chain(turns)
         return [message(r, chain, include_reasoning=self.params.include_reasoning) for r in turns]
 
     def _within_budget(self, turns: list[Record], output: TaskOutput) -> list[Record]:
