@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import weakref
 
 import pytest
 
-from distill.collector import heap_trimmer
+from distill.collector import cyclic_gc_paused, heap_trimmer, set_aside
 
 HELD_AFTER_TASK = """
 import os
@@ -36,3 +38,24 @@ def test_a_task_ends_with_the_heap_it_freed_given_back():
     # ~180 MB were allocated: glibc alone keeps most of it for later mallocs; trimmed, it goes back.
     assert released(True) > 100
     assert released(False) < released(True) - 50
+
+
+def test_what_lives_through_the_tasks_is_out_of_each_tasks_collection_and_back_after():
+    # A collection after a task looks at what the task left, not at everything set up before it (modules, settings):
+    # frozen objects are not traversed, and a cycle the task made is still collected.
+    held = [object() for _ in range(1000)]
+    with set_aside():
+        assert gc.get_freeze_count() >= len(held)
+        with cyclic_gc_paused(collect_after=True):
+            cycle: list = []
+            cycle.append(cycle)
+            alive = weakref.ref(Cycle(cycle))
+            del cycle
+        assert alive() is None
+    assert gc.get_freeze_count() == 0
+
+
+class Cycle:
+    def __init__(self, other: list) -> None:
+        self.other = other
+        other.append(self)

@@ -5,6 +5,7 @@ resolved config once and runs every step's `setup()` once."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -19,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
-from distill.collector import cyclic_gc_paused
+from distill.collector import cyclic_gc_paused, set_aside
 from distill.errors import DistillError
 from distill.executor.progress import Progress, log_phase, peak_rss_mib
 from distill.output.writers import DatasetWriter, dataset_writer
@@ -50,6 +51,7 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
             settings.task, layout.root.parent, layout, settings.output_format, compress, settings.flavour_output
         )
         _WORKER.update(ctx=ctx, writer=writer, shards=shards)
+        gc.freeze()  # what the worker set up lives as long as it does (`set_aside`), out of each task's collection
     except Exception as error:  # noqa: BLE001 - raised again by each of the worker's tasks (`_worker_ready`)
         # concurrent.futures only logs an initializer's error, with its traceback, and calls the pool broken (which
         # reads as a killed worker): the worker's tasks raise it instead, and the driver reports it as itself.
@@ -286,7 +288,8 @@ class LocalExecutor:
         """Runs `task` over `items`: in this process with one worker (or one item, unless `processes`), else on a
         pool."""
         if self.workers <= 1 or (len(items) <= 1 and not processes) or ctx.config is None:
-            yield from map(task, items)
+            with set_aside():
+                yield from map(task, items)
             return
         arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, _WORKER.get("shards", []))
         with process_pool(min(self.workers, len(items)), _start_worker, arguments) as pool:
