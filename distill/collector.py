@@ -51,8 +51,8 @@ def heap_trimmer() -> Callable[[int], int] | None:
 def set_aside() -> Iterator[None]:
     """Every object alive now is hidden from the cycle collector until the block ends (`gc.freeze`): the modules,
     the run's settings and whatever the steps loaded live as long as the tasks, so the collection after each task
-    (`cyclic_gc_paused(collect_after=True)`) need only look at what the task left, ~12 ms less per task in a
-    worker (63,000 objects after importing distill), more in a driver that ran Hydra."""
+    (`cyclic_gc_paused(collect_after=True)`) need only look at what the task left, not at every object of the
+    process again (bench/RESULTS.md)."""
     gc.freeze()
     try:
         yield

@@ -61,7 +61,7 @@ def exact_forms(texts: Sequence[str]) -> list[bytes]:
 
     An ASCII text's form is one translate pass, which is already canonical unless it has a run of whitespace or
     whitespace at either end; only those are split and joined again. Looking for them one text at a time (`b"  " in
-    form`) cost 2.2 µs a bench text, more than the rest: numpy looks for them in many texts at once."""
+    form`) cost more than everything else here: numpy looks for them in many texts at once."""
     forms: list[bytes | None] = [
         text.encode("ascii").translate(_EXACT_ASCII_TABLE) if text.isascii() else None for text in texts
     ]
@@ -69,8 +69,8 @@ def exact_forms(texts: Sequence[str]) -> list[bytes]:
     start = 0
     while start < len(plain):
         # Runs of texts of about SPACED_RUN_BYTES: the joined text and numpy's arrays then stay below glibc's mmap
-        # threshold (128 KiB) and in the CPU's cache. Over a whole batch (6 MB of bench text) each array was a fresh
-        # mapping whose page faults cost more than the search: 2.9 -> 1.7 µs a bench text.
+        # threshold (128 KiB) and in the CPU's cache. Over a whole batch (megabytes of text) each array was a fresh
+        # mapping whose page faults cost more than the search (bench/RESULTS.md).
         end, size = start, 0
         while end < len(plain) and size < SPACED_RUN_BYTES:
             size += len(cast(bytes, forms[plain[end]]))
