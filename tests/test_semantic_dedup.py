@@ -88,6 +88,15 @@ def test_many_random_vectors_agree_with_brute_force_and_batching():
     assert len(expected) < 300
 
 
+def test_a_batch_without_any_embedding_keeps_its_records():
+    records = [
+        rec("a", 1, text="x"), rec("b", 2, text="y"), rec("c", 3, embedding=[1.0, 0.0]), rec("d", 4, embedding=[1.0, 0.0]),
+    ]
+    kept, dropped, _ = apply(make_step("semantic_dedup"), records, batch_size=2)
+    assert kept == ["a", "b", "c"]
+    assert dropped["d"].reason == "semantic_duplicate"
+
+
 def test_embeddings_of_different_lengths_are_a_one_line_error():
     with pytest.raises(DistillError, match="different lengths"):
         apply(make_step("semantic_dedup"), [rec("a", 1, embedding=[1.0, 0.0]), rec("b", 2, embedding=[1.0, 0.0, 0.0])])

@@ -122,6 +122,8 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
         dims = {len(r.embedding) for r in chosen}
         if len(dims) > 1:
             raise DistillError(f"curation.steps.{self.name}: embeddings of different lengths {sorted(dims)}")
+        if not chosen:  # a batch without embeddings (numpy cannot infer the width of no rows)
+            return EmbeddingKeys([], np.empty((0, 0), np.float32))
         vectors = np.array([r.embedding for r in chosen], dtype=np.float32).reshape(len(chosen), -1)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return EmbeddingKeys([r.id for r in chosen], vectors / np.where(norms == 0, 1, norms))
