@@ -358,6 +358,23 @@ def test_a_bad_span_is_quarantined_alone_and_the_other_spans_of_its_line_are_rea
     assert len(records) == 3 and rejected.record_id == "otel.jsonl:1@2" and "narrator" in rejected.errors[0]
 
 
+
+def test_a_call_with_a_turn_nested_too_deep_to_hash_is_quarantined_whole(tmp_path):
+    arguments = json.dumps({"a": json.loads("[" * 300 + "]" * 300)})  # JSON text orjson reads but cannot write
+    answer = {"role": "assistant", "content": None,
+              "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}]}
+    call = {"conversation_id": "deep", "request": {"messages": [{"role": "user", "content": "hi"}]},
+            "response": {"id": "r1", "created": 1767261600, "choices": [{"message": answer}]}}
+    plain = {"request": {"messages": [{"role": "user", "content": "hi"}]}, "response": {
+        "id": "r2", "created": 1767261600, "choices": [{"message": {"role": "assistant", "content": "hello"}}]}}
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(call) + "\n" + json.dumps(plain) + "\n")
+    lines, quarantine, result = export(tmp_path, "openai_chat", path)
+    (row,) = [row for row in quarantine if row["origin"]["line"] == 1]
+    assert row["reason"] == "schema_violation" and "cannot be hashed" in row["errors"][0]
+    counts = result.manifest["counts"]
+    assert lines and counts["input_rows"] == counts["exported_records"] + len(quarantine)
+
 @pytest.mark.parametrize("kind", FORMATS)
 def test_every_produced_record_fits_the_input_record_schema(kind):
     from distill.validation import load_schema

@@ -89,7 +89,7 @@ class ChatLogSource(FileSource):
                     continue
                 try:
                     numbered = merger.add(call, origin, numbered)
-                except ValueError as error:  # a bad timestamp
+                except ValueError as error:  # a bad timestamp, a turn that cannot be hashed
                     rejected.append(
                         QuarantineRow(PARSE_STEP, Reason.schema_violation, (str(error),), row_id, origin, item)
                     )

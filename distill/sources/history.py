@@ -61,15 +61,17 @@ class HistoryMerger:
         """Adds one call logged at `origin`; its turns are numbered from `first` within the line (a line may hold
         several calls). Returns the next number."""
         created = parse_timestamp(call.created_at)
+        turns = [(turn, False) for turn in call.messages] + [(turn, True) for turn in call.outputs]
+        # Every turn hashed before any is added: a turn that cannot be (FormatError) rejects the call whole.
+        hashes = [turn.content_hash() for turn, _ in turns]
         line_label = row_label(origin)
         session, named = self._session(call, line_label)
         chain = sha256_hex(f"conversation\x1f{session}")
-        turns = [(turn, False) for turn in call.messages] + [(turn, True) for turn in call.outputs]
         inputs = len(call.messages)
-        for n, (turn, is_output) in enumerate(turns):
+        for n, ((turn, is_output), content) in enumerate(zip(turns, hashes)):
             position = inputs if is_output else n
             prefix = chain
-            key = sha256_hex(f"{prefix}\x1f{turn.content_hash()}")
+            key = sha256_hex(f"{prefix}\x1f{content}")
             node = self.nodes.get(key)
             if node is None:
                 node_id = f"{session}#{position:04d}:{key[:8]}" if named else f"{line_label}#{first + n:04d}"

@@ -35,7 +35,10 @@ class Turn:
         """What makes two logged copies the same turn (reasoning and metadata aside: providers drop them from the
         history they repeat)."""
         key = [self.role, self.text or "", self.tool_calls or [], self.tool_call_id, self.name]
-        return sha256_hex(canonical_json(key))
+        try:
+            return sha256_hex(canonical_json(key))
+        except orjson.JSONEncodeError as error:  # tool-call arguments nested deeper than orjson writes
+            raise FormatError(f"a {self.role} message that cannot be hashed ({error})") from None
 
 
 @dataclass
