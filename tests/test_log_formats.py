@@ -375,6 +375,18 @@ def test_a_call_with_a_turn_nested_too_deep_to_hash_is_quarantined_whole(tmp_pat
     counts = result.manifest["counts"]
     assert lines and counts["input_rows"] == counts["exported_records"] + len(quarantine)
 
+
+def test_a_call_logged_at_the_last_representable_time_gives_its_turns_that_time(tmp_path):
+    call = {"conversation_id": "late", "created_at": "9999-12-31T23:59:59.999999Z",
+            "request": {"messages": [{"role": "user", "content": "hi"}]},
+            "response": {"id": "m1", "content": [{"type": "text", "text": "hello"}]}}
+    path = tmp_path / "late.jsonl"
+    path.write_text(json.dumps(call) + "\n")
+    records, rejected, _ = parsed("anthropic_messages", path)
+    assert not rejected
+    assert [r.role.value for r in sorted(records, key=lambda r: r.order_key())] == ["user", "assistant"]
+    assert {r.created_at.isoformat() for r in records} == {"9999-12-31T23:59:59.999999+00:00"}
+
 @pytest.mark.parametrize("kind", FORMATS)
 def test_every_produced_record_fits_the_input_record_schema(kind):
     from distill.validation import load_schema

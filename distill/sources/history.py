@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from distill.hashing import sha256_hex
@@ -32,6 +32,7 @@ from distill.sources.files import row_label
 from distill.sources.messages import Call, Turn
 
 STEP = timedelta(microseconds=1)
+LAST = datetime.max.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -145,8 +146,16 @@ class HistoryMerger:
             seen = first.get((session, position))
             if seen is None and previous is None:
                 continue
-            times[(session, position)] = max(t for t in (seen, previous + STEP if previous else None) if t is not None)
+            times[(session, position)] = max(t for t in (seen, _after(previous)) if t is not None)
         return times
+
+
+def _after(previous: datetime | None) -> datetime | None:
+    """The earliest time of the turn after one at `previous`: 1 µs later, or `previous` itself when that is the last
+    time a datetime holds (a log dated 9999-12-31T23:59:59.999999Z: its turns share it, their ids keep the order)."""
+    if previous is None:
+        return None
+    return previous + STEP if previous < LAST else previous
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
