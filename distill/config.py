@@ -229,9 +229,24 @@ def _tokenizer_setting(top: TopLevel, problems: list[str]) -> tuple[str, str | N
     return "stats.tokenizer", top.stats.tokenizer
 
 
+def _unwritable_integers(node: Any, key: str) -> list[str]:
+    """Every integer of the config beyond 64 bits: the manifest (and the plan's key) could not write it."""
+    if isinstance(node, dict):
+        items = [(f"{key}.{name}" if key else str(name), value) for name, value in node.items()]
+    elif isinstance(node, list):
+        items = [(f"{key}[{i}]", value) for i, value in enumerate(node)]
+    elif isinstance(node, int) and not -(2**63) <= node < 2**63:
+        return [f"{key}: {node} is beyond a 64-bit integer"]
+    else:
+        return []
+    return [problem for inner, value in items for problem in _unwritable_integers(value, inner)]
+
+
 def build_settings(config: dict[str, Any]) -> Settings:
     """Validates the resolved config and builds the run's parts. Raises ConfigError listing every problem."""
-    problems: list[str] = []
+    problems = _unwritable_integers(config, "")
+    if problems:
+        raise ConfigError(problems)
     top = _validate(TopLevel, config, "", problems)
     if top is None:
         raise ConfigError(problems)
