@@ -161,6 +161,17 @@ def test_bad_lines_are_quarantined_and_the_rest_of_the_file_is_read(tmp_path):
     assert report.kept == 2 and sum(report.dropped.values()) == 7
 
 
+def test_a_line_nested_deeper_than_python_recurses_is_read_the_full_way(tmp_path):
+    # 990 levels: JSON that orjson reads (its limit is 1,024) but msgspec, like Python, recurses too deep for
+    deep = "[" * 990 + "]" * 990
+    rows = [b'{"id": "deep", "text": "x", "metadata": {"x": ' + deep.encode() + b"}}", {"id": "ok", "text": "x"}]
+    records, quarantined, _ = read(tmp_path, rows)
+    assert [r.id for r in records] == ["ok"]
+    assert [(row.record_id, row.reason.value, row.errors) for row in quarantined] == [
+        ("deep", "schema_violation", ("metadata: nested deeper than 200 levels",))
+    ]
+
+
 def test_invalid_json_keeps_the_raw_line_as_text(tmp_path):
     _, quarantined, _ = read(tmp_path, [b'{"id": "broken", "text": '])
     assert quarantined[0].record == '{"id": "broken", "text": '
