@@ -172,6 +172,16 @@ def test_a_line_nested_deeper_than_python_recurses_is_read_the_full_way(tmp_path
     ]
 
 
+def test_a_field_of_the_wrong_type_nested_too_deep_to_repr_is_quarantined(tmp_path):
+    deep = ("[" * 990 + "]" * 990).encode()
+    rows = [b'{"id": "a", "session_id": ' + deep + b"}", {"id": "ok", "text": "x"}]
+    records, quarantined, _ = read(tmp_path, rows)
+    assert [r.id for r in records] == ["ok"]
+    (row,) = quarantined
+    assert row.reason.value == "schema_violation"
+    assert row.errors[0].startswith("session_id: Input should be a valid string (got [[[")
+
+
 def test_invalid_json_keeps_the_raw_line_as_text(tmp_path):
     _, quarantined, _ = read(tmp_path, [b'{"id": "broken", "text": '])
     assert quarantined[0].record == '{"id": "broken", "text": '

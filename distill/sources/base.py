@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import reprlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -201,9 +202,17 @@ class FileSource(Source):
 def validation_messages(error: ValidationError) -> tuple[str, ...]:
     return tuple(
         f"{'.'.join(str(part) for part in item['loc']) or '(row)'}: {item['msg']}"
-        + (f" (got {item['input']!r:.80})" if "input" in item and not isinstance(item["input"], dict) else "")
+        + (f" (got {_shown(item['input']):.80})" if "input" in item and not isinstance(item["input"], dict) else "")
         for item in error.errors()
     )
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)`, or an abbreviated one when the value is nested too deep for repr (a list 1,000 levels deep)."""
+    try:
+        return repr(value)
+    except RecursionError:
+        return reprlib.repr(value)
 
 
 SOURCES: Registry[type[Source]] = Registry("source")
