@@ -387,6 +387,24 @@ def test_a_call_logged_at_the_last_representable_time_gives_its_turns_that_time(
     assert [r.role.value for r in sorted(records, key=lambda r: r.order_key())] == ["user", "assistant"]
     assert {r.created_at.isoformat() for r in records} == {"9999-12-31T23:59:59.999999+00:00"}
 
+
+def test_a_line_holding_a_value_nested_deeper_than_python_recurses_is_quarantined_alone(tmp_path):
+    deep = "[" * 990 + "]" * 990  # orjson reads 1,024 levels; str() and repr() recurse past Python's limit
+    turns = json.dumps([{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}])
+    lines = [
+        f'{{"id": {deep}, "conversations": {turns}}}',  # the conversation id, made text as the call is merged
+        f'{{"id": "bad-speaker", "conversations": [{{"from": {deep}, "value": "hi"}}]}}',  # named in the error
+        f'{{"id": "ok", "conversations": {turns}}}',
+    ]
+    path = tmp_path / "deep.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    records, rejected, _ = parsed("sharegpt", path)
+    assert {r.session_id for r in records} == {"ok"}
+    assert [(row.origin.line, row.reason.value) for row in rejected] == [
+        (1, "schema_violation"), (2, "schema_violation"),
+    ]
+
+
 @pytest.mark.parametrize("kind", FORMATS)
 def test_every_produced_record_fits_the_input_record_schema(kind):
     from distill.validation import load_schema

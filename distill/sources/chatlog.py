@@ -89,7 +89,7 @@ class ChatLogSource(FileSource):
                     continue
                 try:
                     numbered = merger.add(call, origin, numbered)
-                except ValueError as error:  # a bad timestamp, a turn that cannot be hashed
+                except (ValueError, RecursionError) as error:  # a bad timestamp, a turn or conversation id too deep
                     rejected.append(
                         QuarantineRow(PARSE_STEP, Reason.schema_violation, (str(error),), row_id, origin, item)
                     )

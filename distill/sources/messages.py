@@ -73,8 +73,9 @@ class Rejected:
     item: Any
 
 
-# What a value of the wrong kind deep inside an item raises.
-WRONG_KIND = (ValueError, TypeError, AttributeError, KeyError)
+# What a value of the wrong kind deep inside an item raises (RecursionError: one nested deeper than Python recurses,
+# which orjson reads up to 1,024 levels; its text, repr or parts are read recursively).
+WRONG_KIND = (ValueError, TypeError, AttributeError, KeyError, RecursionError)
 
 
 def per_item(items: Iterable[Any], parse: Callable[[Any], Iterable[Call | Skipped | Rejected]]) -> list[Call | Skipped | Rejected]:
