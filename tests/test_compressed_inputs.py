@@ -86,6 +86,20 @@ def test_a_misnamed_or_truncated_compressed_file_is_one_error(tmp_path, content,
             handle.read()
 
 
+def test_a_zstd_file_cut_short_is_one_error_and_one_of_several_frames_reads_whole(tmp_path):
+    data = b"".join(line + b"\n" for line in logs(2000))
+    frames = b"".join(zstandard.ZstdCompressor().compress(data[i : i + 5000]) for i in range(0, len(data), 5000))
+    whole = tmp_path / "frames.jsonl.zst"
+    whole.write_bytes(frames)
+    with open_input(whole, "source.path") as handle:
+        assert handle.read() == data
+    for cut in (frames[: len(frames) // 2], frames[:-3]):
+        (tmp_path / "cut.jsonl.zst").write_bytes(cut)
+        with pytest.raises(DistillError, match="unreadable zstd file .*cut short"):
+            with open_input(tmp_path / "cut.jsonl.zst", "source.path") as handle:
+                handle.read()
+
+
 def test_decontamination_against_a_gzip_eval_set_finds_the_planted_leaks(tmp_path):
     rows = [{"task_id": "HumanEval/0", "prompt": HUMANEVAL_PROMPT, "entry_point": "has_close_elements"},
             {"task_id": "HumanEval/1", "prompt": "def separate_paren_groups(paren_string: str) -> List[str]:\n", "entry_point": "x"}]

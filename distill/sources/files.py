@@ -89,11 +89,59 @@ def _open(path: Path, compression: str | None) -> IO[bytes]:
     if compression == "xz":
         return lzma.open(path, "rb")
     if compression == "zstd":
+        return io.BufferedReader(_ZstdFrames(path.open("rb")), 1 << 20)  # buffered for line iteration
+    return path.open("rb")
+
+
+ZSTD_READ_BYTES = 1 << 17
+"""Compressed bytes decompressed at once: 128 KiB (1 MiB gave 8x larger outputs and read 2x slower)."""
+
+
+class _ZstdFrames(io.RawIOBase):
+    """A zstd file's frames, decompressed one after another. A file that ends inside a frame (cut short) raises
+    ZstdError, as gzip, bz2 and xz readers raise EOFError: zstandard's `stream_reader` ends there without a word, the
+    rest of the file silently lost."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader)  # zstandard's reader has no readline: buffer it for line iteration
-    return path.open("rb")
+        self._raw, self._decompressor, self._error = raw, zstandard.ZstdDecompressor(), zstandard.ZstdError
+        self._frame = self._decompressor.decompressobj()
+        self._in_frame = False  # bytes of the current frame were fed and it has not ended
+        self._pending, self._offset = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._offset >= len(self._pending):
+            chunk = self._raw.read(ZSTD_READ_BYTES)
+            if not chunk:
+                if self._in_frame:
+                    raise self._error("the file ends inside a frame: cut short")
+                return 0
+            self._pending, self._offset = self._decompressed(chunk), 0
+        size = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:size] = memoryview(self._pending)[self._offset : self._offset + size]
+        self._offset += size
+        return size
+
+    def _decompressed(self, data: bytes) -> bytes:
+        out = []
+        while True:
+            out.append(self._frame.decompress(data))
+            self._in_frame = not self._frame.eof
+            if self._in_frame:
+                break
+            data = self._frame.unused_data  # the next frame's start, when this chunk holds it
+            self._frame = self._decompressor.decompressobj()
+            if not data:
+                break
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 SIZE_SAMPLE_BYTES = 8 << 20
