@@ -224,6 +224,22 @@ def test_a_json_file_holding_one_array_is_streamed_as_its_rows(tmp_path, monkeyp
     assert manifest["inputs"][0]["sha256"] == hashlib.sha256(logs.read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("after", [b" trailing text", b'\n[{"id": "x", "text": "a second array"}]'])
+def test_what_follows_a_json_files_array_is_one_invalid_json_row(tmp_path, monkeypatch, after):
+    from distill.sources import json_document
+
+    monkeypatch.setattr(json_document, "CHUNK_BYTES", 7)  # the closing bracket and what follows cut across reads
+    logs = tmp_path / "logs.json"
+    logs.write_bytes(json.dumps(conversation("a")).encode() + after + b"\n")
+    run_pipeline(tmp_path / "run", [f"source.path={logs}", "split=none"])
+    manifest = assert_finished_cleanly(tmp_path / "run")
+    assert manifest["counts"]["input_rows"] == 3 and manifest["counts"]["exported_records"] == 2
+    (row,) = read_jsonl(tmp_path / "run" / "quarantine.jsonl")
+    assert row["reason"] == "invalid_json" and row["origin"] == {"path": "logs.json", "row": 2}
+    assert row["record"] == after.strip().decode()
+    assert manifest["inputs"][0]["sha256"] == hashlib.sha256(logs.read_bytes()).hexdigest()
+
+
 def test_a_json_file_holding_one_object_is_one_row_and_json_lines_named_json_stay_lines(tmp_path):
     source = tmp_path / "logs"
     source.mkdir()

@@ -46,9 +46,11 @@ def document_shape(handle: BinaryIO) -> Shape:
         handle.seek(0)
 
 
-def array_elements(handle: BinaryIO) -> Iterator[bytes]:
+def array_elements(handle: BinaryIO, after: bytearray | None = None) -> Iterator[bytes]:
     """The raw bytes of each element of the top-level JSON array the handle holds, in order (leading BOM and
-    whitespace skipped). A truncated or malformed document yields what it has, for the caller's parse to refuse."""
+    whitespace skipped). A truncated or malformed document yields what it has, for the caller's parse to refuse.
+    With `after`, the rest of the stream is read once the array closes, and what follows it (whitespace aside, its
+    first AFTER_KEPT bytes) is added to `after`: a second array or trailing text is no row, but must not go unseen."""
     depth = 0  # 0: before the array; 1: between its elements
     in_string = escaped = done = False
     element = bytearray()
@@ -88,6 +90,8 @@ def array_elements(handle: BinaryIO) -> Iterator[bytes]:
                 if depth == 0:
                     element += chunk[start : match.start()]
                     done = True
+                    if after is not None:
+                        _keep_after(chunk[position:], handle, after)
                     break
             elif depth == 1:  # a comma between elements
                 element += chunk[start : match.start()]
@@ -100,3 +104,14 @@ def array_elements(handle: BinaryIO) -> Iterator[bytes]:
             chunk = handle.read(CHUNK_BYTES)
     if element.strip(_WHITESPACE):
         yield bytes(element)
+
+
+AFTER_KEPT = 1 << 16
+
+
+def _keep_after(rest: bytes, handle: BinaryIO, after: bytearray) -> None:
+    while rest:
+        if not after:
+            rest = rest.lstrip(_WHITESPACE)
+        after += rest[: AFTER_KEPT - len(after)]
+        rest = handle.read(CHUNK_BYTES)

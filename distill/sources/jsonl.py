@@ -14,6 +14,7 @@ from pydantic import AfterValidator
 from distill.hashing import file_sha256
 from distill.output.files import shown_path
 from distill.quarantine import QuarantineRow
+from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import SOURCES, FileSource, Parsed, Shard, SourceParams, balanced_count
 from distill.sources.fast_lane import fast_record
@@ -205,14 +206,22 @@ class JsonlSource(FileSource):
     def _read_document(self, path: Path, relative: str, shape: str) -> Iterator[Parsed]:
         """A `.json` file holding one array (each element a row, `origin = {path, row}` from 0) or one object."""
         rows = 0
+        after = bytearray()
         with open_input(path, "source.path") as handle:
             reader = _Hashing(handle)
-            elements = array_elements(reader) if shape == "array" else iter([reader.read().removeprefix(BOM)])
+            elements = array_elements(reader, after) if shape == "array" else iter([reader.read().removeprefix(BOM)])
             for row, element in enumerate(elements):
                 rows += 1
                 yield self._parse_line(element, Origin(path=relative, row=row))
             while reader.read(CHUNK_BYTES):
                 pass  # the hash covers the whole file, whatever follows the array
+        if after:  # a second array, or text, after the array's closing bracket: one invalid_json row
+            origin = Origin(path=relative, row=rows)
+            rows += 1
+            yield QuarantineRow(
+                "parse", Reason.invalid_json, ("data after the closing bracket of the file's array",),
+                row_label(origin), origin, after.decode("utf-8", errors="replace").rstrip(),
+            )
         compressed = compression_of(path, "source.path") is not None
         sha256 = file_sha256(path) if compressed else reader.digest.hexdigest()  # the file on disk
         self._inputs.append({"path": shown_path(path.resolve()), "sha256": sha256, "rows": rows})
