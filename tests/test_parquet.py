@@ -188,6 +188,26 @@ def test_binary_and_decimal_columns_survive_into_metadata_and_quarantine(tmp_pat
     assert line["provenance"]["record_ids"] == ["u1", "a1"]
 
 
+def test_a_timestamp_beyond_year_9999_quarantines_its_row_and_the_batch_is_still_read(tmp_path: Path) -> None:
+    table = pa.table({
+        "id": ["u1", "a1", "a2"],
+        "session_id": ["s1", "s1", "s1"],
+        "created_at": pa.array([1_800_000_000, 1_800_000_001, 253_402_300_800], pa.timestamp("s")),  # 10000-01-01
+        "role": ["user", "assistant", "assistant"],
+        "text": ["q", "a", "far future"],
+    })
+    pq.write_table(table, tmp_path / "log.parquet")
+    run_pipeline(tmp_path / "out", ["source=parquet", f"source.path={tmp_path / 'log.parquet'}", "split=none"])
+
+    (row,) = read_jsonl(tmp_path / "out" / "quarantine.jsonl")
+    assert (row["record_id"], row["reason"]) == ("log.parquet#2", "schema_violation")
+    assert row["origin"] == {"path": "log.parquet", "row": 2}
+    assert row["errors"] == ["created_at: date value out of range"]
+    assert row["record"]["id"] == "a2" and row["record"]["created_at"].startswith("10000-01-01 00:00:00")
+    (line,) = read_jsonl(tmp_path / "out" / "sft.jsonl")
+    assert line["provenance"]["record_ids"] == ["u1", "a1"]
+
+
 def test_layout_keeps_undeclared_keys_of_an_open_schema_and_coerces_whole_floats() -> None:
     from distill.output.parquet_schema import table_layout
 

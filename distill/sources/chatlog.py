@@ -125,7 +125,7 @@ class ChatLogSource(FileSource):
         return [document]
 
     def _parquet_items(self, path: Path, relative: str) -> Iterator[tuple[Origin, Any]]:
-        from distill.sources.columnar import import_columnar, json_safe
+        from distill.sources.columnar import import_columnar, json_safe, python_rows, rows_one_by_one
 
         parquet = import_columnar("pyarrow.parquet", "source.kind")
         try:
@@ -135,8 +135,16 @@ class ChatLogSource(FileSource):
         row = 0
         with handle:
             for batch in handle.iter_batches(batch_size=self.params.batch_rows):
-                for item in batch.to_pylist():
-                    yield Origin(path=relative, row=row), json_safe(item)
+                items = python_rows(batch)
+                checked = ((item, ()) for item in items) if items is not None else rows_one_by_one(batch)
+                for item, problems in checked:
+                    origin = Origin(path=relative, row=row)
+                    item = json_safe(item)
+                    if problems:  # a value Python cannot hold (a timestamp beyond year 9999)
+                        item = QuarantineRow(
+                            PARSE_STEP, Reason.schema_violation, problems, row_label(origin), origin, item
+                        )
+                    yield origin, item
                     row += 1
         self._inputs.append({"path": shown_path(path.resolve()), "sha256": file_sha256(path), "rows": row})
 

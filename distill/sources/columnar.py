@@ -11,6 +11,8 @@ from types import ModuleType
 from typing import Any
 
 from distill.errors import DistillError
+from distill.quarantine import QuarantineRow
+from distill.reasons import Reason
 from distill.record import Origin
 from distill.sources.base import Parsed, Source
 
@@ -64,9 +66,49 @@ def parse_batches(
     row_number = first_row
     for batch in batches:
         clean = any(_needs_json_safe(field.type) for field in batch.schema)
-        for row in batch.to_pylist():
-            yield source.to_record(json_safe(row) if clean else row, origin_of(row_number), fallback_id_of(row_number))
+        rows = python_rows(batch)
+        if rows is not None:
+            for row in rows:
+                row = json_safe(row) if clean else row
+                yield source.to_record(row, origin_of(row_number), fallback_id_of(row_number))
+                row_number += 1
+            continue
+        for row, problems in rows_one_by_one(batch):
+            origin, row_id = origin_of(row_number), fallback_id_of(row_number)
+            if problems:
+                yield QuarantineRow("parse", Reason.schema_violation, problems, row_id, origin, json_safe(row))
+            else:
+                yield source.to_record(json_safe(row), origin, row_id)
             row_number += 1
+
+
+def python_rows(batch: Any) -> list[dict[str, Any]] | None:
+    """The batch's rows as Python values, or None when a value has none (a timestamp or date outside years
+    1-9999): then `rows_one_by_one` tells those rows apart."""
+    try:
+        return batch.to_pylist()
+    except (OverflowError, ValueError):
+        return None
+
+
+def rows_one_by_one(batch: Any) -> Iterator[tuple[dict[str, Any], tuple[str, ...]]]:
+    """Each row of the batch with the problems of its values Python cannot hold; such a value is given as Arrow's
+    own text of it (None when Arrow has none), so the row can still be quarantined whole."""
+    import pyarrow as pa
+
+    for index in range(batch.num_rows):
+        row, problems = {}, []
+        for name, column in zip(batch.schema.names, batch.columns):
+            value = column[index]
+            try:
+                row[name] = value.as_py()
+            except (OverflowError, ValueError) as error:
+                problems.append(f"{name}: {error}")
+                try:
+                    row[name] = value.cast(pa.string()).as_py()
+                except (pa.ArrowException, ValueError):
+                    row[name] = None
+        yield row, tuple(problems)
 
 
 def consecutive_runs(pieces: Sequence[tuple[int, float]], target_bytes: int) -> list[tuple[int, int, int, int]]:
