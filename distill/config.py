@@ -135,7 +135,7 @@ class TopLevel(BaseModel):
 def executor_settings(config: ExecutorConfig) -> ExecutorSettings:
     workers = config.workers or default_workers()
     if config.memory_gb is not None:
-        memory = int(config.memory_gb * 2**30)
+        memory = max(1, int(config.memory_gb * 2**30))  # a budget under a byte is one byte: the most partitions
     else:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         memory = min(total // 4, workers * 3 * 2**28)

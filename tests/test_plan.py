@@ -433,6 +433,12 @@ def test_the_plan_key_changes_with_the_plan_format(monkeypatch):
     assert prepare.plan_key(config, []) != key
 
 
+def test_a_memory_budget_under_a_byte_plans_the_most_partitions_instead_of_dividing_by_zero():
+    settings = build_settings(compose_config(["executor.memory_gb=1e-12", "executor.workers=2"]))
+    assert settings.executor.memory_bytes == 1
+    assert prepare.partition_count(10_000, settings.executor) == prepare.MAX_PARTITIONS
+
+
 def test_hash64_gives_xxh3s_published_value_for_text_and_its_utf8_bytes():
     # Partitions and keys must be the same on every machine and version: XXH3-64's reference values, not whatever
     # the installed library happens to compute.
