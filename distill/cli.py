@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -89,10 +90,10 @@ def app(cfg: DictConfig) -> None:
 # --- before Hydra -------------------------------------------------------------------------------------------------
 
 
-def compose_with_hydra_config(argv: list[str]) -> tuple[Any, DictConfig | None]:
+def compose_with_hydra_config(argv: list[str]) -> tuple[Any, DictConfig | str]:
     """(Hydra's parsed flags, the config with its `hydra` node composed exactly as the app will compose it: the
-    same search path, `-cp`/`-cd`/`-cn`, `hydra.searchpath` and overrides). The config is None when it does not
-    compose: the app then reports why, before it runs anything."""
+    same search path, `-cp`/`-cd`/`-cn`, `hydra.searchpath` and overrides). When it does not compose, the second
+    item is why, in Hydra's words on one line (`composition_problem`): an unknown key, group option or override."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
     from hydra.core.global_hydra import GlobalHydra
@@ -112,11 +113,35 @@ def compose_with_hydra_config(argv: list[str]) -> tuple[Any, DictConfig | None]:
             config_name=args.config_name or CONFIG_NAME, overrides=args.overrides, run_mode=RunMode.MULTIRUN,
             validate_sweep_overrides=False,
         )
-    except Exception:  # noqa: BLE001 - the app composes again and says what is wrong in Hydra's words
-        return args, None
+    except Exception as error:  # noqa: BLE001 - whatever Hydra or OmegaConf refuse, the app would refuse too
+        return args, composition_problem(error)
     finally:
         GlobalHydra.instance().clear()
     return args, cfg
+
+
+def composition_problem(error: Exception) -> str:
+    """Why the config does not compose, on one line: Hydra's message with its lines joined, an option list ("Available
+    options in 'task':" and a name per line) as one comma-separated clause, the search path it appends left out, and
+    the override named when the override itself does not parse."""
+    text = str(error).split("\nConfig search path:")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    clauses: list[str] = []
+    options: list[str] | None = None
+    for line in lines:
+        if options is not None:
+            options.append(line)
+        elif line.startswith("Available options") and line.endswith(":"):
+            clauses.append(line)
+            options = []
+        else:
+            clauses.append(line)
+    if options:
+        clauses[-1] = f"{clauses[-1]} {', '.join(options)}"
+    message = " ".join(clause if clause.endswith((".", ":")) else f"{clause};" for clause in clauses).rstrip(";")
+    if isinstance(error, OverrideParseException):
+        return f"cannot parse the override {error.override!r}: {message}"
+    return message or type(error).__name__
 
 
 def code_in_config(cfg: DictConfig) -> list[str]:
@@ -184,8 +209,8 @@ def preflight(argv: list[str]) -> list[str]:
     problems = []
     if args.experimental_rerun is not None:
         problems.append("--experimental-rerun: loads a pickled config, which can run code; rerun with overrides")
-    if cfg is None:
-        return problems
+    if isinstance(cfg, str):
+        return [*problems, cfg]
     problems += code_in_config(cfg)
     if problems or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return problems

@@ -399,6 +399,21 @@ def test_a_bad_output_directory_is_one_line_before_hydra_sets_it_up(tmp_path, lo
     assert_one_line_error(done, "hydra.run.dir", fragment)
 
 
+@pytest.mark.parametrize(("override", "fragments"), [
+    ("foo=bar", ("Could not override 'foo'", "+foo=bar")),
+    ("task=nonexistent", ("task/nonexistent", "Available options in 'task': coverage,", "sft_instruction")),
+    ("+curation.steps.exact_dedup.scope=record", ("already at 'curation.steps.exact_dedup.scope'",)),
+    ("~curation.steps.nope", ("'curation.steps.nope' does not exist",)),
+    ("source.path=/tmp/a=b", ("cannot parse the override 'source.path=/tmp/a=b'",)),
+])
+def test_an_override_hydra_refuses_is_one_line_with_hydras_reason_and_creates_nothing(tmp_path, logs, override, fragments):
+    done = run_cli([f"source.path={logs}", override, "hydra.run.dir=run"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert_one_line_error(done, *fragments)
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_multirun_sweep_directory_blocked_by_a_file_is_one_line(tmp_path, logs):
     (tmp_path / "taken").write_text("a file")
     done = run_cli(["-m", f"source.path={logs}", "hydra.sweep.dir=taken/sweep", "split.seed=1,2"], cwd=tmp_path)
