@@ -593,6 +593,21 @@ def test_unreadable_input_files_and_directories_are_named_up_front(as_nobody):
     assert "logs/locked/" in error and "logs/secret.jsonl" in error
 
 
+@pytest.mark.parametrize("form", ["directory", "glob"])
+def test_a_broken_link_or_a_fifo_among_the_inputs_is_named_up_front_not_skipped(tmp_path, form):
+    # Skipped, their rows would be lost without a word while the run exits 0.
+    source = tmp_path / "logs"
+    write_jsonl(source / "ok.jsonl", conversation("a"))
+    (source / "moved.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    os.mkfifo(source / "pipe.jsonl")
+    (source / "nested.jsonl").mkdir()  # a directory named like a file is passed over, as before
+    path = source if form == "directory" else source / "*.jsonl"
+    done = run_cli([f"source.path={path}", "hydra.run.dir=run"], cwd=tmp_path)
+    error = assert_one_line_error(done, "source.path: cannot read")
+    assert "logs/moved.jsonl (a symbolic link to nothing)" in error and "logs/pipe.jsonl (not a regular file)" in error
+    assert "nested" not in error and not (tmp_path / "run" / "manifest.json").exists()
+
+
 @pytest.mark.parametrize("target", ["readonly", "readonly/run"])
 def test_an_output_directory_that_is_not_writable_is_one_line(as_nobody, target):
     write_jsonl(as_nobody / "logs.jsonl", conversation("a"))

@@ -217,7 +217,22 @@ def _listed(directory: Path, suffixes: tuple[str, ...], unreadable: list[str]) -
     found = []
     for folder, _, names in os.walk(directory, onerror=refused):
         found.extend(Path(folder, name) for name in names if name.endswith(suffixes))
-    return sorted(path for path in found if path.is_file())
+    return _regular_files(found, unreadable)
+
+
+def _regular_files(paths: list[Path], unreadable: list[str]) -> list[Path]:
+    """The regular files of `paths` (a symbolic link counts as what it points at), in sorted order. A directory is
+    passed over; anything else (a broken symbolic link, a FIFO, a socket) is added to `unreadable`: skipping it
+    would drop its rows without a word."""
+    files = []
+    for path in paths:
+        if path.is_file():
+            files.append(path)
+        elif path.is_symlink() and not path.exists():
+            unreadable.append(f"{shown_path(path)} (a symbolic link to nothing)")
+        elif not path.is_dir():
+            unreadable.append(f"{shown_path(path)} (not a regular file)")
+    return sorted(files)
 
 
 def _unreadable(path: Path) -> str | None:
@@ -240,10 +255,10 @@ def resolve_files(pattern: str, key: str, suffixes: tuple[str, ...]) -> tuple[Pa
         if not files and not unreadable:
             raise DistillError(f"{key}: no {'/'.join(suffixes)} files under {pattern}")
     elif glob.has_magic(pattern):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
-        if not files:
+        files = _regular_files([Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True)], unreadable)
+        if not files and not unreadable:
             raise DistillError(f"{key}: the glob {pattern} matches no file")
-        root = Path(os.path.commonpath([str(p.parent) for p in files]))
+        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path.parent
     else:
         raise DistillError(f"{key}: no such file, directory or glob: {pattern}")
     unreadable.extend(problem for problem in map(_unreadable, files) if problem)
