@@ -71,6 +71,10 @@ class OutputConfig(BaseModel):
         return needs_package(value, "parquet", "pyarrow", "columnar", "parquet output")
 
 
+LOCAL_WORKERS_PER_CORE = 8
+"""The most local worker processes per core `executor.workers` may ask for."""
+
+
 class ExecutorConfig(BaseModel):
     """How the plan runs (`conf/executor/`): never what it computes. Outputs are the same bytes whatever is set."""
 
@@ -102,6 +106,18 @@ class ExecutorConfig(BaseModel):
     def _address_is_for_ray(self) -> ExecutorConfig:
         if self.address is not None and self.kind != "ray":
             raise ValueError("`address` is for executor=ray only")
+        return self
+
+    @model_validator(mode="after")
+    def _local_workers_fit_the_machine(self) -> ExecutorConfig:
+        # Each local worker is a process of its own: tens of thousands of them (a typo's extra zeros) would plan the
+        # most partitions and start a process for each, and the run would stall instead of starting.
+        cores = default_workers()
+        if self.kind == "local" and self.workers is not None and self.workers > LOCAL_WORKERS_PER_CORE * cores:
+            raise ValueError(
+                f"workers={self.workers}: at most {LOCAL_WORKERS_PER_CORE * cores} local worker processes on this "
+                f"machine's {cores} cores ({LOCAL_WORKERS_PER_CORE} per core); null uses every core"
+            )
         return self
 
 

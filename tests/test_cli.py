@@ -123,6 +123,7 @@ def test_quoted_delimiter_override(tmp_path):
         ("batch_size=0", "batch_size"),
         ("batch_size=99999999999999999999", "batch_size"),
         ("++curation.steps.min_reward.threshold=18446744073709551616", "curation.steps.min_reward.threshold"),
+        ("executor.workers=100000", "workers=100000: at most"),
     ],
 )
 def test_bad_overrides_exit_non_zero_with_one_line_naming_the_key(tmp_path, override, key):
