@@ -17,10 +17,10 @@ from functools import cache
 
 
 @contextmanager
-def cyclic_gc_paused(*, collect_after: bool = False) -> Iterator[None]:
+def cyclic_gc_paused(*, collect_after: bool = False, give_back: bool = True) -> Iterator[None]:
     """The collector off inside the block and as it was after; `collect_after`: one collection when the block
-    ends (a worker's task, so a worker that runs many never accumulates cycles), and the freed heap given back to
-    the system."""
+    ends (a worker's task, so a worker that runs many never accumulates cycles), and, unless `give_back` is False,
+    the freed heap given back to the system."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -30,7 +30,7 @@ def cyclic_gc_paused(*, collect_after: bool = False) -> Iterator[None]:
             gc.enable()
         if collect_after:
             gc.collect()
-            trim = heap_trimmer()
+            trim = heap_trimmer() if give_back else None
             if trim is not None:
                 trim(0)
 

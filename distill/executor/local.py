@@ -83,7 +83,11 @@ def _map_task(shard: Shard) -> tuple[MapResult, float]:
 def _reduce_task(partition: int) -> tuple[ReduceResult, float]:
     _worker_ready()
     worker_kill_hook("reduce")
-    with cyclic_gc_paused(collect_after=True):
+    # The heap a partition freed is kept for the next one (`give_back=False`): given back after each partition, it
+    # was faulted in again page by page by the next, ~5% of the reduce (bench/RESULTS.md). A reduce worker holds at
+    # most its largest partition's peak, which the partition count keeps within its share of the budget, and the
+    # pool, with its workers, ends with the phase.
+    with cyclic_gc_paused(collect_after=True, give_back=False):
         return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"]), peak_rss_mib()
 
 
