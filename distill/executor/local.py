@@ -76,7 +76,7 @@ def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, A
 def _map_task(shard: Shard) -> tuple[MapResult, float]:
     _worker_ready()
     worker_kill_hook("map")
-    with cyclic_gc_paused(collect_after=True):
+    with cyclic_gc_paused(collect_after=True, give_back=False):  # as `_reduce_task`: the next shard reuses it
         return map_shard(_WORKER["ctx"], shard), peak_rss_mib()
 
 
