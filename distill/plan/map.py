@@ -69,11 +69,16 @@ def redacts_rows(steps: Any) -> bool:
     return any(type(step).redact_quarantine_row is not Step.redact_quarantine_row for step in steps)
 
 
-def quarantine_entry(steps: Any, row: QuarantineRow) -> tuple[Any, str, str | None, bytes]:
+def quarantine_entry(
+    steps: Any, row: QuarantineRow, redacting: bool | None = None
+) -> tuple[Any, str, str | None, bytes]:
     """A quarantine row as its spills hold it: (sort key, reason, record id, the redacted JSON line). The merge
     counts and samples from the first three without decoding every line again. When no step redacts, the row's
-    record comes already encoded (`QuarantineRow.to_json`'s `encoded`), so its line encodes the record once."""
-    redacted = redact_row(steps, row.to_json()) if redacts_rows(steps) else row.to_json(encoded=True)
+    record comes already encoded (`QuarantineRow.to_json`'s `encoded`), so its line encodes the record once.
+    `redacting`: `redacts_rows(steps)`, when a caller writing many rows has it already."""
+    if redacting is None:
+        redacting = redacts_rows(steps)
+    redacted = redact_row(steps, row.to_json()) if redacting else row.to_json(encoded=True)
     return (row.sort_key(), redacted["reason"], redacted.get("record_id"), jsonl_bytes(redacted))
 
 
@@ -131,6 +136,7 @@ class ShardReader:
 
     def batches(self) -> Iterator[tuple[list[Record], list[int]]]:
         steps = self.ctx.settings.steps
+        redacting = redacts_rows(steps)
         batch_size = self.ctx.settings.batch_size
         batch: list[Record] = []
         handles: list[int] = []
@@ -139,7 +145,7 @@ class ShardReader:
             self.result.rows += 1
             if isinstance(parsed, QuarantineRow):
                 self.result.parse_dropped[parsed.reason.value] += 1
-                self.quarantine.append(quarantine_entry(steps, parsed))
+                self.quarantine.append(quarantine_entry(steps, parsed, redacting))
                 continue
             if parsed.id in ids:
                 yield batch, handles

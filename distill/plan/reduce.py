@@ -20,7 +20,7 @@ from distill.output.stats import StatsPart, stats_part
 from distill.output.writers import DatasetWriter, output_file_name
 from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
-from distill.plan.map import PARSE_STEP, quarantine_entry
+from distill.plan.map import PARSE_STEP, quarantine_entry, redacts_rows
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
 from distill.plan.spill import frames, read_values, write_marker, write_spill
 from distill.quarantine import Drop, Ledger, QuarantineRow
@@ -202,7 +202,8 @@ def reduce_partition(
     if not settings.dry_run:
         result.written = writer.write_partition(partition, built.examples_by_side, built.rendered_by_side)
     del groups, sides, built  # what is still needed is in the ledger: only dropped records' rows are left to write
-    rows = (quarantine_entry(settings.steps, row) for row in ledger.sorted_rows())
+    redacting = redacts_rows(settings.steps)
+    rows = (quarantine_entry(settings.steps, row, redacting) for row in ledger.sorted_rows())
     write_spill(ctx.layout.reduce_quarantine(partition), frames(rows), compress=ctx.compress)
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)
