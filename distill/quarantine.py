@@ -110,6 +110,22 @@ class AccountingError(RuntimeError):
     """The ledger does not close: a record was lost, or both exported and quarantined. Always a distill bug."""
 
 
+def close_accounts(input_rows: int, record_ids: list[Any], rows: int, exported_ids: set[str]) -> dict[str, int]:
+    """The accounting rule over `rows` quarantine rows, `record_ids` the ids of those about a parsed record: each
+    such id once, none of them exported, and every input row exported or quarantined."""
+    seen: set[str] = set()
+    for record_id in record_ids:
+        if record_id in seen:
+            raise AccountingError(f"record {record_id!r} has more than one quarantine row")
+        seen.add(record_id)
+    both = exported_ids & seen
+    if both:
+        raise AccountingError(f"records both exported and quarantined: {sorted(both)[:5]}")
+    if len(exported_ids) + rows != input_rows:
+        raise AccountingError(f"{input_rows} input rows, but {len(exported_ids)} exported + {rows} quarantined")
+    return {"input_rows": input_rows, "exported_records": len(exported_ids), "quarantined_rows": rows}
+
+
 @dataclass
 class Ledger:
     """Counts input rows and collects quarantine rows; `close` checks the contract's accounting rule."""
@@ -126,25 +142,8 @@ class Ledger:
     def close(self, exported_ids: set[str]) -> dict[str, int]:
         """Rows rejected before they became a record (parse errors, repeated ids) count as rows; every row about a
         parsed Record is accounted by its id, which must be unique here and absent from the exported examples."""
-        seen: set[str] = set()
-        for row in self.rows:
-            if not isinstance(row.record, RECORD_CLASSES):
-                continue
-            if row.record_id in seen:
-                raise AccountingError(f"record {row.record_id!r} has more than one quarantine row")
-            seen.add(row.record_id)
-        both = exported_ids & seen
-        if both:
-            raise AccountingError(f"records both exported and quarantined: {sorted(both)[:5]}")
-        if len(exported_ids) + len(self.rows) != self.input_rows:
-            raise AccountingError(
-                f"{self.input_rows} input rows, but {len(exported_ids)} exported + {len(self.rows)} quarantined"
-            )
-        return {
-            "input_rows": self.input_rows,
-            "exported_records": len(exported_ids),
-            "quarantined_rows": len(self.rows),
-        }
+        record_ids = [row.record_id for row in self.rows if isinstance(row.record, RECORD_CLASSES)]
+        return close_accounts(self.input_rows, record_ids, len(self.rows), exported_ids)
 
     def sorted_rows(self) -> list[QuarantineRow]:
         return sorted(self.rows, key=QuarantineRow.sort_key)

@@ -22,7 +22,13 @@ from distill.config import build_settings
 from distill.executor import local
 from distill.executor.local import beside
 from distill.hashing import hash64
-from distill.plan import prepare, spill
+from distill.grouping import Group
+from distill.output.writers import LineFiles
+from distill.plan.context import Layout
+from distill.record import Record
+from distill.tasks.base import Example
+from distill.tasks.sft import SftParams, SftTask
+from distill.plan import prepare, reduce, spill
 from distill.plan.decide import in_order
 from distill.quarantine import QuarantineRow
 from distill.runner import run
@@ -140,6 +146,47 @@ def test_a_corpus_with_copies_leaks_and_bad_rows_gives_the_same_bytes(tmp_path, 
     assert {"invalid_json", "invalid_utf8", "schema_violation", "duplicate"} <= reasons
     if curation:
         assert {"near_duplicate", "contaminated"} <= reasons
+
+
+@pytest.mark.parametrize("task", [[], ["task=preference"], ["task=rollout"], ["task=rag"]])
+def test_a_partition_reduced_a_few_records_at_a_time_gives_the_bytes_of_one_reduced_whole(
+    tmp_path, corpus, task, monkeypatch
+):
+    """The reduce takes a partition's groups a slice at a time (`group_slices`); slices of a group or two give
+    what one slice of every group gives: lines, quarantine order, stats and counts."""
+    overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.workers=1", "executor.partitions=1", *task]
+    whole = run_dir(tmp_path / "whole", overrides)
+    monkeypatch.setattr(reduce, "SLICE_RECORDS", 3)
+    sliced = run_dir(tmp_path / "sliced", overrides)
+    assert whole.keys() == sliced.keys()
+    for name in whole:
+        assert whole[name] == sliced[name], f"{name} differs when reduced in slices"
+
+
+def test_slices_hold_whole_groups_of_about_the_size_asked_and_there_is_always_one():
+    groups = [Group(f"g{i}", [object()] * size, [object()] * (i % 2)) for i, size in enumerate([1, 5, 2, 2, 1, 7])]
+    slices = list(reduce.group_slices(groups, 4))
+    assert [[g.key for g in taken] for taken in slices] == [["g0", "g1"], ["g2", "g3"], ["g4", "g5"]]
+    assert list(reduce.group_slices([], 4)) == [[]]
+
+
+def test_a_partitions_lines_are_spilled_in_file_order_when_its_slices_interleave(tmp_path):
+    """A slice's examples are in file order, but an example's place is its first record's, not its group's: a
+    later slice may hold an example that goes first. The partition's spill is in file order all the same."""
+    layout = Layout.of(tmp_path)
+    layout.make(1, [0])
+    lines = LineFiles(SftTask(SftParams(kind="sft")), tmp_path, layout, "jsonl", compress=False)
+
+    def example(example_id: str, day: int) -> Example:
+        record = Record(id=f"r-{example_id}", created_at=f"2024-01-{day:02d}T00:00:00Z")
+        return Example({"id": example_id, "messages": []}, (record,), record.id)
+
+    partition = lines.open_partition(0)
+    partition.add({"train": [example("b", 2), example("d", 4)]}, {})
+    partition.add({"train": [example("a", 1), example("c", 3)]}, {})
+    partition.close()
+    spilled = [json.loads(line) for _, line, _ in spill.read_values(layout.examples("train", 0))]
+    assert [line["id"] for line in spilled] == ["a", "b", "c", "d"]
 
 
 @pytest.mark.parametrize("dedup", [

@@ -1,12 +1,14 @@
-"""Dataset writers, one per output shape: each reduce partition hands its examples to `write_partition`, and
-`finish` assembles the run's files once every partition is done. The runner never asks which task it serves."""
+"""Dataset writers, one per output shape: each reduce partition hands its examples to the writer's
+`open_partition`, a slice of its groups at a time, and `finish` assembles the run's files once every partition is
+done. The runner never asks which task it serves."""
 
 from __future__ import annotations
 
 import heapq
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +53,25 @@ class DatasetWriter(ABC):
         self.flavour = flavour
 
     @abstractmethod
-    def write_partition(
-        self, partition: int, examples_by_side: dict[str, list[Example]],
-        rendered_by_side: dict[str, list[Rendered]] | None = None,
-    ) -> Any:
-        """Writes (or spills) one partition's examples, each side already in file order (and their lines in the
-        run's output flavour, aligned with them); returns what `finish` needs from this partition (small and
-        picklable)."""
+    def open_partition(self, partition: int) -> PartitionOutput:
+        """Where one partition's examples go, a slice of its groups at a time."""
 
     @abstractmethod
     def finish(self, sides: Sequence[str], partitions: Sequence[Any]) -> Written:
         """The run's dataset files from every partition's part, in partition order."""
+
+
+class PartitionOutput(ABC):
+    """One reduce partition's share of the dataset files, handed over a slice of the partition's groups at a time."""
+
+    @abstractmethod
+    def add(self, examples_by_side: dict[str, list[Example]], rendered_by_side: dict[str, list[Rendered]]) -> None:
+        """One slice's examples, each side in file order (and their lines in the run's output flavour, aligned with
+        them, when it has one)."""
+
+    @abstractmethod
+    def close(self) -> Any:
+        """Writes (or spills) what is left; returns what `finish` needs from this partition (small, picklable)."""
 
 
 def encoded_line(file_name: str, line: dict[str, Any]) -> bytes:
@@ -76,32 +86,8 @@ class LineFiles(DatasetWriter):
     sort keys; `finish` merges the partitions' spills into each file in (first record's created_at, id) order,
     holding one batch per partition at a time."""
 
-    def write_partition(
-        self, partition: int, examples_by_side: dict[str, list[Example]],
-        rendered_by_side: dict[str, list[Rendered]] | None = None,
-    ) -> None:
-        for side, examples in examples_by_side.items():
-            name = output_file_name(self.task.output_name, side, self.output_format)
-            rendered = rendered_by_side.get(side) if rendered_by_side is not None else None
-            entries: Iterable[tuple[Any, Any, Any]]
-            # Made as they are written (`frames`): encoded lines are freed frame by frame, never all held at once.
-            if rendered is not None and self.flavour is not None and self.flavour.final_lines:
-                # output.flavor: the flavour's line and its sidecar row, under the canonical example's sort key,
-                # encoded here, in the partition's worker, so the merge only copies bytes (1e6 records: the merge
-                # phase 4.4 -> 3.2 s, bench/RESULTS.md).
-                entries = (
-                    (e.sort_key(), encoded_line(name, r.line), None if r.sidecar is None else encoded_line(name, r.sidecar))
-                    for e, r in zip(examples, rendered)
-                )
-            elif rendered is not None:
-                # ... left as values where the merge still fills in the line's place (verl) or writes Parquet.
-                entries = ((e.sort_key(), r.line, r.sidecar) for e, r in zip(examples, rendered))
-            elif self.output_format == "jsonl":
-                # Encoded here, in the partition's worker, so the merge only copies bytes.
-                entries = ((example.sort_key(), encoded_line(name, example.line), None) for example in examples)
-            else:
-                entries = ((example.sort_key(), example.line, None) for example in examples)
-            write_spill(self.layout.examples(side, partition), frames(entries), compress=self.compress)
+    def open_partition(self, partition: int) -> LinePartition:
+        return LinePartition(self, partition)
 
     def _merged(
         self, side: str, partitions: int, samples: list[dict[str, Any]]
@@ -137,6 +123,47 @@ class LineFiles(DatasetWriter):
         return written
 
 
+class LinePartition(PartitionOutput):
+    """A partition's lines for `LineFiles`: each slice's lines are encoded as the slice is added (in the partition's
+    worker, so the merge only copies bytes), and `close` spills each side's in file order."""
+
+    def __init__(self, files: LineFiles, partition: int) -> None:
+        self.files = files
+        self.partition = partition
+        self.entries: dict[str, list[tuple[Any, Any, Any]]] = {}
+
+    def add(self, examples_by_side: dict[str, list[Example]], rendered_by_side: dict[str, list[Rendered]]) -> None:
+        files = self.files
+        flavour = files.flavour
+        for side, examples in examples_by_side.items():
+            name = output_file_name(files.task.output_name, side, files.output_format)
+            rendered = rendered_by_side.get(side)
+            entries = self.entries.setdefault(side, [])
+            if rendered is not None and flavour is not None and flavour.final_lines:
+                # output.flavor: the flavour's line and its sidecar row, under the canonical example's sort key
+                # (1e6 records: the merge phase 4.4 -> 3.2 s when lines were first encoded here, bench/RESULTS.md).
+                entries.extend(
+                    (e.sort_key(), encoded_line(name, r.line), None if r.sidecar is None else encoded_line(name, r.sidecar))
+                    for e, r in zip(examples, rendered)
+                )
+            elif rendered is not None:
+                # ... left as values where the merge still fills in the line's place (verl) or writes Parquet.
+                entries.extend((e.sort_key(), r.line, r.sidecar) for e, r in zip(examples, rendered))
+            elif files.output_format == "jsonl":
+                entries.extend((e.sort_key(), encoded_line(name, e.line), None) for e in examples)
+            else:
+                entries.extend((e.sort_key(), e.line, None) for e in examples)
+
+    def close(self) -> None:
+        for side, entries in self.entries.items():
+            entries.sort(key=_sort_key)  # each slice's are in file order; the partition's spill is, too
+            write_spill(self.files.layout.examples(side, self.partition), frames(entries), compress=self.files.compress)
+        self.entries = {}
+
+
+_sort_key = itemgetter(0)
+
+
 COVERAGE_DIR = "coverage"
 EXPORT_MANIFEST = "coverage_export_manifest.json"
 PACKAGE_README = "README.md"
@@ -167,16 +194,18 @@ class CoveragePackages(DatasetWriter):
     `coverage/<package>/`; `finish` writes `coverage/coverage_export_manifest.json` listing every package in
     directory order."""
 
-    def write_partition(
-        self, partition: int, examples_by_side: dict[str, list[Example]],
-        rendered_by_side: dict[str, list[Rendered]] | None = None,
-    ) -> dict[str, Any]:
+    def open_partition(self, partition: int) -> PackagePartition:
+        return PackagePartition(self)
+
+    def write_packages(
+        self, examples_by_side: dict[str, list[Example]], entries: list[dict[str, Any]], packages: list[dict[str, Any]]
+    ) -> None:
+        """Writes each example's package under `coverage/<package>/`, adding its files to `entries` and its row of
+        the export manifest to `packages`."""
         from distill.tasks.coverage_package import GENERATION_MANIFEST, INSTANCE_FILE, generation_manifest, package_readme
 
         root = self.output_dir / COVERAGE_DIR
         root.mkdir(parents=True, exist_ok=True)
-        entries: list[dict[str, Any]] = []
-        packages = []
         for side, examples in examples_by_side.items():
             for example in examples:
                 line = example.line
@@ -213,7 +242,6 @@ class CoveragePackages(DatasetWriter):
                     "candidate_memories": f"{line['directory']}/candidate_memories.jsonl",
                     "candidate_generation_manifest": f"{line['directory']}/{GENERATION_MANIFEST}",
                 })
-        return {"entries": entries, "packages": packages}
 
     def finish(self, sides: Sequence[str], partitions: Sequence[Any]) -> Written:
         root = self.output_dir / COVERAGE_DIR
@@ -231,6 +259,21 @@ class CoveragePackages(DatasetWriter):
         written.files = [COVERAGE_DIR]
         written.stats_names = {side: f"{self.task.output_name}/{side}" for side in sides}
         return written
+
+
+class PackagePartition(PartitionOutput):
+    """A partition's packages for `CoveragePackages`, written as each slice is added."""
+
+    def __init__(self, packages: CoveragePackages) -> None:
+        self.writer = packages
+        self.entries: list[dict[str, Any]] = []
+        self.packages: list[dict[str, Any]] = []
+
+    def add(self, examples_by_side: dict[str, list[Example]], rendered_by_side: dict[str, list[Rendered]]) -> None:
+        self.writer.write_packages(examples_by_side, self.entries, self.packages)
+
+    def close(self) -> dict[str, Any]:
+        return {"entries": self.entries, "packages": self.packages}
 
 
 WRITERS: dict[str, type[DatasetWriter]] = {"lines": LineFiles, "coverage_packages": CoveragePackages}

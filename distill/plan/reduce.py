@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 from distill.errors import DistillError
@@ -23,9 +24,9 @@ from distill.plan.decide import REPEATED_ID
 from distill.plan.map import PARSE_STEP, quarantine_entry, redacts_rows
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
 from distill.plan.spill import frames, read_values, write_marker, write_spill
-from distill.quarantine import Drop, Ledger, QuarantineRow
+from distill.quarantine import Drop, Ledger, QuarantineRow, close_accounts
 from distill.reasons import Reason
-from distill.record import Record, load_stored_records
+from distill.record import RECORD_CLASSES, Record, load_stored_records
 from distill.split import assign_sides
 from distill.tasks.base import Example, Task
 from distill.validation import schema_errors
@@ -50,7 +51,7 @@ class TaskResult:
 
 
 def build_examples(
-    task: Task, sides: dict[str, list[Group]], ledger: Ledger, flavour: FlavourOutput | None = None
+    task: Task, sides: dict[str, list[Group]], ledger: Ledger | EncodedLedger, flavour: FlavourOutput | None = None
 ) -> TaskResult:
     """Runs the task on each side and checks every line against the task's schema (the firewall's second layer),
     then renders the valid lines in the run's output flavour, which refuses a line its trainer would reject. A
@@ -118,7 +119,7 @@ class ReduceResult:
 
 
 def partition_records(
-    ctx: PlanContext, partition: int, shards: Sequence[int], result: ReduceResult, ledger: Ledger,
+    ctx: PlanContext, partition: int, shards: Sequence[int], result: ReduceResult, ledger: Ledger | EncodedLedger,
     entries: Iterable[tuple[int, Record, Any]] | None = None,
 ) -> tuple[list[Record], list[Record]]:
     """(kept, dropped) records of the partition, each record's fate the earliest drop the chain gives it. The
@@ -174,37 +175,97 @@ def check_group_sizes(groups: Sequence[Group], worker_budget: int) -> None:
             )
 
 
+SLICE_RECORDS = 4096
+"""About how many records a partition reduces at a time (whole groups, in group order). Each pass of the reduce
+(task, schema check, lines, stats, quarantine rows) walks a slice that fits in the CPU's caches, instead of the
+whole partition's records, which are scattered over its heap (bench/RESULTS.md: "Reducing in slices")."""
+
+
+def group_slices(groups: Sequence[Group], records: int) -> Iterator[list[Group]]:
+    """Consecutive groups holding about `records` records, kept and dropped (a group is never cut); at least one
+    slice, empty when there are no groups, so every side gets its (empty) figures."""
+    taken: list[Group] = []
+    count = 0
+    for group in groups:
+        taken.append(group)
+        count += len(group.records) + len(group.dropped)
+        if count >= records:
+            yield taken
+            taken, count = [], 0
+    if taken or not groups:
+        yield taken
+
+
+class EncodedLedger:
+    """A partition's ledger, each row encoded as its quarantine spill holds it (`quarantine_entry`) the moment the
+    row is made: while its record is still in the CPU's cache, and without holding every row as objects until the
+    partition ends. Beside the bytes it keeps what `close_accounts` needs."""
+
+    def __init__(self, steps: Any) -> None:
+        self.steps = steps
+        self.redacting = redacts_rows(steps)
+        self.entries: list[tuple[Any, str, str | None, bytes]] = []
+        self.record_ids: list[str] = []
+
+    def quarantine(self, row: QuarantineRow) -> None:
+        self.entries.append(quarantine_entry(self.steps, row, self.redacting))
+        if isinstance(row.record, RECORD_CLASSES):
+            self.record_ids.append(row.record_id)  # type: ignore[arg-type]
+
+    def drop(self, step: str, record: Record, drop: Drop) -> None:
+        self.quarantine(QuarantineRow.of(step, record, drop))
+
+    def close(self, input_rows: int, exported_ids: set[str]) -> dict[str, int]:
+        return close_accounts(input_rows, self.record_ids, len(self.entries), exported_ids)
+
+    def sorted_entries(self) -> list[tuple[Any, str, str | None, bytes]]:
+        return sorted(self.entries, key=_first)
+
+
+_first = itemgetter(0)
+
+
 def reduce_partition(
     ctx: PlanContext, partition: int, shards: Sequence[int], writer: DatasetWriter,
     entries: Iterable[tuple[int, Record, Any]] | None = None,
 ) -> ReduceResult:
     """Reduces one partition: its records are `entries` in handle order when the executor hands them over (the ray
-    executor's shuffle), else those the map left in the part spills of `shards`, removed once the partition is done."""
+    executor's shuffle), else those the map left in the part spills of `shards`, removed once the partition is done.
+    The partition's groups go through the split, the task and the writer a slice at a time (`group_slices`)."""
     started = time.perf_counter()
     settings = ctx.settings
     result = ReduceResult(partition)
-    ledger = Ledger()
+    ledger = EncodedLedger(settings.steps)
     kept, dropped = partition_records(ctx, partition, shards, result, ledger, entries)
-    ledger.input_rows = result.records
     groups = group_records(kept, dropped, settings.group_key)
     del kept, dropped
     check_group_sizes(groups, settings.executor.memory_bytes // max(settings.executor.workers, 1))
-    sides = assign_sides(groups, settings.split, settings.split_key)
-    built = build_examples(settings.task, sides, ledger, settings.flavour_output)
-    counts = ledger.close(set(built.exported))
+    output = None if settings.dry_run else writer.open_partition(partition)
+    exported: set[str] = set()
+    dated: list[Any] = []
+    for taken in group_slices(groups, SLICE_RECORDS):
+        sides = assign_sides(taken, settings.split, settings.split_key)
+        built = build_examples(settings.task, sides, ledger, settings.flavour_output)
+        exported.update(built.exported)
+        dated.extend(r.created_at for r in built.exported.values() if r.created_at is not None)
+        for step, reasons in built.drops_by_step.items():
+            result.task_drops.setdefault(step, Counter()).update(reasons)
+        result.task_counts.update(built.counts)
+        for side, examples in built.examples_by_side.items():
+            side_result = result.sides.setdefault(side, SideResult(0, 0, StatsPart()))
+            side_result.examples += len(examples)
+            side_result.groups += len(sides[side])
+            side_result.stats.add(stats_part(examples, settings.token_counter))
+        if output is not None:
+            output.add(built.examples_by_side, built.rendered_by_side)
+        del sides, built
+    del groups
+    counts = ledger.close(result.records, exported)
     result.exported, result.quarantined = counts["exported_records"], counts["quarantined_rows"]
-    result.task_drops = built.drops_by_step
-    result.task_counts = built.counts
-    dated = [r.created_at for r in built.exported.values() if r.created_at is not None]
     result.created_at = (min(dated), max(dated)) if dated else None
-    for side, examples in built.examples_by_side.items():
-        result.sides[side] = SideResult(len(examples), len(sides[side]), stats_part(examples, settings.token_counter))
-    if not settings.dry_run:
-        result.written = writer.write_partition(partition, built.examples_by_side, built.rendered_by_side)
-    del groups, sides, built  # what is still needed is in the ledger: only dropped records' rows are left to write
-    redacting = redacts_rows(settings.steps)
-    rows = (quarantine_entry(settings.steps, row, redacting) for row in ledger.sorted_rows())
-    write_spill(ctx.layout.reduce_quarantine(partition), frames(rows), compress=ctx.compress)
+    if output is not None:
+        result.written = output.close()
+    write_spill(ctx.layout.reduce_quarantine(partition), frames(ledger.sorted_entries()), compress=ctx.compress)
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)
     # Only once the marker says this partition is done: a resumed run never needs these records again.
