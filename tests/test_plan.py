@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
 
 from distill.config import build_settings
@@ -294,7 +295,22 @@ def test_a_file_is_cut_after_the_first_line_end_at_or_past_each_target_with_its_
         path.write_bytes(data)
         monkeypatch.setattr(jsonl, "CUT_CHUNK_BYTES", rng.choice([1, 3, 64, 8 << 20]))
         target = rng.randint(0, len(data) + 2)
-        assert jsonl.cut_points(path, target) == (hashlib.sha256(data).hexdigest(), cuts_of(data, target))
+        assert jsonl.cut_points(path, target) == (xxhash.xxh3_128_hexdigest(data), cuts_of(data, target))
+
+
+def test_a_file_cut_into_ranges_has_its_sha256_in_the_manifest_fresh_or_resumed(tmp_path, corpus):
+    """The plan keys a cut file by its XXH3 and takes its sha256 only after the map: the manifest still holds the
+    sha256 of the file on disk, whether the run mapped it or resumed after its map."""
+    logs = corpus / "logs.jsonl"
+    overrides = [f"source.path={logs}", "executor.workers=2", "executor.shard_mb=0.2"]
+    expected = hashlib.sha256(logs.read_bytes()).hexdigest()
+    config = compose_config(overrides)
+    result = run(build_settings(config), tmp_path / "fresh", config=config)
+    (entry,) = result.manifest["inputs"]
+    assert entry["sha256"] == expected and entry["rows"] == len(logs.read_bytes().splitlines())
+    killed_then_resumed(tmp_path, overrides, "reduce:1")
+    resumed = json.loads((tmp_path / "killed-reduce-1" / "manifest.json").read_bytes())
+    assert resumed["inputs"][0]["sha256"] == expected
 
 
 @pytest.mark.parametrize(

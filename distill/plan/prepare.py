@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from distill.errors import DistillError
-from distill.hashing import canonical_json, file_sha256, sha256_hex
+from distill.hashing import canonical_json, file_content_hash, sha256_hex
 from distill.output.files import shown_path, write_bytes
 from distill.plan.context import Layout
 from distill.sources.base import Shard, balanced_count
@@ -49,10 +49,11 @@ def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
     return min(MAX_PARTITIONS, balanced_count(needed, executor.workers))
 
 
-PLAN_FORMAT = 3
+PLAN_FORMAT = 4
 """What the spills and the partitioning by `hash64` mean: raised whenever either changes (2: hash64 became XXH3; 3: a
-record's blob holds its origin as an `Origin` struct), so a run interrupted under one distill is never resumed by
-another that would put a group in another partition or misread a spill."""
+record's blob holds its origin as an `Origin` struct; 4: the key holds each input's `file_content_hash`, not its
+sha256), so a run interrupted under one distill is never resumed by another that would put a group in another
+partition or misread a spill."""
 
 
 def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
@@ -62,7 +63,7 @@ def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
     hashes: dict[str, str | None] = {}
     for shard in shards:
         if shard.path is not None and shown_path(shard.path) not in hashes:  # a name may not be UTF-8
-            hashes[shown_path(shard.path)] = shard.sha256 or file_sha256(Path(shard.path))
+            hashes[shown_path(shard.path)] = shard.content_hash or file_content_hash(Path(shard.path))
     return sha256_hex(canonical_json(
         {"format": PLAN_FORMAT, "config": stable, "inputs": hashes, "shards": len(shards)}
     ))

@@ -61,7 +61,10 @@ class Shard:
     size: int = 0
     """Bytes to read, for planning and progress."""
     sha256: str | None = None
-    """The whole file's hash, when the plan computed it while cutting the file."""
+    """The whole file's sha256, when the source took it while planning (a Parquet file's)."""
+    content_hash: str | None = None
+    """The whole file's `file_content_hash`, when the plan took it while cutting the file into byte ranges (its
+    sha256 is then taken by the runner, `InputDigests`); None: a shard that is a whole file."""
     row_groups: tuple[int, int] | None = None
     """[first, end) row groups of a Parquet file, whose first row is `first_row`; None: the whole file."""
     fragments: tuple[int, ...] | None = None
