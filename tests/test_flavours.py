@@ -14,6 +14,10 @@ from task_fixtures import assert_schema_valid, run_task, turn
 
 from distill.config import build_settings
 from distill.errors import ConfigError
+from distill.hashing import canonical_json
+from distill.output.files import jsonl_bytes
+from distill.record import Record
+from distill.tasks.base import jsonl_with_id, make_example
 from distill.output.flavours.openai import file_problems, line_problems
 
 SAMPLE = Path(__file__).resolve().parents[1] / "distill" / "data" / "sample" / "agent_sessions.jsonl"
@@ -347,3 +351,22 @@ def test_only_a_flavour_that_fills_in_a_lines_place_is_left_for_the_merge_to_enc
     from distill.output.flavours.base import FLAVOURS
 
     assert [name for name in FLAVOURS.kinds() if FLAVOURS.get(name)().places_lines] == ["verl"]
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "user", "content": "héllo \"quoted\" \\ \n\t\u2028 😀"}], "reward": 0.1 + 0.2},
+    {"prompt": "p", "chosen": "c", "rejected": "r", "provenance": {"z": 1, "a": [1.5e-7, None, True]}},
+    {},
+])
+def test_a_line_spelt_out_from_its_hashed_bytes_is_the_line_the_writer_would_encode(body):
+    """`make_example` keeps the canonical JSON it hashed for the id and splices the id into it: byte for byte
+    what encoding the whole line gives, or None when a key sorts before `id` (then the writer encodes it)."""
+    line = {**body, "provenance": body.get("provenance", {"record_ids": ["r1"]})}
+    example = make_example("sft", line, [Record(id="r1", text="x")], "g")
+    expected = jsonl_bytes(example.line)
+    if all(key > "id" for key in line):
+        assert example.jsonl == expected
+    else:
+        assert example.jsonl is None
+    assert jsonl_with_id(canonical_json({"a": 1}), "x", {"a": 1}) is None
+    assert jsonl_with_id(canonical_json({}), "x", {}) == b'{"id":"x"}\n'

@@ -143,14 +143,20 @@ class LinePartition(PartitionOutput):
                 # output.flavor: the flavour's line and its sidecar row, under the canonical example's sort key
                 # (1e6 records: the merge phase 4.4 -> 3.2 s when lines were first encoded here, bench/RESULTS.md).
                 entries.extend(
-                    (e.sort_key(), encoded_line(name, r.line), None if r.sidecar is None else encoded_line(name, r.sidecar))
+                    (
+                        e.sort_key(),
+                        r.jsonl if r.jsonl is not None else encoded_line(name, r.line),
+                        None if r.sidecar is None else encoded_line(name, r.sidecar),
+                    )
                     for e, r in zip(examples, rendered)
                 )
             elif rendered is not None:
                 # ... left as values where the merge still fills in the line's place (verl) or writes Parquet.
                 entries.extend((e.sort_key(), r.line, r.sidecar) for e, r in zip(examples, rendered))
             elif files.output_format == "jsonl":
-                entries.extend((e.sort_key(), encoded_line(name, e.line), None) for e in examples)
+                entries.extend(
+                    (e.sort_key(), e.jsonl if e.jsonl is not None else encoded_line(name, e.line), None) for e in examples
+                )
             else:
                 entries.extend((e.sort_key(), e.line, None) for e in examples)
 

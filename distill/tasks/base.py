@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from distill.grouping import Group
-from distill.hashing import content_id
+from distill.hashing import canonical_json, sha256_hex
 from distill.quarantine import Drop
 from distill.record import Record, format_timestamp
 from distill.registry import Registry
@@ -35,6 +36,9 @@ class Example:
     line: dict[str, Any]
     records: tuple[Record, ...]
     group_key: str
+    jsonl: bytes | None = None
+    """The line as a JSONL file holds it (sorted keys, newline), spelt out by `make_example` from the bytes its id
+    was hashed over; None: encoded where it is written."""
 
     @property
     def id(self) -> str:
@@ -112,7 +116,20 @@ def make_example(prefix: str, body: dict[str, Any], records: Sequence[Record], g
         provenance.setdefault("created_at_start", format_timestamp(min(dated)))
         provenance.setdefault("created_at_end", format_timestamp(max(dated)))
     line = {**body, "provenance": provenance}
-    return Example({"id": content_id(prefix, line), **line}, tuple(records), group_key)
+    canonical = canonical_json(line)
+    example_id = f"{prefix}-{sha256_hex(canonical)[:16]}"  # `content_id`, keeping the bytes it hashed
+    return Example({"id": example_id, **line}, tuple(records), group_key, jsonl_with_id(canonical, example_id, line))
+
+
+def jsonl_with_id(canonical: bytes, example_id: str, line: dict[str, Any]) -> bytes | None:
+    """The JSONL line of `{"id": example_id, **line}` from `canonical`, the line's canonical JSON: keys are sorted,
+    so when every key of the line sorts after `id` the line is `{"id":"...",` and the rest of the bytes already
+    hashed, and need not be encoded again (measured in bench/RESULTS.md, "Lines from their hashed bytes"). None
+    when a key sorts before `id` (orjson sorts keys by code point, as `<` on str does)."""
+    if not all(key > "id" for key in line):
+        return None
+    head = b'{"id":' + orjson.dumps(example_id)
+    return b"".join((head, b"," if line else b"", memoryview(canonical)[1:], b"\n"))
 
 
 TASKS: Registry[type[Task]] = Registry("task")

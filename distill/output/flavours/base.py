@@ -72,6 +72,9 @@ class Flavour(ABC):
     """False where the trainer rejects unknown keys: provenance then always goes to the sidecar."""
     file_format: ClassVar[str | None] = None
     """The one file format the trainer reads ("jsonl" or "parquet"); None: output.format decides."""
+    writes_canonical_lines: ClassVar[bool] = False
+    """Whether a line with its provenance inline is the task's canonical line, key for key (so its bytes are the
+    example's own, `Example.jsonl`)."""
 
     def supports(self, shape: str) -> bool:
         return shape in self.shapes

@@ -27,6 +27,8 @@ class Rendered:
 
     line: dict[str, Any]
     sidecar: dict[str, Any] | None
+    jsonl: bytes | None = None
+    """The line encoded already, as a JSONL file holds it, where it is the canonical example's (`Example.jsonl`)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ def render_side(
             refused.append(RefusedLine(example, refusal.reason, (f"{where}: {refusal}",)))
             continue
         out = attach_provenance(row, example.line, provenance)
+        if flavour.writes_canonical_lines and out.sidecar is None:
+            out = Rendered(out.line, None, example.jsonl)  # the same keys and values: the same bytes
         errors = line_and_sidecar_errors(flavour, context.shape, out)
         if errors:
             refused.append(RefusedLine(example, Reason.schema_violation, tuple(f"{where}: {e}" for e in errors)))

@@ -14,6 +14,7 @@ from distill.tasks.base import Example
 class TrlFlavour(Flavour):
     name = "trl"
     shapes = frozenset(SHAPE_NAMES)
+    writes_canonical_lines = True
 
     def supports(self, shape: str) -> bool:
         return True  # every task's own line is the trl line
