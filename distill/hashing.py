@@ -57,7 +57,12 @@ def canonical_json(value: Any) -> bytes:
 
 def content_id(prefix: str, value: Any) -> str:
     """An example id: the task's prefix and 16 hex digits of sha256 over the canonical JSON of its content."""
-    return f"{prefix}-{sha256_hex(canonical_json(value))[:16]}"
+    return canonical_content_id(prefix, canonical_json(value))
+
+
+def canonical_content_id(prefix: str, canonical: bytes) -> str:
+    """`content_id` from the content's canonical JSON, for a caller that keeps those bytes."""
+    return f"{prefix}-{sha256_hex(canonical)[:16]}"
 
 
 def unit_interval(*parts: str) -> float:

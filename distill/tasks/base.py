@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from distill.grouping import Group
-from distill.hashing import canonical_json, sha256_hex
+from distill.hashing import canonical_content_id, canonical_json
 from distill.quarantine import Drop
 from distill.record import Record, format_timestamp
 from distill.registry import Registry
@@ -117,7 +117,7 @@ def make_example(prefix: str, body: dict[str, Any], records: Sequence[Record], g
         provenance.setdefault("created_at_end", format_timestamp(max(dated)))
     line = {**body, "provenance": provenance}
     canonical = canonical_json(line)
-    example_id = f"{prefix}-{sha256_hex(canonical)[:16]}"  # `content_id`, keeping the bytes it hashed
+    example_id = canonical_content_id(prefix, canonical)
     return Example({"id": example_id, **line}, tuple(records), group_key, jsonl_with_id(canonical, example_id, line))
 
 
