@@ -639,3 +639,16 @@ def test_a_quarantined_record_is_measured_only_when_it_may_be_long_or_not_encoda
             assert len(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)) <= MAX_QUARANTINED_RECORD_BYTES
     assert short > 1000
     assert _surely_short({"id": "a", "text": "hello " * 1000, "origin": {"path": "a.jsonl", "line": 2}})
+
+
+@pytest.mark.parametrize("block_bytes", [1, 100, 1 << 20])
+def test_a_file_written_in_many_blocks_has_the_sha256_of_its_bytes(tmp_path, monkeypatch, block_bytes):
+    """Blocks after the first are hashed on a thread beside the writing: in order, every one of them."""
+    from distill.output import files
+
+    monkeypatch.setattr(files, "WRITE_BLOCK_BYTES", block_bytes)
+    rows = [{"n": n, "text": "x" * (n % 37)} for n in range(500)]
+    entry = write_output_jsonl(tmp_path / "out.jsonl", rows)
+    data = (tmp_path / "out.jsonl").read_bytes()
+    assert entry == {"path": "out.jsonl", "sha256": hashlib.sha256(data).hexdigest(), "rows": 500}
+    assert data.count(b"\n") == 500

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -158,13 +159,12 @@ def jsonl_bytes(row: Any) -> bytes:
 def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
     """Writes one JSON object per line (a row given as bytes is an already encoded line); returns {path, sha256,
     rows} for the manifest."""
-    digest = hashlib.sha256()
     count = 0
     # Lines are hashed and written a block at a time: one sha256 update and one write call per ~1 MiB, not per
     # line (208,000 lines of 5.6 KB, 1.2 GB: 2.3-2.8 -> 2.0 s).
     block: list[bytes] = []
     block_bytes = 0
-    with atomic_file(path) as handle:
+    with atomic_file(path) as handle, HashedBlocks(handle) as blocks:
         for row in rows:
             try:
                 data = row if isinstance(row, bytes) else jsonl_bytes(row)
@@ -174,19 +174,52 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> dict[str, Any]:
             block_bytes += len(data)
             count += 1
             if block_bytes >= WRITE_BLOCK_BYTES:
-                _hashed_write(handle, digest, block)
+                blocks.write(block)
                 block, block_bytes = [], 0
-        _hashed_write(handle, digest, block)
-    return {"path": path.name, "sha256": digest.hexdigest(), "rows": count}
+        blocks.write(block)
+    return {"path": path.name, "sha256": blocks.hexdigest(), "rows": count}
 
 
 WRITE_BLOCK_BYTES = 1 << 20
 
 
-def _hashed_write(handle: IO[bytes], digest: Any, lines: list[bytes]) -> None:
-    data = b"".join(lines)
-    digest.update(data)
-    handle.write(data)
+class HashedBlocks:
+    """A file's blocks written in order and hashed on a thread of their own from the second block on (hashlib lets
+    go of the GIL), so the sha256 of a large file runs beside its writing and the making of its next block instead
+    of after each: the merge of the 1e6 bench's train file, 1.1 GB, 1.49 -> ~1.0 s (bench/RESULTS.md). A file of
+    one block is hashed in the caller's thread."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.hasher: ThreadPoolExecutor | None = None
+        self.hashed: Future[None] | None = None
+        self.blocks = 0
+
+    def write(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
+        self.blocks += 1
+        if self.blocks == 1:
+            self.digest.update(data)
+        else:
+            if self.hasher is None:
+                self.hasher = ThreadPoolExecutor(1, thread_name_prefix="distill-output-sha256")
+            if self.hashed is not None:
+                self.hashed.result()  # one block in flight: the blocks go into the hash in order
+            self.hashed = self.hasher.submit(self.digest.update, data)
+        self.handle.write(data)
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+    def __enter__(self) -> HashedBlocks:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.hasher is not None:
+            if self.hashed is not None:
+                self.hashed.result()
+            self.hasher.shutdown()
 
 
 def write_bytes(path: Path, data: bytes) -> dict[str, Any]:
