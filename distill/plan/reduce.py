@@ -243,11 +243,21 @@ def reduce_partition(
     output = None if settings.dry_run else writer.open_partition(partition)
     exported: set[str] = set()
     dated: list[Any] = []
-    for taken in group_slices(groups, SLICE_RECORDS):
+    # Slices are taken off the list as they are reduced: a slice's records are freed with it, and the lines and rows
+    # the next slices make reuse their memory instead of growing the heap (a worker's first partition pays for
+    # every page it grows by).
+    slices = list(group_slices(groups, SLICE_RECORDS))[::-1]
+    del groups
+    while slices:
+        taken = slices.pop()
         sides = assign_sides(taken, settings.split, settings.split_key)
         built = build_examples(settings.task, sides, ledger, settings.flavour_output)
+        del taken
         exported.update(built.exported)
-        dated.extend(r.created_at for r in built.exported.values() if r.created_at is not None)
+        times = [r.created_at for r in built.exported.values() if r.created_at is not None]
+        if times:
+            first, last = min(times), max(times)
+            dated = [first, last] if not dated else [min(dated[0], first), max(dated[1], last)]
         for step, reasons in built.drops_by_step.items():
             result.task_drops.setdefault(step, Counter()).update(reasons)
         result.task_counts.update(built.counts)
@@ -259,10 +269,9 @@ def reduce_partition(
         if output is not None:
             output.add(built.examples_by_side, built.rendered_by_side)
         del sides, built
-    del groups
     counts = ledger.close(result.records, exported)
     result.exported, result.quarantined = counts["exported_records"], counts["quarantined_rows"]
-    result.created_at = (min(dated), max(dated)) if dated else None
+    result.created_at = (dated[0], dated[1]) if dated else None
     if output is not None:
         result.written = output.close()
     write_spill(ctx.layout.reduce_quarantine(partition), frames(ledger.sorted_entries()), compress=ctx.compress)
