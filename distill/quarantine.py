@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -110,6 +110,14 @@ class AccountingError(RuntimeError):
     """The ledger does not close: a record was lost, or both exported and quarantined. Always a distill bug."""
 
 
+class RowSink(Protocol):
+    """Where quarantine rows go as steps and tasks make them: a `Ledger`, or a reduce partition's `EncodedLedger`."""
+
+    def quarantine(self, row: QuarantineRow) -> None: ...
+
+    def drop(self, step: str, record: Record, drop: Drop) -> None: ...
+
+
 def close_accounts(input_rows: int, record_ids: list[Any], rows: int, exported_ids: set[str]) -> dict[str, int]:
     """The accounting rule over `rows` quarantine rows, `record_ids` the ids of those about a parsed record: each
     such id once, none of them exported, and every input row exported or quarantined."""
@@ -144,6 +152,3 @@ class Ledger:
         parsed Record is accounted by its id, which must be unique here and absent from the exported examples."""
         record_ids = [row.record_id for row in self.rows if isinstance(row.record, RECORD_CLASSES)]
         return close_accounts(self.input_rows, record_ids, len(self.rows), exported_ids)
-
-    def sorted_rows(self) -> list[QuarantineRow]:
-        return sorted(self.rows, key=QuarantineRow.sort_key)

@@ -94,6 +94,7 @@ def run(
             progress.close()
             reduce_results = [reduced[p] for p in range(partitions)]
 
+            digests.wait()  # an input that changed since the cut stops the run before any output is final
             merged = merge(ctx, writer, shard_ids, map_results, reduce_results, output_dir)
             digests.fill(merged.inputs)
         log.info("driver: peak RSS %.0f MiB", peak_rss_mib())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,9 +17,9 @@ from distill.config import build_settings
 from distill.errors import ConfigError
 from distill.hashing import canonical_json
 from distill.output.files import jsonl_bytes
+from distill.output.flavours.openai import file_problems, line_problems
 from distill.record import Record
 from distill.tasks.base import jsonl_with_id, make_example
-from distill.output.flavours.openai import file_problems, line_problems
 
 SAMPLE = Path(__file__).resolve().parents[1] / "distill" / "data" / "sample" / "agent_sessions.jsonl"
 
@@ -370,3 +371,25 @@ def test_a_line_spelt_out_from_its_hashed_bytes_is_the_line_the_writer_would_enc
         assert example.jsonl is None
     assert jsonl_with_id(canonical_json({"a": 1}), "x", {"a": 1}) is None
     assert jsonl_with_id(canonical_json({}), "x", {}) == b'{"id":"x"}\n'
+
+
+@pytest.mark.parametrize("task", [["task=sft"], ["task=preference"], ["task=rollout"], ["task=rag"], ["task=sft_instruction"]])
+def test_a_trl_line_written_from_its_examples_bytes_is_its_rendered_line_encoded(tmp_path, monkeypatch, task):
+    """The trl flavour writes `Example.jsonl` as it is: those bytes must be what encoding the rendered line gives."""
+    from distill.output.flavours import render
+
+    checked = []
+    original = render.render_side
+
+    def checking(*args: Any, **kwargs: Any) -> Any:
+        rendered, refused = original(*args, **kwargs)
+        for out in rendered:
+            if out.jsonl is not None:
+                assert out.jsonl == jsonl_bytes(out.line)
+                checked.append(out)
+        return rendered, refused
+
+    monkeypatch.setattr(render, "render_side", checking)
+    run_pipeline(tmp_path / "run", [f"source.path={SAMPLE}", "executor.workers=1", *task])
+    if task == ["task=sft"]:
+        assert checked, "no SFT line was written from its example's bytes"

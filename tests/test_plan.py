@@ -22,19 +22,19 @@ from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
 from distill.config import build_settings
 from distill.executor import local
 from distill.executor.local import beside
-from distill.hashing import hash64
 from distill.grouping import Group
+from distill.hashing import hash64
 from distill.output.writers import LineFiles
-from distill.plan.context import Layout
-from distill.record import Record
-from distill.tasks.base import Example
-from distill.tasks.sft import SftParams, SftTask
 from distill.plan import prepare, reduce, spill
+from distill.plan.context import Layout
 from distill.plan.decide import in_order
 from distill.quarantine import QuarantineRow
+from distill.record import Record
 from distill.runner import run
 from distill.sources import jsonl
 from distill.sources.jsonl import JsonlParams, JsonlSource
+from distill.tasks.base import Example
+from distill.tasks.sft import SftParams, SftTask
 from lakehouse_fixture import FIXTURE
 
 DATA_FILES = ("quarantine.jsonl", "stats.json")
@@ -564,3 +564,29 @@ def frames_of(path):
             (size,) = spill.FRAME_HEADER.unpack(header)
             handle.seek(size, os.SEEK_CUR)
             yield size
+
+
+def test_an_input_that_changes_after_the_cut_or_goes_is_a_one_line_error_before_any_output(tmp_path):
+    """The manifest's sha256 of a cut file is taken after the map, with its XXH3 again: a file appended to since
+    the cut (or gone) stops the run with one line, where the merge has not yet made any output final."""
+    from distill.errors import DistillError
+    from distill.plan.input_digests import InputDigests
+    from distill.sources.base import Shard
+
+    path = tmp_path / "logs.jsonl"
+    path.write_bytes(b'{"id": "a"}\n')
+    shard = Shard(0, str(path), "logs.jsonl", size=12, content_hash=xxhash.xxh3_128_hexdigest(path.read_bytes()))
+    with InputDigests([shard]) as digests:
+        digests.start()
+        digests.wait()
+        entries = [{"path": next(iter(digests.files)), "sha256": None, "rows": 1}]
+        digests.fill(entries)
+    assert entries[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    path.write_bytes(b'{"id": "a"}\n{"id": "b"}\n')
+    with InputDigests([shard]) as digests, pytest.raises(DistillError, match="changed while the run read it"):
+        digests.start()
+        digests.wait()
+    path.unlink()
+    with InputDigests([shard]) as digests, pytest.raises(DistillError, match="cannot read .*logs.jsonl again"):
+        digests.start()
+        digests.wait()

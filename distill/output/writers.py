@@ -8,7 +8,6 @@ import heapq
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from distill.output.documents import SAMPLES_PER_FILE
 from distill.output.files import OutputError, jsonl_bytes, write_json, write_jsonl, write_parquet, write_text
 from distill.output.flavours.render import FlavourOutput, Rendered
 from distill.plan.context import Layout
-from distill.plan.spill import frames, read_values, write_spill
+from distill.plan.spill import BY_PLACE, frames, read_values, write_spill
 from distill.split import ALL
 from distill.tasks.base import Example, Task
 from distill.validation import schema_errors
@@ -162,12 +161,9 @@ class LinePartition(PartitionOutput):
 
     def close(self) -> None:
         for side, entries in self.entries.items():
-            entries.sort(key=_sort_key)  # each slice's are in file order; the partition's spill is, too
+            entries.sort(key=BY_PLACE)  # each slice's are in file order; the partition's spill is, too
             write_spill(self.files.layout.examples(side, self.partition), frames(entries), compress=self.files.compress)
         self.entries = {}
-
-
-_sort_key = itemgetter(0)
 
 
 COVERAGE_DIR = "coverage"

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from distill.errors import DistillError
 from distill.output.files import shown_path
 from distill.sources.base import Shard
@@ -22,11 +24,12 @@ CHUNK_BYTES = 8 << 20
 
 class InputDigests:
     """sha256 of the files whose shards were cut (`Shard.content_hash` set, no `sha256`), for the map results'
-    input entries, which leave it None."""
+    input entries, which leave it None. Each file is read once more for it, and its XXH3 taken again on the way: a
+    file that changed since the cut (a log still being appended to) stops the run, before any output is final."""
 
     def __init__(self, shards: Sequence[Shard]) -> None:
-        self.paths = {
-            shown_path(Path(shard.path).resolve()): Path(shard.path)
+        self.files = {
+            shown_path(Path(shard.path).resolve()): (Path(shard.path), shard.content_hash)
             for shard in shards
             if shard.path is not None and shard.content_hash is not None and shard.sha256 is None
         }
@@ -37,28 +40,42 @@ class InputDigests:
         self.thread = threading.Thread(target=self._hash_all, name="distill-input-sha256", daemon=True)
 
     def start(self) -> None:
-        if self.paths:
+        """Starts hashing, once the map has read the inputs (so the thread does not compete with it)."""
+        if self.files:
             self.thread.start()
 
     def _hash_all(self) -> None:
+        name = ""
         try:
-            for name, path in self.paths.items():
-                digest = hashlib.sha256()
+            for name, (path, content_hash) in self.files.items():
+                digest, check = hashlib.sha256(), xxhash.xxh3_128()
                 with path.open("rb") as handle:
                     while chunk := handle.read(CHUNK_BYTES):
                         if self.stopped.is_set():
                             return
                         digest.update(chunk)  # hashlib lets go of the GIL for large chunks
+                        check.update(chunk)
+                if check.hexdigest() != content_hash:
+                    self.error = f"source.path: {name} changed while the run read it; run again once it is written"
+                    return
                 self.digests[name] = digest.hexdigest()
-        except OSError as error:  # the map read it a moment ago: gone or changed since
+        except OSError as error:  # the map read it a moment ago: gone since
             self.error = f"source.path: cannot read {name} again for its sha256 ({error.strerror or error})"
+        except BaseException as error:  # noqa: BLE001 - any failure here is the run's, said by `wait`
+            self.error = f"source.path: hashing {name} failed ({type(error).__name__}: {error})"
 
-    def fill(self, inputs: list[dict[str, Any]]) -> None:
-        """Waits for the hashes and puts each into the input entries that lack one."""
+    def wait(self) -> None:
+        """Waits for the hashes: raises the one-line error of a file that could not be hashed or changed. Called
+        before the merge gives any output its final name."""
         if self.thread.ident is not None:
             self.thread.join()
+        if self.error is None and self.digests.keys() != self.files.keys():
+            self.error = "source.path: the inputs' sha256 were not taken"  # never started: `start` was not called
         if self.error is not None:
             raise DistillError(self.error)
+
+    def fill(self, inputs: list[dict[str, Any]]) -> None:
+        """Puts each file's sha256 into the input entries that lack one (after `wait`)."""
         for entry in inputs:
             if entry.get("sha256") is None and entry.get("path") in self.digests:
                 entry["sha256"] = self.digests[entry["path"]]

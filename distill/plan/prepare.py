@@ -63,7 +63,8 @@ def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
     hashes: dict[str, str | None] = {}
     for shard in shards:
         if shard.path is not None and shown_path(shard.path) not in hashes:  # a name may not be UTF-8
-            hashes[shown_path(shard.path)] = shard.content_hash or file_content_hash(Path(shard.path))
+            # A Parquet file's sha256, taken while planning, is as good a key; any other file is read for its XXH3.
+            hashes[shown_path(shard.path)] = shard.content_hash or shard.sha256 or file_content_hash(Path(shard.path))
     return sha256_hex(canonical_json(
         {"format": PLAN_FORMAT, "config": stable, "inputs": hashes, "shards": len(shards)}
     ))

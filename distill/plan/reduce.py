@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from operator import itemgetter
 from typing import Any
 
 from distill.errors import DistillError
@@ -23,12 +22,13 @@ from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
 from distill.plan.map import PARSE_STEP, quarantine_entry, redacts_rows
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
-from distill.plan.spill import frames, read_values, write_marker, write_spill
-from distill.quarantine import Drop, Ledger, QuarantineRow, close_accounts
+from distill.plan.spill import BY_PLACE, frames, read_values, write_marker, write_spill
+from distill.quarantine import Drop, QuarantineRow, RowSink, close_accounts
 from distill.reasons import Reason
 from distill.record import RECORD_CLASSES, Record, load_stored_records
 from distill.split import assign_sides
 from distill.tasks.base import Example, Task
+from distill.tokens import TokenCounter
 from distill.validation import schema_errors
 
 WRITE_STEP = "write"
@@ -51,7 +51,7 @@ class TaskResult:
 
 
 def build_examples(
-    task: Task, sides: dict[str, list[Group]], ledger: Ledger | EncodedLedger, flavour: FlavourOutput | None = None
+    task: Task, sides: dict[str, list[Group]], ledger: RowSink, flavour: FlavourOutput | None = None
 ) -> TaskResult:
     """Runs the task on each side and checks every line against the task's schema (the firewall's second layer),
     then renders the valid lines in the run's output flavour, which refuses a line its trainer would reject. A
@@ -119,7 +119,7 @@ class ReduceResult:
 
 
 def partition_records(
-    ctx: PlanContext, partition: int, shards: Sequence[int], result: ReduceResult, ledger: Ledger | EncodedLedger,
+    ctx: PlanContext, partition: int, shards: Sequence[int], result: ReduceResult, ledger: RowSink,
     entries: Iterable[tuple[int, Record, Any]] | None = None,
 ) -> tuple[list[Record], list[Record]]:
     """(kept, dropped) records of the partition, each record's fate the earliest drop the chain gives it. The
@@ -216,13 +216,22 @@ class EncodedLedger:
         self.quarantine(QuarantineRow.of(step, record, drop))
 
     def close(self, input_rows: int, exported_ids: set[str]) -> dict[str, int]:
+        """`Ledger.close` over the rows encoded so far: the accounting rule, or an `AccountingError`."""
         return close_accounts(input_rows, self.record_ids, len(self.entries), exported_ids)
 
     def sorted_entries(self) -> list[tuple[Any, str, str | None, bytes]]:
-        return sorted(self.entries, key=_first)
+        """The rows in the quarantine file's order, as its spill holds them."""
+        return sorted(self.entries, key=BY_PLACE)
 
 
-_first = itemgetter(0)
+def add_side(
+    result: ReduceResult, side: str, examples: Sequence[Example], groups: int, token_counter: TokenCounter | None
+) -> None:
+    """One slice's share of a side: its examples and groups counted, its figures added to the side's."""
+    side_result = result.sides.setdefault(side, SideResult(examples=0, groups=0, stats=StatsPart()))
+    side_result.examples += len(examples)
+    side_result.groups += groups
+    side_result.stats.add(stats_part(examples, token_counter))
 
 
 def reduce_partition(
@@ -248,10 +257,11 @@ def reduce_partition(
     # every page it grows by).
     slices = list(group_slices(groups, SLICE_RECORDS))[::-1]
     del groups
+    flavour = settings.flavour_output
     while slices:
         taken = slices.pop()
         sides = assign_sides(taken, settings.split, settings.split_key)
-        built = build_examples(settings.task, sides, ledger, settings.flavour_output)
+        built = build_examples(settings.task, sides, ledger, flavour)
         del taken
         exported.update(built.exported)
         times = [r.created_at for r in built.exported.values() if r.created_at is not None]
@@ -261,11 +271,8 @@ def reduce_partition(
         for step, reasons in built.drops_by_step.items():
             result.task_drops.setdefault(step, Counter()).update(reasons)
         result.task_counts.update(built.counts)
-        for side, examples in built.examples_by_side.items():
-            side_result = result.sides.setdefault(side, SideResult(0, 0, StatsPart()))
-            side_result.examples += len(examples)
-            side_result.groups += len(sides[side])
-            side_result.stats.add(stats_part(examples, settings.token_counter))
+        for side in built.examples_by_side:
+            add_side(result, side, built.examples_by_side[side], len(sides[side]), settings.token_counter)
         if output is not None:
             output.add(built.examples_by_side, built.rendered_by_side)
         del sides, built

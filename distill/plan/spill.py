@@ -11,6 +11,7 @@ import os
 import pickle
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ FRAME_BYTES = 256 * 1024
 so this bounds its memory per stream whatever the items' size."""
 PROBE_ITEMS = 16
 """How many of a spill's first items are pickled alone to size its frames."""
+BY_PLACE = itemgetter(0)
+"""The sort key of a spill entry that is a tuple led by its place in a file (example lines, quarantine rows)."""
 COMPRESSION_LEVEL = 1  # measured: level 1 keeps up with the map; higher levels cost more CPU than the disk they save
 
 
