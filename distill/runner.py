@@ -19,7 +19,7 @@ from distill.output.writers import dataset_writer
 from distill.plan.context import Layout, PlanContext
 from distill.plan.input_digests import InputDigests
 from distill.plan.merge import merge
-from distill.plan.prepare import prepare
+from distill.plan.prepare import check_open_files, prepare, raise_open_files_limit
 from distill.plan.spill import read_marker
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,14 @@ def run(
     for note in settings.notes:
         log.warning(note)
     layout = Layout.of(output_dir)
+    open_files = raise_open_files_limit()  # before the executor starts its workers, which inherit it
     executor = make_executor(settings.executor)
     with cyclic_gc_paused(), executor:
         executor.warm_up(settings.source.size_hint())  # what the executor can start while the input is cut
         shards = settings.source.shards(settings.executor.shard_bytes, settings.executor.workers)
         with InputDigests(shards) as digests:
             partitions = prepare(layout, shards, config, settings.executor, settings.resume)
+            check_open_files(partitions, len(shards), open_files)
             ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)
             log.info("plan: %d shards, %d partitions, %d workers", len(shards), partitions, settings.executor.workers)
             layout.make(partitions, list(range(len(settings.steps))))

@@ -590,3 +590,39 @@ def test_an_input_that_changes_after_the_cut_or_goes_is_a_one_line_error_before_
     with InputDigests([shard]) as digests, pytest.raises(DistillError, match="cannot read .*logs.jsonl again"):
         digests.start()
         digests.wait()
+
+
+def run_with_open_files_limit(tmp_path: Path, args: list[str], soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return subprocess.run(
+        [sys.executable, "-m", "distill", *args], cwd=tmp_path, capture_output=True, text=True, preexec_fn=limited,
+    )
+
+
+def test_a_plan_holding_more_files_open_than_the_soft_limit_raises_it_and_runs(tmp_path, corpus):
+    """120 partitions over shards of 0.2 MB hold more files open than a soft limit of 64 at once (the merge failed
+    on "Too many open files" after all the work before): the run raises its soft limit to the hard one first."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    args = [
+        f"source.path={corpus / 'logs.jsonl'}", "executor.partitions=120", "executor.shard_mb=0.2",
+        "executor.workers=2", "report=false", "hydra.run.dir=out",
+    ]
+    done = run_with_open_files_limit(tmp_path, args, 64, hard)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_plan_holding_more_files_open_than_the_system_allows_is_one_line_before_the_map(tmp_path, corpus):
+    args = [f"source.path={corpus / 'logs.jsonl'}", "executor.partitions=120", "executor.shard_mb=0.2", "hydra.run.dir=out"]
+    done = run_with_open_files_limit(tmp_path, args, 64, 64)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.startswith("distill: error: this plan holds up to") and "more than this system allows (64)" in line
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "out").glob("*.jsonl")), "nothing is written before the plan is refused"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,48 @@ def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
     per_worker = executor.memory_bytes / max(executor.workers, 1) * WORKER_BUDGET_SHARE
     needed = max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker))
     return min(MAX_PARTITIONS, balanced_count(needed, executor.workers))
+
+
+OPEN_FILES_MARGIN = 64
+"""Files a process of the run holds open beside one per partition and one per shard: the input, the key and id
+spills, the logs, Python's own."""
+
+
+def raise_open_files_limit() -> int:
+    """Raises this process's soft limit on open files to its hard limit (at most 2**20), before any worker starts,
+    so the workers inherit it; returns the limit now in force. Linux's usual soft limit, 1,024, is below what a
+    large plan holds open (`open_files_needed`), while the hard limit is commonly 512 Ki or more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft == resource.RLIM_INFINITY or soft >= ceiling:
+        return soft if soft != resource.RLIM_INFINITY else MAX_OPEN_FILES
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    except (ValueError, OSError):  # a limit the system refuses after all: keep the one in force
+        return soft
+    return ceiling
+
+
+MAX_OPEN_FILES = 1 << 20
+
+
+def open_files_needed(partitions: int, shards: int) -> int:
+    """The most files one process of the run holds open at once: a map task writes one spill per partition, the
+    decide one decision spill per partition, the merge reads every partition's spill of a file at once, and the
+    quarantine's merge every shard's and every partition's."""
+    return partitions + shards + OPEN_FILES_MARGIN
+
+
+def check_open_files(partitions: int, shards: int, limit: int) -> None:
+    """A plan that would hold more files open than the system allows stops before the map, in one line, instead of
+    failing on "Too many open files" in whichever phase first reaches the limit."""
+    needed = open_files_needed(partitions, shards)
+    if needed > limit:
+        raise DistillError(
+            f"this plan holds up to {needed} files open at once ({partitions} partitions, {shards} shards), more "
+            f"than this system allows ({limit}): raise the limit (`ulimit -n`), or lower the partitions "
+            "(executor.partitions, or a larger executor.memory_gb) or the shards (a larger executor.shard_mb)"
+        )
 
 
 PLAN_FORMAT = 4
