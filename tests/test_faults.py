@@ -652,3 +652,27 @@ def test_a_file_written_in_many_blocks_has_the_sha256_of_its_bytes(tmp_path, mon
     data = (tmp_path / "out.jsonl").read_bytes()
     assert entry == {"path": "out.jsonl", "sha256": hashlib.sha256(data).hexdigest(), "rows": 500}
     assert data.count(b"\n") == 500
+
+
+@pytest.mark.parametrize(
+    "stop, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")], ids=["ctrl-c", "sigterm"]
+)
+def test_a_stop_while_distill_is_still_being_imported_is_one_line(tmp_path, stop, code, said):
+    """The signal comes as `distill.cli` starts to load (sent by the process to itself then, so the moment is
+    certain): one line, exit 130 or 143, no traceback."""
+    starter = (
+        "import builtins, os, runpy, sys\n"
+        "real = builtins.__import__\n"
+        "def hooked(name, *args, **kwargs):\n"
+        "    if name == 'distill.cli':\n"
+        f"        os.kill(os.getpid(), {int(stop)})\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = hooked\n"
+        "sys.argv = ['distill', 'hydra.run.dir=run']\n"
+        "runpy.run_module('distill', run_name='__main__', alter_sys=True)\n"
+    )
+    with ctrl_c_reaches_children():
+        done = subprocess.run([sys.executable, "-c", starter], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == code, done.stderr
+    assert done.stderr.strip() == f"distill: error: {said}"
+    assert not (tmp_path / "run").exists()
