@@ -22,18 +22,17 @@ def sha256_hex(data: bytes | str) -> str:
 
 def file_sha256(path: Any, chunk_bytes: int = 1 << 20) -> str:
     """The sha256 of a file's bytes, read in chunks (any size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _file_digest(path, hashlib.sha256(), chunk_bytes)
 
 
 def file_content_hash(path: Any, chunk_bytes: int = 1 << 20) -> str:
     """XXH3-128 of a file's bytes, in hex: what the plan key holds of an input, to tell a changed one on resume.
     Not the manifest's sha256: it is taken before the map can start, and XXH3 adds ~0.02 s to reading the 1e6
     bench's 1.7 GB where sha256 adds ~1.0 s (bench/RESULTS.md)."""
-    digest = xxhash.xxh3_128()
+    return _file_digest(path, xxhash.xxh3_128(), chunk_bytes)
+
+
+def _file_digest(path: Any, digest: Any, chunk_bytes: int) -> str:
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
@@ -55,13 +54,9 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def content_id(prefix: str, value: Any) -> str:
-    """An example id: the task's prefix and 16 hex digits of sha256 over the canonical JSON of its content."""
-    return canonical_content_id(prefix, canonical_json(value))
-
-
 def canonical_content_id(prefix: str, canonical: bytes) -> str:
-    """`content_id` from the content's canonical JSON, for a caller that keeps those bytes."""
+    """An example id: the task's prefix and 16 hex digits of sha256 over the canonical JSON of its content
+    (`canonical_json`), which the caller keeps (`make_example` writes the line from the same bytes)."""
     return f"{prefix}-{sha256_hex(canonical)[:16]}"
 
 

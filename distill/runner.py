@@ -61,44 +61,43 @@ def run(
     layout = Layout.of(output_dir)
     open_files = raise_open_files_limit()  # before the executor starts its workers, which inherit it
     executor = make_executor(settings.executor)
-    with cyclic_gc_paused(), executor:
+    with cyclic_gc_paused(), executor, InputDigests() as digests:
         executor.warm_up(settings.source.size_hint())  # what the executor can start while the input is cut
         shards = settings.source.shards(settings.executor.shard_bytes, settings.executor.workers)
-        with InputDigests(shards) as digests:
-            partitions = prepare(layout, shards, config, settings.executor, settings.resume)
-            check_open_files(partitions, len(shards), open_files)
-            ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)
-            log.info("plan: %d shards, %d partitions, %d workers", len(shards), partitions, settings.executor.workers)
-            layout.make(partitions, list(range(len(settings.steps))))
-            ctx.setup()
-            writer = dataset_writer(
-                settings.task, output_dir, layout, settings.output_format, ctx.compress, settings.flavour_output
-            )
+        partitions = prepare(layout, shards, config, settings.executor, settings.resume)
+        check_open_files(partitions, len(shards), open_files)
+        ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)
+        log.info("plan: %d shards, %d partitions, %d workers", len(shards), partitions, settings.executor.workers)
+        layout.make(partitions, list(range(len(settings.steps))))
+        ctx.setup()
+        writer = dataset_writer(
+            settings.task, output_dir, layout, settings.output_format, ctx.compress, settings.flavour_output
+        )
 
-            # map: shards a resumed run already finished keep their markers and spills.
-            finished = {s.index: read_marker(layout.map_done(s.index)) for s in shards}
-            todo = [s for s in shards if finished[s.index] is None]
-            progress = Progress("map", sum(s.size for s in shards), "B", done=sum(s.size for s in shards) - sum(s.size for s in todo))
-            for result in executor.run_map(ctx, todo, progress):
-                finished[result.shard] = result
-            progress.close()
-            map_results = [finished[s.index] for s in shards]
-            shard_ids = [s.index for s in shards]
-            digests.start()  # the cut inputs' sha256, beside the decide
+        # map: shards a resumed run already finished keep their markers and spills.
+        finished = {s.index: read_marker(layout.map_done(s.index)) for s in shards}
+        todo = [s for s in shards if finished[s.index] is None]
+        progress = Progress("map", sum(s.size for s in shards), "B", done=sum(s.size for s in shards) - sum(s.size for s in todo))
+        for result in executor.run_map(ctx, todo, progress):
+            finished[result.shard] = result
+        progress.close()
+        map_results = [finished[s.index] for s in shards]
+        shard_ids = [s.index for s in shards]
+        digests.start(shards)  # the cut inputs' sha256, beside the decide
 
-            executor.run_decide(ctx, shard_ids, sum(result.records for result in map_results))
+        executor.run_decide(ctx, shard_ids, sum(result.records for result in map_results))
 
-            reduced = {p: read_marker(layout.reduce_done(p)) for p in range(partitions)}
-            todo_partitions = [p for p, result in reduced.items() if result is None]
-            progress = Progress("reduce", partitions, "partitions", done=partitions - len(todo_partitions))
-            for result in executor.run_reduce(ctx, todo_partitions, shard_ids, writer, progress):
-                reduced[result.partition] = result
-            progress.close()
-            reduce_results = [reduced[p] for p in range(partitions)]
+        reduced = {p: read_marker(layout.reduce_done(p)) for p in range(partitions)}
+        todo_partitions = [p for p, result in reduced.items() if result is None]
+        progress = Progress("reduce", partitions, "partitions", done=partitions - len(todo_partitions))
+        for result in executor.run_reduce(ctx, todo_partitions, shard_ids, writer, progress):
+            reduced[result.partition] = result
+        progress.close()
+        reduce_results = [reduced[p] for p in range(partitions)]
 
-            digests.wait()  # an input that changed since the cut stops the run before any output is final
-            merged = merge(ctx, writer, shard_ids, map_results, reduce_results, output_dir)
-            digests.fill(merged.inputs)
+        digests.wait()  # an input that changed since the cut stops the run before any output is final
+        merged = merge(ctx, writer, shard_ids, map_results, reduce_results, output_dir)
+        digests.fill(merged.inputs)
         log.info("driver: peak RSS %.0f MiB", peak_rss_mib())
 
     manifest = build_manifest(

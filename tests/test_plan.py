@@ -576,19 +576,19 @@ def test_an_input_that_changes_after_the_cut_or_goes_is_a_one_line_error_before_
     path = tmp_path / "logs.jsonl"
     path.write_bytes(b'{"id": "a"}\n')
     shard = Shard(0, str(path), "logs.jsonl", size=12, content_hash=xxhash.xxh3_128_hexdigest(path.read_bytes()))
-    with InputDigests([shard]) as digests:
-        digests.start()
+    with InputDigests() as digests:
+        digests.start([shard])
         digests.wait()
         entries = [{"path": next(iter(digests.files)), "sha256": None, "rows": 1}]
         digests.fill(entries)
     assert entries[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     path.write_bytes(b'{"id": "a"}\n{"id": "b"}\n')
-    with InputDigests([shard]) as digests, pytest.raises(DistillError, match="changed while the run read it"):
-        digests.start()
+    with InputDigests() as digests, pytest.raises(DistillError, match="changed while the run read it"):
+        digests.start([shard])
         digests.wait()
     path.unlink()
-    with InputDigests([shard]) as digests, pytest.raises(DistillError, match="cannot read .*logs.jsonl again"):
-        digests.start()
+    with InputDigests() as digests, pytest.raises(DistillError, match="cannot read .*logs.jsonl again"):
+        digests.start([shard])
         digests.wait()
 
 

@@ -27,20 +27,22 @@ class InputDigests:
     input entries, which leave it None. Each file is read once more for it, and its XXH3 taken again on the way: a
     file that changed since the cut (a log still being appended to) stops the run, before any output is final."""
 
-    def __init__(self, shards: Sequence[Shard]) -> None:
-        self.files = {
-            shown_path(Path(shard.path).resolve()): (Path(shard.path), shard.content_hash)
-            for shard in shards
-            if shard.path is not None and shard.content_hash is not None and shard.sha256 is None
-        }
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[Path, str | None]] = {}
         self.digests: dict[str, str] = {}
         self.error: str | None = None
         self.stopped = threading.Event()
         # A daemon thread, stopped between chunks: a run that fails meanwhile does not wait for a whole file's hash.
         self.thread = threading.Thread(target=self._hash_all, name="distill-input-sha256", daemon=True)
 
-    def start(self) -> None:
-        """Starts hashing, once the map has read the inputs (so the thread does not compete with it)."""
+    def start(self, shards: Sequence[Shard]) -> None:
+        """Starts hashing the cut files of `shards`, once the map has read them (so the thread does not compete with
+        it)."""
+        self.files = {
+            shown_path(Path(shard.path).resolve()): (Path(shard.path), shard.content_hash)
+            for shard in shards
+            if shard.path is not None and shard.content_hash is not None and shard.sha256 is None
+        }
         if self.files:
             self.thread.start()
 
