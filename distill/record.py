@@ -5,6 +5,7 @@ from __future__ import annotations
 import copyreg
 import io
 import pickle
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
@@ -414,6 +415,28 @@ def replaced(record: Any, **changes: Any) -> Any:
     if bitmask != VALUED_FIELDS:
         bitmask |= sum(_RECORD_SET.bit[name] for name in changes)
     return msgspec.structs.replace(record, **changes, fields_set=bitmask)
+
+
+_records_decoder = msgspec.msgpack.Decoder(list[StoredRecord])
+
+
+def packed_records(records: Sequence[Any]) -> bytes | None:
+    """Many `StoredRecord`s as one msgpack array, each as its `__reduce__` writes it: one call for a batch instead of
+    one pickled blob per record (4,096 bench records: 2.73 -> 1.37 µs a record to pickle, 2.44 -> 2.15 to load).
+    None when one of them cannot go in a blob (a provenance, values beyond JSON's types, a pydantic `Record`): the
+    caller then pickles them one by one."""
+    for record in records:
+        if type(record) is not StoredRecord or record.provenance is not None or not record._json_plain():
+            return None
+    try:
+        return _stored_encoder.encode(records)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return None
+
+
+def unpacked_records(blob: bytes) -> list[Any]:
+    """The `StoredRecord`s `packed_records` packed, in order."""
+    return _records_decoder.decode(blob)
 
 
 def load_stored_records(data: bytes) -> Any:

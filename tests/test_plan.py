@@ -626,3 +626,48 @@ def test_a_plan_holding_more_files_open_than_the_system_allows_is_one_line_befor
     assert line.startswith("distill: error: this plan holds up to") and "more than this system allows (64)" in line
     assert "Traceback" not in done.stderr
     assert not list((tmp_path / "out").glob("*.jsonl")), "nothing is written before the plan is refused"
+
+
+def test_a_partition_spill_gives_back_its_entries_whether_their_records_were_packed_or_not(tmp_path):
+    """The map packs a write's records in one msgpack blob when every one of them fits (`packed_records`), and
+    pickles them one by one when one does not; the reduce reads either as the same (handle, record, pending)
+    entries, each record with the record's values (a StoredRecord, unless it had to be pickled the pydantic way)."""
+    from distill.plan.context import PlanContext
+    from distill.plan.map import PackedEntries, PartitionSpills, read_part
+    from distill.quarantine import Drop
+    from distill.reasons import Reason
+    from distill.record import RECORD_FIELDS, Origin, StoredRecord, packed_records
+    from distill.sources.fast_lane import fast_record
+
+    lines = [
+        {"id": f"r{i}", "session_id": "s", "text": f"turn {i}", "created_at": f"2026-01-01T00:00:0{i}Z", "role": "user"}
+        for i in range(5)
+    ]
+    stored = [fast_record(json.dumps(line).encode(), Origin(path="a.jsonl", line=i + 1)) for i, line in enumerate(lines)]
+    assert all(type(record) is StoredRecord for record in stored)
+    odd = Record.model_validate({"id": "odd", "metadata": {"a_tuple": (1, 2)}})
+    assert packed_records(stored) is not None and packed_records([*stored, odd]) is None
+
+    settings = build_settings(compose_config([]))
+    layout = Layout(tmp_path / "work")
+    layout.make(1, [])
+    ctx = PlanContext(settings, layout, 1, False)
+    drop = Drop(Reason.lifecycle, ("status retired",))
+    packed = [(1, stored[0], None), (2, stored[1], (1, drop))]
+    unpacked = [(3, stored[2], None), (4, odd, None), (5, stored[3], None)]
+    sink = PartitionSpills(ctx, 0)
+    sink.write(0, packed)
+    sink.write(0, unpacked)
+    sink.close()
+    written = list(spill.read_values(layout.part(0, 0)))
+    assert type(written[0]) is PackedEntries and not any(type(item) is PackedEntries for item in written[1:])
+
+    back = list(read_part(layout.part(0, 0)))
+    assert [(handle, pending) for handle, _, pending in back] == [(h, p) for h, _, p in packed + unpacked]
+    for (_, record, _), (_, original, _) in zip(back, packed + unpacked):
+        if original is odd:  # beyond a blob: pickled the pydantic way, and back as the record itself
+            assert record == odd and type(record.metadata["a_tuple"]) is tuple
+            continue
+        assert isinstance(record, StoredRecord)
+        assert [getattr(record, name) for name in RECORD_FIELDS] == [getattr(original, name) for name in RECORD_FIELDS]
+    assert list(read_part(layout.part(0, 1))) == []  # a shard that sent the partition nothing

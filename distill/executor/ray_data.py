@@ -41,9 +41,9 @@ from distill.curation.steps.base import GlobalStep
 from distill.errors import DistillError
 from distill.executor.ray import claim_fault, hang_until_killed, worker_context, worker_value
 from distill.plan.context import PlanContext
-from distill.plan.map import SHARD_SHIFT, MapResult, ShardMapper, ShardReader, piece_path
+from distill.plan.map import SHARD_SHIFT, MapResult, ShardMapper, ShardReader, piece_path, read_part
 from distill.plan.reduce import reduce_partition
-from distill.plan.spill import read_marker, read_values
+from distill.plan.spill import read_marker
 from distill.record import load_stored_records
 from distill.sources.base import Shard
 
@@ -300,7 +300,7 @@ def partition_entries(
     ]
     for shard in earlier:
         path = ctx.layout.part(partition, shard)
-        sources.append((shard << SHARD_SHIFT, lambda path=path: read_values(path, load_stored_records)))
+        sources.append((shard << SHARD_SHIFT, lambda path=path: read_part(path)))
     sources.sort(key=lambda source: source[0])
     return itertools.chain.from_iterable(load() for _, load in sources)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -26,9 +26,9 @@ from distill.curation.steps.base import GlobalStep, RecordStep, Step
 from distill.hashing import hash64
 from distill.output.files import jsonl_bytes
 from distill.plan.context import PlanContext
-from distill.plan.spill import SpillWriter, write_marker, write_spill
+from distill.plan.spill import SpillWriter, read_values, write_marker, write_spill
 from distill.quarantine import Drop, QuarantineRow
-from distill.record import Record
+from distill.record import Record, load_stored_records, packed_records, unpacked_records
 from distill.sources.base import Shard
 
 PARSE_STEP = "parse"
@@ -92,8 +92,31 @@ class PartitionSink(Protocol):
     def abandon(self) -> None: ...
 
 
+class PackedEntries(NamedTuple):
+    """One write's (handle, record, pending drop) entries for a partition spill, the records packed as one blob
+    (`packed_records`)."""
+
+    handles: list[int]
+    pending: list[Any]
+    records: bytes
+
+    def entries(self) -> Iterator[tuple[int, Any, Any]]:
+        return zip(self.handles, unpacked_records(self.records), self.pending)
+
+
+def read_part(path: Path) -> Iterator[tuple[int, Any, Any]]:
+    """A partition spill's (handle, record, pending drop) entries in the order written, each record a
+    `StoredRecord`; a missing spill is empty."""
+    for item in read_values(path, load_stored_records):
+        if type(item) is PackedEntries:
+            yield from item.entries()
+        else:
+            yield item
+
+
 class PartitionSpills:
-    """Where a shard's records go by default: one spill per partition, which that partition's reduce reads."""
+    """Where a shard's records go by default: one spill per partition, which that partition's reduce reads
+    (`read_part`). Each write's records are packed in one blob when they can be."""
 
     def __init__(self, ctx: PlanContext, shard: int) -> None:
         self.ctx = ctx
@@ -106,7 +129,11 @@ class PartitionSpills:
             writer = self.writers[partition] = SpillWriter(
                 self.ctx.layout.part(partition, self.shard), compress=self.ctx.compress
             )
-        writer.write(entries)
+        packed = packed_records([record for _, record, _ in entries])
+        if packed is None:
+            writer.write(entries)
+        else:
+            writer.write([PackedEntries([entry[0] for entry in entries], [entry[2] for entry in entries], packed)])
 
     def close(self) -> None:
         for writer in self.writers.values():

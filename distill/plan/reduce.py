@@ -20,12 +20,12 @@ from distill.output.stats import StatsPart, stats_part
 from distill.output.writers import DatasetWriter, output_file_name
 from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
-from distill.plan.map import PARSE_STEP, quarantine_entry, redacts_rows
+from distill.plan.map import PARSE_STEP, quarantine_entry, read_part, redacts_rows
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
 from distill.plan.spill import BY_PLACE, frames, read_values, write_marker, write_spill
 from distill.quarantine import Drop, QuarantineRow, RowSink, close_accounts
 from distill.reasons import Reason
-from distill.record import RECORD_CLASSES, Record, load_stored_records
+from distill.record import RECORD_CLASSES, Record
 from distill.split import assign_sides
 from distill.tasks.base import Example, Task
 from distill.tokens import TokenCounter
@@ -130,7 +130,7 @@ def partition_records(
     kept: list[Record] = []
     dropped: list[Record] = []
     streams = [entries] if entries is not None else [
-        read_values(ctx.layout.part(partition, s), load_stored_records) for s in shards
+        read_part(ctx.layout.part(partition, s)) for s in shards
     ]
     for stream in streams:
         for handle, record, pending in stream:

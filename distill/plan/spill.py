@@ -44,6 +44,9 @@ class SpillWriter:
         self.sized = False
 
     def write(self, batch: list[Any]) -> None:
+        if len(batch) == 1:  # one item (a packed run of records): one frame, nothing to size
+            self._frame(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            return
         if not self.sized and batch:
             # Large items (example lines, quarantined records) go fewer to a frame. The first few items, pickled
             # alone, say how many: pickling a whole first frame to learn it (2,048 example lines, ~11 MB) cost one
@@ -61,11 +64,14 @@ class SpillWriter:
                 self.items_per_frame = max(1, len(chunk) * FRAME_BYTES // len(data))
                 continue
             start += len(chunk)
-            if self.compressor is not None:
-                data = self.compressor.compress(data)
-            self.handle.write(FRAME_HEADER.pack(len(data)))
-            self.handle.write(data)
-            self.batches += 1
+            self._frame(data)
+
+    def _frame(self, data: bytes) -> None:
+        if self.compressor is not None:
+            data = self.compressor.compress(data)
+        self.handle.write(FRAME_HEADER.pack(len(data)))
+        self.handle.write(data)
+        self.batches += 1
 
     def close(self) -> None:
         self.handle.close()
