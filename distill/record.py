@@ -257,7 +257,8 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
     """What code asks of a record besides its fields, for `StoredRecord` (whose fields `defstruct` adds)."""
 
     def order_key(self) -> tuple[datetime, str]:
-        return Record.order_key(self)  # type: ignore[arg-type]
+        # `Record.order_key`, spelt out: a reduce asks it of every record several times (sorting, holes, gaps).
+        return (self.created_at or _EPOCH, self.id)
 
     def as_record(self) -> Record:
         """The pydantic record this holds, as `Record.__reduce__`'s way back builds it."""
