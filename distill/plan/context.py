@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from distill.hashing import hash64
@@ -89,9 +90,13 @@ class PlanContext:
     compress: bool
     config: dict[str, Any] | None = None
 
-    def partition_of(self, group_key: str) -> int:
-        """distill's own stable hash of the group key: a group's records always meet in one partition."""
-        return hash64(group_key) % self.partitions if self.partitions > 1 else 0
+    def partitions_of(self, group_keys: Iterable[str]) -> list[int]:
+        """Each group key's partition, by distill's own stable hash of the key: a group's records always meet in one
+        partition. One call for a batch: a call per record cost more than the hash."""
+        if self.partitions == 1:
+            return [0 for _ in group_keys]
+        partitions = self.partitions
+        return [hash64(key) % partitions for key in group_keys]
 
     def setup(self) -> None:
         for step in self.settings.steps:

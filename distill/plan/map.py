@@ -233,7 +233,7 @@ class ShardMapper:
         """The chain over one batch: record steps, each global step's keys at its place, and every record, with
         its pending drop, to its group's partition."""
         group_key = self.ctx.settings.group_key
-        partitions = [self.ctx.partition_of(group_key(record)) for record in records]
+        partitions = self.ctx.partitions_of(map(group_key, records))
         pending: list[tuple[int, Drop] | None] = [None] * len(records)
         alive = list(range(len(records)))
         for position, step in enumerate(self.steps):
