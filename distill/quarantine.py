@@ -38,26 +38,41 @@ class QuarantineRow:
         return cls(step, drop.reason, drop.errors, record.id, record.origin, record, drop.detail)
 
     def sort_key(self) -> tuple[str, int, str]:
-        origin_key = self.origin.sort_key() if self.origin is not None else ("", 0)
-        return (*origin_key, self.record_id or "")
+        return place_key(self.origin, self.record_id)
 
     def to_json(self, *, encoded: bool = False) -> dict[str, Any]:
-        """The row as JSON-ready data. With `encoded`, a record kept whole comes already encoded (an
-        `orjson.Fragment`, the bytes the row's writer would give it): `_truncated` has to encode most records to
-        measure them, and the writer then embeds those bytes instead of encoding the record a second time. Only
-        for a row no step redacts: a step sees a fragment as one opaque value."""
-        record: Any = self.record.to_json() if isinstance(self.record, RECORD_CLASSES) else self.record
-        row: dict[str, Any] = {
-            "step": self.step,
-            "reason": self.reason.value,
-            "errors": list(self.errors),
-            "record_id": self.record_id,
-            "origin": self.origin.to_json() if self.origin is not None else None,
-            "record": _truncated(record, encoded),
-        }
-        if self.detail:
-            row["detail"] = self.detail
-        return row
+        """The row as JSON-ready data (`row_json`)."""
+        return row_json(
+            self.step, self.reason, self.errors, self.record_id, self.origin, self.record, self.detail, encoded=encoded
+        )
+
+
+def place_key(origin: Origin | None, record_id: str | None) -> tuple[str, int, str]:
+    """A quarantine row's place in the quarantine file: its origin (file order), then its record id."""
+    origin_key = origin.sort_key() if origin is not None else ("", 0)
+    return (*origin_key, record_id or "")
+
+
+def row_json(
+    step: str, reason: Reason, errors: tuple[str, ...], record_id: str | None, origin: Origin | None,
+    record: Any, detail: dict[str, Any] | None = None, *, encoded: bool = False,
+) -> dict[str, Any]:
+    """A quarantine row as JSON-ready data. With `encoded`, a record kept whole comes already encoded (an
+    `orjson.Fragment`, the bytes the row's writer would give it): `_truncated` has to encode most records to measure
+    them, and the writer then embeds those bytes instead of encoding the record a second time. Only for a row no step
+    redacts: a step sees a fragment as one opaque value."""
+    data: Any = record.to_json() if isinstance(record, RECORD_CLASSES) else record
+    row: dict[str, Any] = {
+        "step": step,
+        "reason": reason.value,
+        "errors": list(errors),
+        "record_id": record_id,
+        "origin": origin.to_json() if origin is not None else None,
+        "record": _truncated(data, encoded),
+    }
+    if detail:
+        row["detail"] = detail
+    return row
 
 
 def _truncated(record: Any, encoded: bool = False) -> Any:
