@@ -133,10 +133,14 @@ def partition_records(
     streams = [entries] if entries is not None else [
         read_part(ctx.layout.part(partition, s)) for s in shards
     ]
+    read = 0
     for stream in streams:
         for handle, record, pending in stream:
-            result.records += 1
+            read += 1
             decided = decisions.get(handle)
+            if decided is None and pending is None:  # most records: kept
+                kept.append(record)
+                continue
             if decided is not None and decided[0] == REPEATED_ID:
                 # Quarantined as a row, not as the record: the id stays with the first row that carried it.
                 ledger.quarantine(QuarantineRow(
@@ -154,6 +158,7 @@ def partition_records(
             ledger.drop(steps[position].name, record, drop)
             result.chain_drops.setdefault(position, Counter())[drop.reason.value] += 1
             dropped.append(record)
+    result.records += read
     kept.sort(key=Record.order_key)
     return kept, dropped
 
