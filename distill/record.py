@@ -273,12 +273,11 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
         rows in the reduce); a record holding values beyond JSON's types or a provenance goes through pydantic."""
         if self.provenance is not None or not self._json_plain():
             return self.as_record().to_json()
-        # to_builtins writes a UTC datetime as `format_timestamp` does, an enum as its value, an origin as its set
-        # fields; the last value is `fields_set`, which zip leaves out.
-        data = {name: value for name, value in zip(RECORD_FIELDS, _to_builtins(self)) if value is not None}
-        if not data.get("metadata"):
-            data.pop("metadata", None)
-        return data
+        # The values in a twin struct that leaves out a field at its default (None, an empty metadata): to_builtins
+        # then gives the dict itself, without a pass in Python over every field (2.3 -> 1.2 µs a bench record). It
+        # writes a UTC datetime as `format_timestamp` does, an enum as its value, an origin as its set fields; the
+        # last value is `fields_set`, which the twin has not.
+        return _to_builtins(_RecordJSON(*_astuple(self)[:-1]))
 
     def _json_plain(self) -> bool:
         """Whether the free-form fields hold JSON's own types only (see `_json_plain`)."""
@@ -306,6 +305,13 @@ without a pydantic object's cost to build (~2 µs per bench record to decode fro
 code reads records by their fields, so it takes either. `as_record` gives the pydantic record where one is needed.
 `origin` is the record's own `Origin` and `provenance` the real model; `fields_set` is the bitmask of
 `Record.model_fields_set`, or `VALUED_FIELDS`."""
+_RecordJSON = msgspec.defstruct(
+    "_RecordJSON",
+    [(name, _TYPED.get(name, Any), msgspec.field(default_factory=dict) if name == "metadata" else None)
+     for name in RECORD_FIELDS],
+    omit_defaults=True, gc=False, module=__name__,
+)
+"""A record's JSON as `StoredRecord.to_json` gives it: the same fields, each left out at its default."""
 VALUED_FIELDS = -1
 """`StoredRecord.fields_set` for a record parsed by the fast lane: the fields holding a value stand for the fields
 set (a JSON null the line spelt out is not counted; nothing but pydantic's own pickling reads the set)."""
@@ -329,6 +335,7 @@ def _model_in_blob(value: Any) -> Any:
 
 _stored_encoder = msgspec.msgpack.Encoder(enc_hook=_model_in_blob)
 _asdict = msgspec.structs.asdict
+_astuple = msgspec.structs.astuple
 _to_builtins = msgspec.to_builtins
 _force_set = msgspec.structs.force_setattr
 _set = object.__setattr__

@@ -116,6 +116,8 @@ def test_a_pickled_record_comes_back_exactly(fields, compact):
 @pytest.mark.parametrize("fields", [
     {}, {"created_at": "9999-12-31T23:59:59.999999+05:00", "origin": None, "provenance": None},
     {"metadata": {"a_tuple": (1, 2)}},
+    # Empty and falsy values: only None and an empty metadata leave the JSON.
+    {"metadata": {}, "source_files": [], "text": "", "reward": 0.0, "embedding": [], "provenance": None},
 ])
 def test_the_reduce_reads_a_spilled_record_as_a_stored_record_with_the_same_fields(fields):
     # The reduce only reads records: the spill's blob comes back as a msgspec struct, not a pydantic object, with
