@@ -168,22 +168,30 @@ class ShardReader:
         batch: list[Record] = []
         handles: list[int] = []
         ids: set[str] = set()
+        result = self.result
+        # Counted in locals, written back to the result at each batch: this loop runs once per row.
+        rows, records = result.rows, result.records
+        first_handle = self.shard.index << SHARD_SHIFT
         for parsed in self.ctx.settings.source.read_shard(self.shard):
-            self.result.rows += 1
+            rows += 1
             if isinstance(parsed, QuarantineRow):
-                self.result.parse_dropped[parsed.reason.value] += 1
+                result.parse_dropped[parsed.reason.value] += 1
                 self.quarantine.append(quarantine_entry(steps, parsed, redacting))
                 continue
-            if parsed.id in ids:
+            record_id = parsed.id
+            if record_id in ids:
+                result.rows, result.records = rows, records
                 yield batch, handles
                 batch, handles, ids = [], [], set()
-            self.result.records += 1
+            records += 1
             batch.append(parsed)
-            handles.append((self.shard.index << SHARD_SHIFT) | self.result.records)
-            ids.add(parsed.id)
+            handles.append(first_handle | records)
+            ids.add(record_id)
             if len(batch) >= batch_size:
+                result.rows, result.records = rows, records
                 yield batch, handles
                 batch, handles, ids = [], [], set()
+        result.rows, result.records = rows, records
         if batch:
             yield batch, handles
 
