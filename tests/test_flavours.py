@@ -375,21 +375,32 @@ def test_a_line_spelt_out_from_its_hashed_bytes_is_the_line_the_writer_would_enc
 
 @pytest.mark.parametrize("task", [["task=sft"], ["task=preference"], ["task=rollout"], ["task=rag"], ["task=sft_instruction"]])
 def test_a_trl_line_written_from_its_examples_bytes_is_its_rendered_line_encoded(tmp_path, monkeypatch, task):
-    """The trl flavour writes `Example.jsonl` as it is: those bytes must be what encoding the rendered line gives."""
+    """The trl flavour writes `Example.jsonl` as it is, without rendering each line again (`FlavourOutput.render`'s
+    shortcut): those bytes must be what encoding the rendered line gives, and what rendering every line one by one
+    (`render_side`) gives."""
     from distill.output.flavours import render
 
     checked = []
-    original = render.render_side
+    shortcuts = []
+    original = render.FlavourOutput.render
 
-    def checking(*args: Any, **kwargs: Any) -> Any:
-        rendered, refused = original(*args, **kwargs)
+    def checking(self: Any, examples: Any, file_name: str) -> Any:
+        rendered, refused = original(self, examples, file_name)
+        one_by_one, refused_one_by_one = render.render_side(
+            self.flavour, self.context, self.provenance, examples, file_name
+        )
+        encoded = [out.jsonl if out.jsonl is not None else jsonl_bytes(out.line) for out in rendered]
+        assert encoded == [out.jsonl if out.jsonl is not None else jsonl_bytes(out.line) for out in one_by_one]
+        assert [r.example for r in refused] == [r.example for r in refused_one_by_one]
         for out in rendered:
             if out.jsonl is not None:
                 assert out.jsonl == jsonl_bytes(out.line)
                 checked.append(out)
+        shortcuts.append(self.writes_examples_as_built)
         return rendered, refused
 
-    monkeypatch.setattr(render, "render_side", checking)
+    monkeypatch.setattr(render.FlavourOutput, "render", checking)
     run_pipeline(tmp_path / "run", [f"source.path={SAMPLE}", "executor.workers=1", *task])
     if task == ["task=sft"]:
+        assert all(shortcuts), "the default flavour rendered SFT lines one by one"
         assert checked, "no SFT line was written from its example's bytes"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,20 @@ class FlavourOutput:
     output_format: str
 
     def render(self, examples: Sequence[Example], file_name: str) -> tuple[list[Rendered], list[RefusedLine]]:
+        if self.writes_examples_as_built and all(example.jsonl is not None for example in examples):
+            # Each line is its example's own bytes, and nothing is left to check (the task's schema was): no row to
+            # render, merge with its provenance and check again per line (~2.5 µs a line).
+            return [Rendered(example.line, None, example.jsonl) for example in examples], []
         return render_side(self.flavour, self.context, self.provenance, examples, file_name)
+
+    @cached_property
+    def writes_examples_as_built(self) -> bool:
+        """Whether this flavour's JSONL line, provenance inline, is the canonical example's line byte for byte and
+        has no schema of its own to meet (the trl flavour, the default)."""
+        return (
+            self.flavour.writes_canonical_lines and self.provenance == INLINE and self.output_format == "jsonl"
+            and self.flavour.schema(self.context.shape) is None
+        )
 
     @property
     def final_lines(self) -> bool:
