@@ -671,3 +671,15 @@ def test_a_partition_spill_gives_back_its_entries_whether_their_records_were_pac
         assert isinstance(record, StoredRecord)
         assert [getattr(record, name) for name in RECORD_FIELDS] == [getattr(original, name) for name in RECORD_FIELDS]
     assert list(read_part(layout.part(0, 1))) == []  # a shard that sent the partition nothing
+
+
+def test_the_reduce_bounds_a_partition_by_its_spills_bytes_only_when_none_is_compressed(tmp_path):
+    """A partition whose part spills bound its estimate within the budget skips the group-by-group check; a
+    compressed spill (one an earlier run compressed, say) bounds nothing, so its groups are checked one by one."""
+    plain = tmp_path / "plain.spill"
+    packed = tmp_path / "packed.spill"
+    spill.write_spill(plain, [[(f"{i}" + "x" * 1000, i) for i in range(50)]], compress=False)
+    spill.write_spill(packed, [[(f"{i}" + "x" * 1000, i) for i in range(50)]], compress=True)
+    assert spill.plain_spill_bytes([plain, tmp_path / "missing.spill"]) == plain.stat().st_size > 50_000
+    assert spill.plain_spill_bytes([plain, packed]) is None
+    assert spill.plain_spill_bytes([]) == 0

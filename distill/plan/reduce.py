@@ -23,7 +23,7 @@ from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
 from distill.plan.map import PARSE_STEP, quarantine_entry, read_part, redacts_rows
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
-from distill.plan.spill import BY_PLACE, frames, read_values, write_marker, write_spill
+from distill.plan.spill import BY_PLACE, frames, plain_spill_bytes, read_values, write_marker, write_spill
 from distill.quarantine import Drop, QuarantineRow, RowSink, close_accounts, place_key, row_json
 from distill.reasons import Reason
 from distill.record import RECORD_CLASSES, Record
@@ -262,9 +262,7 @@ def reduce_partition(
     settings = ctx.settings
     result = ReduceResult(partition)
     ledger = EncodedLedger(settings.steps)
-    spilled = None if entries is not None or ctx.compress else sum(
-        path.stat().st_size for path in (ctx.layout.part(partition, s) for s in shards) if path.exists()
-    )
+    spilled = None if entries is not None else plain_spill_bytes([ctx.layout.part(partition, s) for s in shards])
     kept, dropped = partition_records(ctx, partition, shards, result, ledger, entries)
     groups = group_records(kept, dropped, settings.group_key)
     del kept, dropped

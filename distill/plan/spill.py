@@ -28,6 +28,7 @@ PROBE_ITEMS = 16
 """How many of a spill's first items are pickled alone to size its frames."""
 BY_PLACE = itemgetter(0)
 """The sort key of a spill entry that is a tuple led by its place in a file (example lines, quarantine rows)."""
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 COMPRESSION_LEVEL = 1  # measured: level 1 keeps up with the map; higher levels cost more CPU than the disk they save
 
 
@@ -115,7 +116,7 @@ def read_batches(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> It
         while header := handle.read(FRAME_HEADER.size):
             (size,) = FRAME_HEADER.unpack(header)
             data = handle.read(size)
-            if data[:4] == b"\x28\xb5\x2f\xfd":  # zstd's magic number: this frame was compressed
+            if data[:4] == ZSTD_MAGIC:  # zstd's magic number: this frame was compressed
                 data = decompressor.decompress(data)
             yield loads(data)
 
@@ -123,6 +124,23 @@ def read_batches(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> It
 def read_values(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> Iterator[Any]:
     for batch in read_batches(path, loads):
         yield from batch
+
+
+def plain_spill_bytes(paths: Iterable[Path]) -> int | None:
+    """The bytes of these spills (missing ones count 0), or None when one holds a compressed frame: its size then
+    says nothing of what its values hold. A resumed run may find spills an earlier run compressed, whatever its own
+    setting. Each frame of a spill is compressed or none is, so its first one tells."""
+    total = 0
+    for path in paths:
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(FRAME_HEADER.size + len(ZSTD_MAGIC))
+                total += os.fstat(handle.fileno()).st_size
+        except FileNotFoundError:
+            continue
+        if head[FRAME_HEADER.size :] == ZSTD_MAGIC:
+            return None
+    return total
 
 
 def write_marker(path: Path, value: Any) -> None:
