@@ -672,6 +672,19 @@ def test_a_partition_spill_gives_back_its_entries_whether_their_records_were_pac
         assert [getattr(record, name) for name in RECORD_FIELDS] == [getattr(original, name) for name in RECORD_FIELDS]
     assert list(read_part(layout.part(0, 1))) == []  # a shard that sent the partition nothing
 
+    # A large write goes in several packs of about FRAME_BYTES (a whole 4,096-record batch was one ~7 MB frame).
+    many = [
+        (i, fast_record(json.dumps({"id": f"m{i}", "text": f"{i} " + "x" * 2000}).encode(), Origin(path="b", line=i)), None)
+        for i in range(600)
+    ]
+    sink = PartitionSpills(ctx, 1)
+    sink.write(0, many)
+    sink.close()
+    items = list(spill.read_values(layout.part(0, 1)))
+    assert len(items) > 3 and all(type(item) is PackedEntries for item in items)
+    assert max(len(item.records) for item in items) < 2 * spill.FRAME_BYTES
+    assert [(handle, record.id) for handle, record, _ in read_part(layout.part(0, 1))] == [(i, f"m{i}") for i in range(600)]
+
 
 def test_the_reduce_bounds_a_partition_by_its_spills_bytes_only_when_none_is_compressed(tmp_path):
     """A partition whose part spills bound its estimate within the budget skips the group-by-group check; a

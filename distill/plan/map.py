@@ -26,7 +26,7 @@ from distill.curation.steps.base import GlobalStep, RecordStep, Step
 from distill.hashing import hash64
 from distill.output.files import jsonl_bytes
 from distill.plan.context import PlanContext
-from distill.plan.spill import SpillWriter, read_values, write_marker, write_spill
+from distill.plan.spill import FRAME_BYTES, FRAME_ITEMS, SpillWriter, read_values, write_marker, write_spill
 from distill.quarantine import Drop, QuarantineRow
 from distill.record import Record, load_stored_records, packed_records, unpacked_records
 from distill.sources.base import Shard
@@ -114,6 +114,10 @@ def read_part(path: Path) -> Iterator[tuple[int, Any, Any]]:
             yield item
 
 
+FIRST_PACK_RECORDS = 128
+"""How many records a shard's first pack holds, before its bytes say how many make FRAME_BYTES."""
+
+
 class PartitionSpills:
     """Where a shard's records go by default: one spill per partition, which that partition's reduce reads
     (`read_part`). Each write's records are packed in one blob when they can be."""
@@ -122,6 +126,7 @@ class PartitionSpills:
         self.ctx = ctx
         self.shard = shard
         self.writers: dict[int, SpillWriter] = {}
+        self.pack_records = FIRST_PACK_RECORDS
 
     def write(self, partition: int, entries: list[Any]) -> None:
         writer = self.writers.get(partition)
@@ -129,11 +134,19 @@ class PartitionSpills:
             writer = self.writers[partition] = SpillWriter(
                 self.ctx.layout.part(partition, self.shard), compress=self.ctx.compress
             )
-        packed = packed_records([record for _, record, _ in entries])
-        if packed is None:
-            writer.write(entries)
-        else:
-            writer.write([PackedEntries([entry[0] for entry in entries], [entry[2] for entry in entries], packed)])
+        start = 0
+        while start < len(entries):
+            # Packs of about FRAME_BYTES each, sized from the last pack's bytes per record: a whole batch in one pack
+            # (~7 MB where a run has 2 partitions) took a fresh mapping per write, whose page faults cost more than
+            # the packing saved.
+            chunk = entries[start : start + self.pack_records]
+            start += len(chunk)
+            packed = packed_records([record for _, record, _ in chunk])
+            if packed is None:
+                writer.write(chunk)
+                continue
+            writer.write([PackedEntries([entry[0] for entry in chunk], [entry[2] for entry in chunk], packed)])
+            self.pack_records = max(1, min(FRAME_ITEMS, len(chunk) * FRAME_BYTES // max(len(packed), 1)))
 
     def close(self) -> None:
         for writer in self.writers.values():
