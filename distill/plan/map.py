@@ -79,7 +79,12 @@ def quarantine_entry(
     if redacting is None:
         redacting = redacts_rows(steps)
     redacted = redact_row(steps, row.to_json()) if redacting else row.to_json(encoded=True)
-    return (row.sort_key(), redacted["reason"], redacted.get("record_id"), jsonl_bytes(redacted))
+    return spill_entry(row.sort_key(), redacted)
+
+
+def spill_entry(place: Any, row: dict[str, Any]) -> tuple[Any, str, str | None, bytes]:
+    """A quarantine row's JSON (`row_json`) as its spills hold it: (its place in the file, reason, record id, line)."""
+    return (place, row["reason"], row.get("record_id"), jsonl_bytes(row))
 
 
 class PartitionSink(Protocol):

@@ -15,13 +15,12 @@ from typing import Any
 
 from distill.errors import DistillError
 from distill.grouping import Group, display_key, group_records
-from distill.output.files import jsonl_bytes
 from distill.output.flavours.render import FlavourOutput, Rendered
 from distill.output.stats import StatsPart, stats_part
 from distill.output.writers import DatasetWriter, output_file_name
 from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
-from distill.plan.map import PARSE_STEP, quarantine_entry, read_part, redacts_rows
+from distill.plan.map import PARSE_STEP, quarantine_entry, read_part, redacts_rows, spill_entry
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
 from distill.plan.spill import BY_PLACE, frames, plain_spill_bytes, read_values, write_marker, write_spill
 from distill.quarantine import Drop, QuarantineRow, RowSink, close_accounts, place_key, row_json
@@ -229,7 +228,7 @@ class EncodedLedger:
         # The row's bytes from its parts: a QuarantineRow (a frozen dataclass, ~1 µs to build) is only needed where a
         # step redacts rows. A quarter of the bench's records leave here.
         row = row_json(step, drop.reason, drop.errors, record.id, record.origin, record, drop.detail, encoded=True)
-        self.entries.append((place_key(record.origin, record.id), drop.reason.value, record.id, jsonl_bytes(row)))
+        self.entries.append(spill_entry(place_key(record.origin, record.id), row))
         self.record_ids.append(record.id)
 
     def close(self, input_rows: int, exported_ids: set[str]) -> dict[str, int]:
