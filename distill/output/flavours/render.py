@@ -55,8 +55,6 @@ def render_side(
             refused.append(RefusedLine(example, refusal.reason, (f"{where}: {refusal}",)))
             continue
         out = attach_provenance(row, example.line, provenance)
-        if flavour.writes_canonical_lines and out.sidecar is None:
-            out = Rendered(out.line, None, example.jsonl)  # the same keys and values: the same bytes
         errors = line_and_sidecar_errors(flavour, context.shape, out)
         if errors:
             refused.append(RefusedLine(example, Reason.schema_violation, tuple(f"{where}: {e}" for e in errors)))
@@ -166,9 +164,9 @@ class FlavourOutput:
     output_format: str
 
     def render(self, examples: Sequence[Example], file_name: str) -> tuple[list[Rendered], list[RefusedLine]]:
-        if self.writes_examples_as_built and all(example.jsonl is not None for example in examples):
-            # Each line is its example's own bytes, and nothing is left to check (the task's schema was): no row to
-            # render, merge with its provenance and check again per line (~2.5 µs a line).
+        if self.writes_examples_as_built:
+            # Each line is its example's own (and its bytes, where `make_example` kept them), and nothing is left to
+            # check (the task's schema was): no row to render, merge with its provenance and check per line.
             return [Rendered(example.line, None, example.jsonl) for example in examples], []
         return render_side(self.flavour, self.context, self.provenance, examples, file_name)
 
