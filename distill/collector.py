@@ -1,4 +1,5 @@
-"""Pausing Python's cycle collector while the plan works, in the driver and in every worker (local or Ray).
+"""How the run's processes manage memory: Python's cycle collector paused while the plan works, in the driver and
+in every worker (local or Ray), and glibc told to keep freed memory for reuse (`keep_freed_memory`).
 
 A run allocates millions of small, acyclic objects (records, dicts, keys) and keeps many alive for a while; the
 cycle collector would rescan them again and again for nothing. Measured on 1e5 bench records: parsing 2.7 s -> 1.8 s
@@ -45,6 +46,29 @@ def heap_trimmer() -> Callable[[int], int] | None:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
+
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+KEPT_HEAP_BYTES = 128 << 20
+"""How much freed memory at the top of its heap a process keeps for later mallocs instead of giving it back."""
+MAPPED_ALLOCATION_BYTES = 32 << 20
+"""Allocations below this size come from the heap, not from a mapping of their own."""
+
+
+def keep_freed_memory() -> None:
+    """Has glibc keep the memory a process frees for its next allocations: blocks of up to 32 MiB (a spill's frame
+    and its pickle, a pack of records, a block of output lines) come from the heap instead of a fresh mapping each,
+    and up to 128 MiB of freed heap stay mapped. By default each such block was a mapping of its own, faulted in
+    page by page and unmapped when freed, and the freed heap was given back as soon as 128 KiB of it lay free: on a
+    VM, a page touched anew costs microseconds (bench/RESULTS.md). Peak memory is what the process holds at once,
+    as before; a pool's workers end with their phase. Nothing where the C library has no `mallopt` (not glibc)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_TRIM_THRESHOLD, KEPT_HEAP_BYTES)
+    mallopt(M_MMAP_THRESHOLD, MAPPED_ALLOCATION_BYTES)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.collector import cyclic_gc_paused
+from distill.collector import cyclic_gc_paused, keep_freed_memory
 from distill.config import Settings
 from distill.executor import make_executor
 from distill.executor.progress import Progress, peak_rss_mib
@@ -59,6 +59,7 @@ def run(
     for note in settings.notes:
         log.warning(note)
     layout = Layout.of(output_dir)
+    keep_freed_memory()
     open_files = raise_open_files_limit()  # before the executor starts its workers, which inherit it
     executor = make_executor(settings.executor)
     with cyclic_gc_paused(), executor, InputDigests() as digests:

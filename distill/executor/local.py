@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
-from distill.collector import cyclic_gc_paused, set_aside
+from distill.collector import cyclic_gc_paused, keep_freed_memory, set_aside
 from distill.errors import DistillError
 from distill.executor.progress import Progress, log_phase, peak_rss_mib
 from distill.output.writers import DatasetWriter, dataset_writer
@@ -195,6 +195,7 @@ def _pool_worker(driver: int, initializer: Callable[..., None] | None, initargs:
     stops the pool); the worker ends with the driver; then the pool's own initializer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with(driver)
+    keep_freed_memory()
     if initializer is not None:
         initializer(*initargs)
 
