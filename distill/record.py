@@ -260,10 +260,20 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
         # `Record.order_key`, spelt out: a reduce asks it of every record several times (sorting, holes, gaps).
         return (self.created_at or _EPOCH, self.id)
 
+    def with_embedding(self) -> Any:
+        """This record with its embedding as a list again, for code that reads `embedding` from a record the reduce
+        read back from a part spill (`packed_embedding`); the record itself when it holds none packed."""
+        if self.packed_embedding is None:
+            return self
+        return _replace(self, embedding=_unpacked_embedding(self.packed_embedding), packed_embedding=None)
+
     def as_record(self) -> Record:
         """The pydantic record this holds, as `Record.__reduce__`'s way back builds it."""
         fields = _asdict(self)
         bitmask = fields.pop("fields_set")
+        packed = fields.pop("packed_embedding")
+        if packed is not None:
+            fields["embedding"] = _unpacked_embedding(packed)
         if bitmask == VALUED_FIELDS:
             bitmask = sum(_RECORD_SET.bit[name] for name, value in fields.items() if value is not None and value != {})
         return _restored(Record, fields, _RECORD_SET.of(bitmask))
@@ -276,8 +286,11 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
         # The values in a twin struct that leaves out a field at its default (None, an empty metadata): to_builtins
         # then gives the dict itself, without a pass in Python over every field (2.3 -> 1.2 µs a bench record). It
         # writes a UTC datetime as `format_timestamp` does, an enum as its value, an origin as its set fields; the
-        # last value is `fields_set`, which the twin has not.
-        return _to_builtins(_RecordJSON(*_astuple(self)[:-1]))
+        # last values are `fields_set` and `packed_embedding`, which the twin has not.
+        values = _astuple(self)
+        if self.packed_embedding is not None:
+            values = (*values[:_EMBEDDING_AT], _unpacked_embedding(self.packed_embedding), *values[_EMBEDDING_AT + 1 :])
+        return _to_builtins(_RecordJSON(*values[:-2]))
 
     def _json_plain(self) -> bool:
         """Whether the free-form fields hold JSON's own types only (see `_json_plain`)."""
@@ -296,7 +309,9 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
 
 
 StoredRecord = msgspec.defstruct(
-    "StoredRecord", [(name, _TYPED.get(name, Any)) for name in RECORD_FIELDS] + [("fields_set", int)],
+    "StoredRecord",
+    [(name, _TYPED.get(name, Any)) for name in RECORD_FIELDS]
+    + [("fields_set", int), ("packed_embedding", bytes | None, None)],
     bases=(_StoredRecordMethods,), module=__name__,
 )
 StoredRecord.__doc__ = """A record as a msgspec struct: the same fields as `Record`, its `order_key` and `to_json`,
@@ -304,7 +319,13 @@ without a pydantic object's cost to build (~2 µs per bench record to decode fro
 `Record`). The JSON Lines fast lane parses valid lines straight into these and the reduce reads spills as these;
 code reads records by their fields, so it takes either. `as_record` gives the pydantic record where one is needed.
 `origin` is the record's own `Origin` and `provenance` the real model; `fields_set` is the bitmask of
-`Record.model_fields_set`, or `VALUED_FIELDS`."""
+`Record.model_fields_set`, or `VALUED_FIELDS`.
+
+`packed_embedding`: a record read back from a part spill holds its embedding as the msgpack bytes the map packed
+(`packed_records`) and `embedding` None: no task reads embeddings, and ~2 µs a bench record (32 floats; ~20 µs with
+768) went to building and freeing them in the reduce (bench/RESULTS.md). `to_json` and `as_record` give it back, so
+a quarantine row or a pydantic record holds it as read; code that reads `embedding` itself in the reduce must call
+`with_embedding()` first."""
 _RecordJSON = msgspec.defstruct(
     "_RecordJSON",
     [(name, _TYPED.get(name, Any), msgspec.field(default_factory=dict) if name == "metadata" else None)
@@ -334,6 +355,9 @@ def _model_in_blob(value: Any) -> Any:
 
 
 _stored_encoder = msgspec.msgpack.Encoder(enc_hook=_model_in_blob)
+_embedding_encoder = msgspec.msgpack.Encoder()
+_replace = msgspec.structs.replace
+_EMBEDDING_AT = RECORD_FIELDS.index("embedding")
 _asdict = msgspec.structs.asdict
 _astuple = msgspec.structs.astuple
 _to_builtins = msgspec.to_builtins
@@ -422,6 +446,8 @@ def replaced(record: Any, **changes: Any) -> Any:
     bitmask = record.fields_set
     if bitmask != VALUED_FIELDS:
         bitmask |= sum(_RECORD_SET.bit[name] for name in changes)
+    if "embedding" in changes:
+        changes["packed_embedding"] = None
     return msgspec.structs.replace(record, **changes, fields_set=bitmask)
 
 
@@ -437,14 +463,25 @@ def packed_records(records: Sequence[Any]) -> bytes | None:
         if type(record) is not StoredRecord or record.provenance is not None or not record._json_plain():
             return None
     try:
-        return _stored_encoder.encode(records)
+        # Each embedding goes as its own msgpack bytes, which the reduce keeps as they are (`packed_embedding`).
+        return _stored_encoder.encode([
+            record if record.embedding is None
+            else _replace(record, embedding=None, packed_embedding=_embedding_encoder.encode(record.embedding))
+            for record in records
+        ])
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
         return None
 
 
 def unpacked_records(blob: bytes) -> list[Any]:
-    """The `StoredRecord`s `packed_records` packed, in order."""
+    """The `StoredRecord`s `packed_records` packed, in order, each embedding still packed (`packed_embedding`)."""
     return _records_decoder.decode(blob)
+
+
+def _unpacked_embedding(packed: bytes) -> Any:
+    """An embedding as `packed_records` packed it: msgpack gives back the very values (a float a float, an int an
+    int), as the record's own blob did before embeddings went apart."""
+    return msgspec.msgpack.decode(packed)
 
 
 def load_stored_records(data: bytes) -> Any:

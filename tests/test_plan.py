@@ -686,6 +686,44 @@ def test_a_partition_spill_gives_back_its_entries_whether_their_records_were_pac
     assert [(handle, record.id) for handle, record, _ in read_part(layout.part(0, 1))] == [(i, f"m{i}") for i in range(600)]
 
 
+def test_a_records_embedding_stays_packed_through_the_reduce_and_comes_back_exactly_where_it_is_read(tmp_path):
+    """A record read back from a part spill holds its embedding as the bytes the map packed, not as a list of floats
+    (no task reads embeddings); its JSON (what a quarantine row holds), its pydantic record and `with_embedding` give
+    back the very values, an integer still an integer, and a step's change of the embedding replaces the packed one."""
+    from distill.plan.context import PlanContext
+    from distill.plan.map import PartitionSpills, read_part
+    from distill.quarantine import row_json
+    from distill.reasons import Reason
+    from distill.record import Origin, replaced
+    from distill.output.files import jsonl_bytes
+    from distill.sources.fast_lane import fast_record
+
+    lines = [
+        {"id": "a", "session_id": "s", "text": "one", "embedding": [0.1744, -2.0962, 1e-07, 12345.678]},
+        {"id": "b", "session_id": "s", "text": "two"},
+    ]
+    stored = [fast_record(json.dumps(line).encode(), Origin(path="e.jsonl", line=i + 1)) for i, line in enumerate(lines)]
+    stored.append(replaced(stored[0], id="c", embedding=[1, 2.5, -3]))  # a step may leave integers in it
+    layout = Layout(tmp_path / "work")
+    layout.make(1, [])
+    sink = PartitionSpills(PlanContext(build_settings(compose_config([])), layout, 1, False), 0)
+    sink.write(0, [(i, record, None) for i, record in enumerate(stored)])
+    sink.close()
+    back = [record for _, record, _ in read_part(layout.part(0, 0))]
+
+    assert [record.embedding for record in back] == [None, None, None]
+    assert [record.packed_embedding is not None for record in back] == [True, False, True]
+    for record, original in zip(back, stored):
+        assert record.to_json() == original.to_json()
+        assert record.as_record() == original.as_record()
+        assert record.with_embedding() == original
+        row = jsonl_bytes(row_json("task", Reason.after_gap, ("why",), record.id, record.origin, record, encoded=True))
+        assert row == jsonl_bytes(row_json("task", Reason.after_gap, ("why",), original.id, original.origin, original))
+    assert [type(value) for value in back[2].to_json()["embedding"]] == [int, float, int]
+    changed = replaced(back[0], embedding=[0.5])
+    assert changed.embedding == [0.5] and changed.packed_embedding is None and changed.to_json()["embedding"] == [0.5]
+
+
 def test_the_reduce_bounds_a_partition_by_its_spills_bytes_only_when_none_is_compressed(tmp_path):
     """A partition whose part spills bound its estimate within the budget skips the group-by-group check; a
     compressed spill (one an earlier run compressed, say) bounds nothing, so its groups are checked one by one."""
