@@ -690,12 +690,12 @@ def test_a_records_embedding_stays_packed_through_the_reduce_and_comes_back_exac
     """A record read back from a part spill holds its embedding as the bytes the map packed, not as a list of floats
     (no task reads embeddings); its JSON (what a quarantine row holds), its pydantic record and `with_embedding` give
     back the very values, an integer still an integer, and a step's change of the embedding replaces the packed one."""
+    from distill.output.files import jsonl_bytes
     from distill.plan.context import PlanContext
     from distill.plan.map import PartitionSpills, read_part
     from distill.quarantine import row_json
     from distill.reasons import Reason
     from distill.record import Origin, replaced
-    from distill.output.files import jsonl_bytes
     from distill.sources.fast_lane import fast_record
 
     lines = [
