@@ -269,11 +269,11 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
 
     def as_record(self) -> Record:
         """The pydantic record this holds, as `Record.__reduce__`'s way back builds it."""
+        if self.packed_embedding is not None:
+            return self.with_embedding().as_record()
         fields = _asdict(self)
         bitmask = fields.pop("fields_set")
-        packed = fields.pop("packed_embedding")
-        if packed is not None:
-            fields["embedding"] = _unpacked_embedding(packed)
+        del fields["packed_embedding"]
         if bitmask == VALUED_FIELDS:
             bitmask = sum(_RECORD_SET.bit[name] for name, value in fields.items() if value is not None and value != {})
         return _restored(Record, fields, _RECORD_SET.of(bitmask))
@@ -281,16 +281,15 @@ class _StoredRecordMethods(msgspec.Struct, frozen=True, array_like=True, gc=Fals
     def to_json(self) -> dict[str, Any]:
         """`Record.to_json`, read by msgspec from the fields (a quarter of the bench's records become quarantine
         rows in the reduce); a record holding values beyond JSON's types or a provenance goes through pydantic."""
+        if self.packed_embedding is not None:
+            return self.with_embedding().to_json()
         if self.provenance is not None or not self._json_plain():
             return self.as_record().to_json()
         # The values in a twin struct that leaves out a field at its default (None, an empty metadata): to_builtins
         # then gives the dict itself, without a pass in Python over every field (2.3 -> 1.2 µs a bench record). It
         # writes a UTC datetime as `format_timestamp` does, an enum as its value, an origin as its set fields; the
         # last values are `fields_set` and `packed_embedding`, which the twin has not.
-        values = _astuple(self)
-        if self.packed_embedding is not None:
-            values = (*values[:_EMBEDDING_AT], _unpacked_embedding(self.packed_embedding), *values[_EMBEDDING_AT + 1 :])
-        return _to_builtins(_RecordJSON(*values[:-2]))
+        return _to_builtins(_RecordJSON(*_astuple(self)[:-2]))
 
     def _json_plain(self) -> bool:
         """Whether the free-form fields hold JSON's own types only (see `_json_plain`)."""
@@ -355,9 +354,7 @@ def _model_in_blob(value: Any) -> Any:
 
 
 _stored_encoder = msgspec.msgpack.Encoder(enc_hook=_model_in_blob)
-_embedding_encoder = msgspec.msgpack.Encoder()
 _replace = msgspec.structs.replace
-_EMBEDDING_AT = RECORD_FIELDS.index("embedding")
 _asdict = msgspec.structs.asdict
 _astuple = msgspec.structs.astuple
 _to_builtins = msgspec.to_builtins
@@ -455,18 +452,18 @@ _records_decoder = msgspec.msgpack.Decoder(list[StoredRecord])
 
 
 def packed_records(records: Sequence[Any]) -> bytes | None:
-    """Many `StoredRecord`s as one msgpack array, each as its `__reduce__` writes it: one call for a batch instead of
-    one pickled blob per record (4,096 bench records: 2.73 -> 1.37 µs a record to pickle, 2.44 -> 2.15 to load).
-    None when one of them cannot go in a blob (a provenance, values beyond JSON's types, a pydantic `Record`): the
-    caller then pickles them one by one."""
+    """Many `StoredRecord`s as one msgpack array, each as its `__reduce__` writes it but for its embedding, which goes
+    apart as its own msgpack bytes (`packed_embedding`): one call for a batch instead of one pickled blob per record
+    (4,096 bench records: 2.73 -> 1.37 µs a record to pickle, 2.44 -> 2.15 to load). None when one of them cannot go
+    in a blob (a provenance, values beyond JSON's types, a pydantic `Record`): the caller then pickles them one by
+    one."""
     for record in records:
         if type(record) is not StoredRecord or record.provenance is not None or not record._json_plain():
             return None
     try:
-        # Each embedding goes as its own msgpack bytes, which the reduce keeps as they are (`packed_embedding`).
         return _stored_encoder.encode([
             record if record.embedding is None
-            else _replace(record, embedding=None, packed_embedding=_embedding_encoder.encode(record.embedding))
+            else _replace(record, embedding=None, packed_embedding=_encoder.encode(record.embedding))
             for record in records
         ])
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
