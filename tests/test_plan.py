@@ -364,17 +364,31 @@ def killed_then_resumed(tmp_path: Path, overrides: list[str], kill_at: str, task
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert not (run_dir_path / "manifest.json").exists()
     names = (*DATA_NAMES[task], "quarantine.jsonl", "stats.json")
+    finished_early = {}
     for name in names:
-        assert not (run_dir_path / name).exists(), f"{name} exists before the run finished"
+        if kill_at.startswith("merge") and (run_dir_path / name).exists():
+            finished_early[name] = (run_dir_path / name).read_bytes()  # merged whole before the kill: checked below
+        else:
+            assert not (run_dir_path / name).exists(), f"{name} exists before the run finished"
+    if kill_at.startswith("merge"):
+        # The merge gives back what it has merged: the spills it was reading hold holes.
+        spills = list((run_dir_path / ".distill-work").rglob("*.spill"))
+        assert any(p.stat().st_blocks * 512 < p.stat().st_size for p in spills)
     resumed = run_cli([*args, "resume=true"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    # Killed in the reduce, the decide had finished: its decisions are reused, not made again.
-    assert ("decide: finished before the interruption" in resumed.stderr) == kill_at.startswith("reduce")
-    return {name: (run_dir_path / name).read_bytes() for name in names}
+    # Killed in the reduce or the merge, the decide had finished: its decisions are reused, not made again.
+    assert ("decide: finished before the interruption" in resumed.stderr) == kill_at.startswith(("reduce", "merge"))
+    files = {name: (run_dir_path / name).read_bytes() for name in names}
+    for name, data in finished_early.items():
+        assert files[name] == data, f"{name} was final before the kill, and changed"
+    return files
 
 
 @pytest.mark.parametrize(("task", "kill_at"), [
     ("sft", "map:2"), ("sft", "reduce:2"), ("preference", "reduce:3"), ("rollout", "map:4"),
+    # The merge checkpoints every 16 KiB under this hook: in the train file (1-80: a spill frame is 256 KiB, so 70 is
+    # past the first), then in quarantine.jsonl (87-128).
+    ("sft", "merge:70"), ("sft", "merge:120"),
 ])
 def test_a_run_killed_mid_phase_and_resumed_equals_a_clean_run(tmp_path, corpus, task, kill_at):
     overrides = [

@@ -23,6 +23,7 @@ from typing import Any
 from distill.collector import cyclic_gc_paused, keep_freed_memory, set_aside
 from distill.errors import DistillError
 from distill.executor.progress import Progress, log_phase, peak_rss_mib
+from distill.kill_hooks import KILL_HOOK, kill_hook
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
 from distill.plan.decide import Decisions, decide, log_held
@@ -100,18 +101,6 @@ gives back nothing worth it (the decide holds ~160 bytes per record: 16 MB here)
 def worth_a_process(records: int) -> bool:
     """Whether a phase over this many records runs in a process of its own (see SMALL_RUN_RECORDS)."""
     return records >= SMALL_RUN_RECORDS
-
-
-KILL_HOOK = "DISTILL_TEST_KILL_AFTER"
-"""Test-only: `map:N` or `reduce:N` SIGKILLs the run's process group once N tasks of that phase have finished, so
-tests can interrupt a run at a fixed point and resume it; `map-worker` or `reduce-worker` has a pool worker SIGKILL
-itself as it starts a task of that phase, as the out-of-memory killer would; `setup-worker` fails every pool
-worker's setup."""
-
-
-def kill_hook(phase: str, finished: int) -> None:
-    if os.environ.get(KILL_HOOK) == f"{phase}:{finished}":
-        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def worker_kill_hook(phase: str) -> None:

@@ -16,7 +16,9 @@ import orjson
 from distill.errors import DistillError
 from distill.output.documents import SAMPLES_PER_FILE
 from distill.output.files import OutputError, jsonl_bytes, write_json, write_jsonl, write_parquet, write_text
+from distill.output.flavours.base import INLINE
 from distill.output.flavours.render import FlavourOutput, Rendered
+from distill.output.merged_jsonl import merge_into_jsonl
 from distill.plan.context import Layout
 from distill.plan.spill import BY_PLACE, frames, read_values, write_spill
 from distill.split import ALL
@@ -88,9 +90,19 @@ class LineFiles(DatasetWriter):
     def open_partition(self, partition: int) -> LinePartition:
         return LinePartition(self, partition)
 
+    @property
+    def _spilled_lines_final(self) -> bool:
+        """Whether every spilled line is the file's line as it stands, sidecar-free (JSONL, with no flavour or one
+        that places nothing and keeps provenance inline): the file is then the spills merged as they are."""
+        if self.output_format != "jsonl":
+            return False
+        return self.flavour is None or (self.flavour.final_lines and self.flavour.provenance == INLINE)
+
     def _merged(
         self, side: str, partitions: int, samples: list[dict[str, Any]]
     ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """The lines (and sidecar rows) of every partition's spill in file order, for a flavour's or Parquet's
+        writer; JSONL goes through `merge_into_jsonl`, which gives the spills back as it goes."""
         streams = [read_values(self.layout.examples(side, partition)) for partition in range(partitions)]
         for _, line, sidecar in heapq.merge(*streams, key=lambda entry: entry[0]):
             if len(samples) < SAMPLES_PER_FILE:
@@ -103,14 +115,17 @@ class LineFiles(DatasetWriter):
         for side in sides:
             name = output_file_name(self.task.output_name, side, self.output_format)
             samples: list[dict[str, Any]] = []
-            stream = self._merged(side, len(partitions), samples)
             if self.flavour is not None:
-                entries = self.flavour.write(self.output_dir, name, side, stream)
                 flavour_files.append((side, name))
-            elif self.output_format == "parquet":
-                entries = [write_parquet(self.output_dir / name, (line for line, _ in stream), self.task.schema)]
+            if self._spilled_lines_final:
+                spills = [self.layout.examples(side, partition) for partition in range(len(partitions))]
+                entry, gathered = merge_into_jsonl(self.output_dir / name, spills, self.layout.merging, LineSamples())
+                entries, samples = [entry], gathered.samples
+            elif self.flavour is not None:
+                entries = self.flavour.write(self.output_dir, name, side, self._merged(side, len(partitions), samples))
             else:
-                entries = [write_jsonl(self.output_dir / name, (line for line, _ in stream))]
+                stream = self._merged(side, len(partitions), samples)
+                entries = [write_parquet(self.output_dir / name, (line for line, _ in stream), self.task.schema)]
             written.entries.extend(entries)
             written.files.extend(entry["path"] for entry in entries)
             written.stats_names[side] = name
@@ -120,6 +135,19 @@ class LineFiles(DatasetWriter):
             written.entries.extend(side_files)
             written.files.extend(entry["path"] for entry in side_files)
         return written
+
+
+@dataclass
+class LineSamples:
+    """A dataset file's first lines, kept as it is merged, for the run's documents."""
+
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def line(self, entry: tuple[Any, bytes, Any]) -> bytes:
+        _, line, _ = entry
+        if len(self.samples) < SAMPLES_PER_FILE:
+            self.samples.append(orjson.loads(line))
+        return line
 
 
 class LinePartition(PartitionOutput):

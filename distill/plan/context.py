@@ -27,7 +27,7 @@ class Layout:
         return cls(output_dir / WORK_DIR)
 
     def make(self, partitions: int, positions: list[int]) -> None:
-        for folder in ("map", "ids", "quarantine", "decide", "reduce", "out", "parts", "keys"):
+        for folder in ("map", "ids", "quarantine", "decide", "reduce", "out", "parts", "keys", "merge"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         for partition in range(partitions):
             (self.root / "parts" / str(partition)).mkdir(exist_ok=True)
@@ -75,6 +75,11 @@ class Layout:
 
     def examples(self, side: str, partition: int) -> Path:
         return self.root / "out" / f"{side}-{partition}.spill"
+
+    @property
+    def merging(self) -> Path:
+        """Where the merge's partial files and their checkpoints wait (`distill.output.merged_jsonl`)."""
+        return self.root / "merge"
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -4,7 +4,6 @@ row is an exported record or one quarantine row, checked without holding every i
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ import orjson
 
 from distill.config import Settings
 from distill.output.documents import SAMPLES_PER_REASON, named_records
-from distill.output.files import write_json, write_jsonl
+from distill.output.files import write_json
+from distill.output.merged_jsonl import merge_into_jsonl
 from distill.output.manifest import SCHEMA_VERSION
 from distill.output.stats import StatsPart, file_stats
 from distill.output.writers import DatasetWriter, Written
@@ -23,7 +23,6 @@ from distill.executor.local import beside, worth_a_process
 from distill.plan.context import Layout, PlanContext
 from distill.plan.map import PARSE_STEP, MapResult
 from distill.plan.reduce import WRITE_STEP, ReduceResult
-from distill.plan.spill import read_values
 from distill.quarantine import AccountingError
 from distill.reasons import Reason
 from distill.record import format_timestamp
@@ -116,29 +115,36 @@ class QuarantineFile:
     named_samples: dict[str, Any]
 
 
+@dataclass
+class QuarantineRows:
+    """quarantine.jsonl's rows as they are merged: rows per reason, the first rows of each reason and the rows of the
+    records a document shows by id (`named`), for the documents."""
+
+    named: set[str]
+    reasons: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, list[Any]] = field(default_factory=dict)
+    named_samples: dict[str, Any] = field(default_factory=dict)
+
+    def line(self, entry: tuple[Any, str, str, bytes]) -> bytes:
+        _, reason, record_id, line = entry
+        self.reasons[reason] += 1
+        taken = self.samples.setdefault(reason, [])
+        if len(taken) < SAMPLES_PER_REASON:
+            taken.append(orjson.loads(line))
+        if record_id in self.named and record_id not in self.named_samples:
+            self.named_samples[record_id] = orjson.loads(line)
+        return line
+
+
 def merge_quarantine(
     layout: Layout, shards: Sequence[int], partitions: int, named: set[str], output_dir: Path
 ) -> QuarantineFile:
     """quarantine.jsonl: the map and reduce spills (each sorted) merged in (origin, record id) order. `named`: the
     record ids a document shows by id (a near-duplicate cluster's, an eval set's first hit)."""
-    streams = [read_values(layout.map_quarantine(shard)) for shard in shards]
-    streams += [read_values(layout.reduce_quarantine(partition)) for partition in range(partitions)]
-    reasons: Counter[str] = Counter()
-    samples: dict[str, list[Any]] = {}
-    named_samples: dict[str, Any] = {}
-
-    def rows() -> Any:
-        for _, reason, record_id, line in heapq.merge(*streams, key=lambda entry: entry[0]):
-            reasons[reason] += 1
-            taken = samples.setdefault(reason, [])
-            if len(taken) < SAMPLES_PER_REASON:
-                taken.append(orjson.loads(line))
-            if record_id in named and record_id not in named_samples:
-                named_samples[record_id] = orjson.loads(line)
-            yield line
-
-    entry = write_jsonl(output_dir / "quarantine.jsonl", rows())
-    return QuarantineFile(entry, dict(sorted(reasons.items())), dict(sorted(samples.items())), named_samples)
+    spills = [layout.map_quarantine(shard) for shard in shards]
+    spills += [layout.reduce_quarantine(partition) for partition in range(partitions)]
+    entry, rows = merge_into_jsonl(output_dir / "quarantine.jsonl", spills, layout.merging, QuarantineRows(named))
+    return QuarantineFile(entry, dict(sorted(rows.reasons.items())), dict(sorted(rows.samples.items())), rows.named_samples)
 
 
 def merge(

@@ -7,6 +7,7 @@ written under a temporary name and renamed when closed, so a spill with its fina
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import struct
@@ -124,6 +125,85 @@ def read_batches(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> It
 def read_values(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> Iterator[Any]:
     for batch in read_batches(path, loads):
         yield from batch
+
+
+Place = tuple[int, int]
+"""Where a value lies in a spill: its frame's offset in the file and its index in that frame."""
+
+
+class SpillCursor:
+    """One spill's values in order from `place` on, each with its own place, for a merge that records where it stands
+    and may resume there. `release(place)` gives the file's bytes before that place's frame back to the filesystem
+    (`punch_hole`): what a merge has consumed need not hold disk and page cache until the run ends."""
+
+    def __init__(self, path: Path, place: Place = (0, 0)) -> None:
+        self.path = path
+        self.handle = path.open("r+b") if path.exists() else None  # writable: punching a hole needs it
+        self.offset, self.index = place
+        self.released = 0
+        self.values: list[Any] = []
+        self.decompressor = zstandard.ZstdDecompressor()
+        if self.handle is not None:
+            self.handle.seek(self.offset)
+            self._read_frame()
+
+    def _read_frame(self) -> bool:
+        """Reads the frame at the handle's position into `values`: False at the file's end."""
+        assert self.handle is not None
+        self.offset = self.handle.tell()
+        header = self.handle.read(FRAME_HEADER.size)
+        if not header:
+            self.values = []
+            return False
+        (size,) = FRAME_HEADER.unpack(header)
+        data = self.handle.read(size)
+        if data[:4] == ZSTD_MAGIC:
+            data = self.decompressor.decompress(data)
+        self.values = pickle.loads(data)
+        return True
+
+    def next(self) -> tuple[Any, Place] | None:
+        """The next value and its place, or None at the spill's end."""
+        while self.index >= len(self.values):
+            if self.handle is None or not self._read_frame():
+                return None
+            self.index = 0
+        self.index += 1
+        return self.values[self.index - 1], (self.offset, self.index - 1)
+
+    def end(self) -> Place:
+        """The place after the spill's last value (a resumed merge finds nothing left there)."""
+        return (self.handle.tell() if self.handle is not None else 0, 0)
+
+    def release(self, place: Place) -> None:
+        """Gives back the bytes of every frame before `place`'s, in whole filesystem blocks: a block is freed only
+        when all of it lies in the hole, so the hole ends at the last block boundary before the frame (the file's
+        end: all of it)."""
+        if self.handle is None:
+            return
+        status, block = os.fstat(self.handle.fileno()), os.fstat(self.handle.fileno()).st_blksize
+        end = place[0] - place[0] % block if place[0] < status.st_size else status.st_size + (-status.st_size) % block
+        if end > self.released:
+            punch_hole(self.handle.fileno(), self.released, end - self.released)
+            self.released = end
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
+_fallocate = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Frees a file's bytes in [offset, offset + length) on disk and in the page cache, its size unchanged (Linux's
+    `fallocate(FALLOC_FL_PUNCH_HOLE)`); a no-op where the system or filesystem cannot (the bytes are freed with the
+    file)."""
+    if _fallocate is not None and length > 0:
+        _fallocate(fd, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, offset, length)
 
 
 def plain_spill_bytes(paths: Iterable[Path]) -> int | None:
