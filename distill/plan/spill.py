@@ -114,12 +114,20 @@ def read_batches(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> It
         return
     decompressor = zstandard.ZstdDecompressor()
     with path.open("rb") as handle:
-        while header := handle.read(FRAME_HEADER.size):
-            (size,) = FRAME_HEADER.unpack(header)
-            data = handle.read(size)
-            if data[:4] == ZSTD_MAGIC:  # zstd's magic number: this frame was compressed
-                data = decompressor.decompress(data)
+        while (data := read_frame(handle, decompressor)) is not None:
             yield loads(data)
+
+
+def read_frame(handle: Any, decompressor: zstandard.ZstdDecompressor) -> bytes | None:
+    """The next frame's bytes, decompressed when the frame was compressed; None at the spill's end."""
+    header = handle.read(FRAME_HEADER.size)
+    if not header:
+        return None
+    (size,) = FRAME_HEADER.unpack(header)
+    data = handle.read(size)
+    if data[:4] == ZSTD_MAGIC:  # zstd's magic number: this frame was compressed
+        data = decompressor.decompress(data)
+    return data
 
 
 def read_values(path: Path, loads: Callable[[bytes], Any] = pickle.loads) -> Iterator[Any]:
@@ -151,16 +159,9 @@ class SpillCursor:
         """Reads the frame at the handle's position into `values`: False at the file's end."""
         assert self.handle is not None
         self.offset = self.handle.tell()
-        header = self.handle.read(FRAME_HEADER.size)
-        if not header:
-            self.values = []
-            return False
-        (size,) = FRAME_HEADER.unpack(header)
-        data = self.handle.read(size)
-        if data[:4] == ZSTD_MAGIC:
-            data = self.decompressor.decompress(data)
-        self.values = pickle.loads(data)
-        return True
+        data = read_frame(self.handle, self.decompressor)
+        self.values = [] if data is None else pickle.loads(data)
+        return data is not None
 
     def next(self) -> tuple[Any, Place] | None:
         """The next value and its place, or None at the spill's end."""
@@ -181,8 +182,9 @@ class SpillCursor:
         end: all of it)."""
         if self.handle is None:
             return
-        status, block = os.fstat(self.handle.fileno()), os.fstat(self.handle.fileno()).st_blksize
-        end = place[0] - place[0] % block if place[0] < status.st_size else status.st_size + (-status.st_size) % block
+        status = os.fstat(self.handle.fileno())
+        block, size = status.st_blksize, status.st_size
+        end = place[0] - place[0] % block if place[0] < size else size + (-size) % block
         if end > self.released:
             punch_hole(self.handle.fileno(), self.released, end - self.released)
             self.released = end
