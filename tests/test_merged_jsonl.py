@@ -13,6 +13,7 @@ import pytest
 from distill.errors import DistillError
 from distill.output import merged_jsonl
 from distill.output.merged_jsonl import merge_into_jsonl
+from distill.plan import spill as spill_module
 from distill.plan.spill import SpillCursor, read_values, write_spill
 
 SPILLS = 4
@@ -134,3 +135,31 @@ def test_a_spill_cursor_goes_on_from_a_place_after_the_bytes_before_it_were_give
         rest.append(got[0])
     resumed.close()
     assert rest == values[999:]
+
+
+def test_spills_that_move_little_between_checkpoints_are_given_back_in_fewer_larger_holes(tmp_path, monkeypatch):
+    # 32 spills and a checkpoint every 64 KiB of the file: each spill moves ~2 KiB between two checkpoints. A hole per
+    # spill and checkpoint (the cost at 1e7 records, 166 spills) is what the merge must not make: a spill gives its
+    # bytes back once it has given a quarter of the interval (16 KiB), and everything at the end.
+    monkeypatch.setattr(merged_jsonl, "CHECKPOINT_BYTES", 64 << 10)
+    holes: dict[int, list[int]] = {}
+    punch = spill_module.punch_hole
+
+    def recorded(fd: int, offset: int, length: int) -> None:
+        holes.setdefault(fd, []).append(length)
+        punch(fd, offset, length)
+
+    monkeypatch.setattr(spill_module, "punch_hole", recorded)
+    paths = []
+    for spill in range(32):
+        entries = [(key, b'{"n":%d,"pad":"%s"}\n' % (key, b"x" * 80)) for key in range(spill, 32 * 400, 32)]
+        paths.append(tmp_path / f"{spill}.spill")
+        write_spill(paths[-1], (entries[i : i + 16] for i in range(0, len(entries), 16)), compress=False)
+    (tmp_path / "work").mkdir()
+    want = expected_file(paths)
+    merge_into_jsonl(tmp_path / "out.jsonl", paths, tmp_path / "work", Lines())
+    assert (tmp_path / "out.jsonl").read_bytes() == want
+    assert all(path.stat().st_blocks == 0 for path in paths)
+    assert len(holes) == 32
+    for lengths in holes.values():  # each spill's holes before its last are at least a quarter of the interval
+        assert len(lengths) >= 2 and all(length >= 16 << 10 for length in lengths[:-1])

@@ -28,6 +28,11 @@ CHECKPOINT_BYTES = 16 << 20
 """How much of the file is written between checkpoints: about what the spills hold on to beyond what they gave, and
 what a resumed merge writes again at most. At 1e6 bench records the merge took 2.4-2.9 s at 16 MiB, 2.7-2.9 at
 64 MiB, 3.6 holding every spill to the end (bench/RESULTS.md)."""
+RELEASE_SHARE = 4
+"""At a checkpoint a spill gives its bytes back once it has given at least 1/RELEASE_SHARE of the checkpoint
+interval since it last did (4 MiB). Many spills each move little between two checkpoints (1e7 bench records: 166
+partitions, ~40 KB of compressed spill each), and a hole punched per spill and checkpoint cost a third of the merge:
+53 s without giving anything back, 71 s giving back at every checkpoint, 57 s so (bench/RESULTS.md)."""
 TEST_CHECKPOINT_BYTES = 16 << 10
 """The checkpoint interval while a test kills the run in its merge (`DISTILL_TEST_KILL_AFTER=merge:N`): the tests'
 files are a few hundred KiB."""
@@ -118,7 +123,7 @@ def _merge(path: Path, partial: Path, marker: Path, cursors: list[SpillCursor], 
                     state.written += block_bytes
                     block, block_bytes = [], 0
                     if state.written - checkpointed >= interval:
-                        _checkpoint(handle, marker, cursors, heads, state)
+                        _checkpoint(handle, marker, cursors, heads, state, interval // RELEASE_SHARE)
                         checkpointed = state.written
             blocks.write(block)
             state.written += block_bytes
@@ -131,15 +136,18 @@ def _merge(path: Path, partial: Path, marker: Path, cursors: list[SpillCursor], 
     return state.entry
 
 
-def _checkpoint(handle: Any, marker: Path, cursors: list[SpillCursor], heads: list[Any], state: Checkpoint) -> None:
-    """Records where the merge stands, then gives back what every spill gave before it."""
+def _checkpoint(
+    handle: Any, marker: Path, cursors: list[SpillCursor], heads: list[Any], state: Checkpoint, release_bytes: int
+) -> None:
+    """Records where the merge stands, then gives back what each spill gave before it, where that is at least
+    `release_bytes` more than it last gave back."""
     handle.flush()
     state.places = [cursor.end() for cursor in cursors]
     for _, index, _, place in heads:
         state.places[index] = place
     write_marker(marker, state)
     for cursor, place in zip(cursors, state.places):
-        cursor.release(place)
+        cursor.release(place, release_bytes)
     _CHECKPOINTS[0] += 1
     kill_hook("merge", _CHECKPOINTS[0])  # test-only: a kill once the spills gave their bytes back
 

@@ -176,16 +176,17 @@ class SpillCursor:
         """The place after the spill's last value (a resumed merge finds nothing left there)."""
         return (self.handle.tell() if self.handle is not None else 0, 0)
 
-    def release(self, place: Place) -> None:
+    def release(self, place: Place, at_least: int = 1) -> None:
         """Gives back the bytes of every frame before `place`'s, in whole filesystem blocks: a block is freed only
         when all of it lies in the hole, so the hole ends at the last block boundary before the frame (the file's
-        end: all of it)."""
+        end: all of it). Nothing while less than `at_least` bytes would be freed: a caller that releases often
+        makes fewer, larger holes."""
         if self.handle is None:
             return
         status = os.fstat(self.handle.fileno())
         block, size = status.st_blksize, status.st_size
         end = place[0] - place[0] % block if place[0] < size else size + (-size) % block
-        if end > self.released:
+        if end - self.released >= at_least:
             punch_hole(self.handle.fileno(), self.released, end - self.released)
             self.released = end
 
