@@ -149,6 +149,9 @@ class SpillCursor:
         self.handle = path.open("r+b") if path.exists() else None  # writable: punching a hole needs it
         self.offset, self.index = place
         self.released = 0
+        # The spill is whole and its holes keep its size: its block and size, taken once, serve every release.
+        status = os.fstat(self.handle.fileno()) if self.handle is not None else None
+        self.block, self.size = (status.st_blksize, status.st_size) if status is not None else (1, 0)
         self.values: list[Any] = []
         self.decompressor = zstandard.ZstdDecompressor()
         if self.handle is not None:
@@ -183,8 +186,7 @@ class SpillCursor:
         makes fewer, larger holes."""
         if self.handle is None:
             return
-        status = os.fstat(self.handle.fileno())
-        block, size = status.st_blksize, status.st_size
+        block, size = self.block, self.size
         end = place[0] - place[0] % block if place[0] < size else size + (-size) % block
         if end - self.released >= at_least:
             punch_hole(self.handle.fileno(), self.released, end - self.released)
