@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from distill.record import Record
+from distill.record import Record, sort_in_order
 
 KeyFunction = Callable[[Record], str]
 
@@ -70,5 +70,5 @@ def group_records(records: Iterable[Record], dropped: Iterable[Record], key: Key
         if group is not None:
             group.dropped.append(record)
     for group in groups.values():
-        group.dropped.sort(key=Record.order_key)
+        sort_in_order(group.dropped)
     return sorted(groups.values(), key=Group.order_key)

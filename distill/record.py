@@ -8,6 +8,7 @@ import pickle
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -100,6 +101,14 @@ def _as_origin(value: Any) -> Origin:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_CREATED_AT = attrgetter("created_at")
+_DATED_ORDER = attrgetter("created_at", "id")
+
+
+def sort_in_order(records: list[Any]) -> None:
+    """Sorts records in place by `Record.order_key`, (created_at, id) with undated records first. When every record
+    is dated the key is read by `attrgetter`, with no Python call per record (a reduce sorts every record it reads)."""
+    records.sort(key=_DATED_ORDER if None not in map(_CREATED_AT, records) else Record.order_key)
 
 
 def parse_timestamp(value: Any) -> datetime | None:

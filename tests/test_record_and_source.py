@@ -13,7 +13,7 @@ from distill.config import build_settings
 from distill.errors import ConfigError
 from distill.record import (
     RECORD_CLASSES, RECORD_FIELDS, Origin, Record, StoredRecord, _restore_record, load_stored_records,
-    format_timestamp, parse_timestamp,
+    format_timestamp, parse_timestamp, sort_in_order,
 )
 from distill.sources.fast_lane import fast_record
 from distill.sources.jsonl import JsonlParams, JsonlSource
@@ -72,6 +72,23 @@ def test_order_key_is_created_at_then_id_with_undated_first():
         Record(id="c", created_at="2026-01-01T00:00:00Z"),
     ]
     assert [r.id for r in sorted(records, key=Record.order_key)] == ["z", "c", "a", "b"]
+
+
+@pytest.mark.parametrize("undated", [False, True])
+def test_sort_in_order_sorts_as_the_order_key_does(undated):
+    # Records as the reduce holds them (StoredRecords), all dated (sorted by attrgetter) or one undated.
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    records = [
+        fast_record(json.dumps({"id": f"r{i % 5}-{i}", "created_at": format_timestamp(when + timedelta(seconds=i % 3))})
+                    .encode(), Origin(path="x.jsonl", line=i + 1))
+        for i in range(30)
+    ]
+    if undated:
+        records.append(fast_record(b'{"id": "undated"}', Origin(path="x.jsonl", line=31)))
+    shuffled = records[::7] + records[1::7] + records[2::7] + records[3::7] + records[4::7] + records[5::7] + records[6::7]
+    sort_in_order(shuffled)
+    assert [r.id for r in shuffled] == [r.id for r in sorted(records, key=Record.order_key)]
+    assert (shuffled[0].id == "undated") is undated
 
 
 FULL_RECORD = {

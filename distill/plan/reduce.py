@@ -25,7 +25,7 @@ from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
 from distill.plan.spill import BY_PLACE, frames, plain_spill_bytes, read_values, write_marker, write_spill
 from distill.quarantine import Drop, QuarantineRow, RowSink, close_accounts, place_key, row_json
 from distill.reasons import Reason
-from distill.record import RECORD_CLASSES, Record
+from distill.record import RECORD_CLASSES, Record, sort_in_order
 from distill.split import assign_sides
 from distill.tasks.base import Example, Task
 from distill.tokens import TokenCounter
@@ -64,7 +64,10 @@ def build_examples(
         result.counts.update(output.counts)
         for step, record, drop in output.drops:
             ledger.drop(step, record, drop)
-            result.drops_by_step.setdefault(step, Counter())[drop.reason.value] += 1
+            reasons = result.drops_by_step.get(step)
+            if reasons is None:  # not `setdefault(step, Counter())`, which builds a Counter for every drop
+                reasons = result.drops_by_step[step] = Counter()
+            reasons[drop.reason.value] += 1
         valid = []
         for example in output.examples:
             errors = schema_errors(task.schema, example.line)
@@ -155,10 +158,13 @@ def partition_records(
                 continue
             position, drop = fate
             ledger.drop(steps[position].name, record, drop)
-            result.chain_drops.setdefault(position, Counter())[drop.reason.value] += 1
+            reasons = result.chain_drops.get(position)
+            if reasons is None:
+                reasons = result.chain_drops[position] = Counter()
+            reasons[drop.reason.value] += 1
             dropped.append(record)
     result.records += read
-    kept.sort(key=Record.order_key)
+    sort_in_order(kept)
     return kept, dropped
 
 

@@ -8,6 +8,7 @@ written under a temporary name and renamed when closed, so a spill with its fina
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import pickle
 import struct
@@ -42,6 +43,7 @@ class SpillWriter:
         self.handle = self.temporary.open("wb")
         self.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL) if compress else None
         self.batches = 0
+        self.pickled = io.BytesIO()
         self.items_per_frame = FRAME_ITEMS
         self.sized = False
 
@@ -60,15 +62,18 @@ class SpillWriter:
         start = 0
         while start < len(batch):
             chunk = batch[start : start + self.items_per_frame]
-            data = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+            self.pickled.seek(0)
+            pickle.Pickler(self.pickled, protocol=pickle.HIGHEST_PROTOCOL).dump(chunk)
+            size = self.pickled.tell()
             # Items that grew well beyond the first ones: fewer per frame from here on, this frame pickled again.
-            if len(data) > FRAME_BYTES * 2 and len(chunk) > 1:
-                self.items_per_frame = max(1, len(chunk) * FRAME_BYTES // len(data))
+            if size > FRAME_BYTES * 2 and len(chunk) > 1:
+                self.items_per_frame = max(1, len(chunk) * FRAME_BYTES // size)
                 continue
             start += len(chunk)
-            self._frame(data)
+            with self.pickled.getbuffer() as whole, whole[:size] as data:
+                self._frame(data)
 
-    def _frame(self, data: bytes) -> None:
+    def _frame(self, data: Any) -> None:
         if self.compressor is not None:
             data = self.compressor.compress(data)
         self.handle.write(FRAME_HEADER.pack(len(data)))
