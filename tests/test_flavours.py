@@ -375,32 +375,34 @@ def test_a_line_spelt_out_from_its_hashed_bytes_is_the_line_the_writer_would_enc
 
 @pytest.mark.parametrize("task", [["task=sft"], ["task=preference"], ["task=rollout"], ["task=rag"], ["task=sft_instruction"]])
 def test_a_trl_line_written_from_its_examples_bytes_is_its_rendered_line_encoded(tmp_path, monkeypatch, task):
-    """The trl flavour writes `Example.jsonl` as it is, without rendering each line again (`FlavourOutput.render`'s
-    shortcut): those bytes must be what encoding the rendered line gives, and what rendering every line one by one
-    (`render_side`) gives."""
+    """The trl flavour writes each example's own line (`Example.jsonl` where `make_example` kept its bytes) without
+    rendering it (`FlavourOutput.writes_examples_as_built`): what a partition spills must be what rendering every
+    line one by one (`render_side`) gives, encoded, and rendering must refuse none of them."""
+    from distill.output import writers
     from distill.output.flavours import render
 
     checked = []
-    shortcuts = []
-    original = render.FlavourOutput.render
+    as_built = []
+    original = writers.LinePartition.add
 
-    def checking(self: Any, examples: Any, file_name: str) -> Any:
-        rendered, refused = original(self, examples, file_name)
-        one_by_one, refused_one_by_one = render.render_side(
-            self.flavour, self.context, self.provenance, examples, file_name
-        )
-        encoded = [out.jsonl if out.jsonl is not None else jsonl_bytes(out.line) for out in rendered]
-        assert encoded == [out.jsonl if out.jsonl is not None else jsonl_bytes(out.line) for out in one_by_one]
-        assert [r.example for r in refused] == [r.example for r in refused_one_by_one]
-        for out in rendered:
-            if out.jsonl is not None:
-                assert out.jsonl == jsonl_bytes(out.line)
-                checked.append(out)
-        shortcuts.append(self.writes_examples_as_built)
-        return rendered, refused
+    def checking(self: Any, examples_by_side: Any, rendered_by_side: Any) -> Any:
+        flavour = self.files.flavour
+        for side, examples in examples_by_side.items():
+            file_name = writers.output_file_name(self.files.task.output_name, side, "jsonl")
+            one_by_one, refused = render.render_side(flavour.flavour, flavour.context, flavour.provenance, examples, file_name)
+            assert refused == []
+            rendered = rendered_by_side.get(side)
+            if rendered is None:
+                as_built.append(side)
+                written = [e.jsonl if e.jsonl is not None else jsonl_bytes(e.line) for e in examples]
+                checked.extend(e for e in examples if e.jsonl is not None)
+            else:
+                written = [out.jsonl if out.jsonl is not None else jsonl_bytes(out.line) for out in rendered]
+            assert written == [out.jsonl if out.jsonl is not None else jsonl_bytes(out.line) for out in one_by_one]
+        return original(self, examples_by_side, rendered_by_side)
 
-    monkeypatch.setattr(render.FlavourOutput, "render", checking)
+    monkeypatch.setattr(writers.LinePartition, "add", checking)
     run_pipeline(tmp_path / "run", [f"source.path={SAMPLE}", "executor.workers=1", *task])
     if task == ["task=sft"]:
-        assert all(shortcuts), "the default flavour rendered SFT lines one by one"
+        assert as_built, "the default flavour rendered SFT lines one by one"
         assert checked, "no SFT line was written from its example's bytes"

@@ -76,8 +76,9 @@ def build_examples(
             else:
                 valid.append(example)
         result.examples_by_side[side] = sorted(valid, key=Example.sort_key)
-        if flavour is not None:
+        if flavour is not None and not flavour.writes_examples_as_built:
             # output.flavor: only valid canonical lines are re-rendered; a refused one goes the way of an invalid one.
+            # (The default trl flavour writes each example's own line: nothing to render, nothing it refuses.)
             file_name = output_file_name(task.output_name, side, flavour.output_format)
             rendered, refused = flavour.render(result.examples_by_side[side], file_name)
             gone = {id(line.example) for line in refused}

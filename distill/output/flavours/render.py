@@ -164,10 +164,8 @@ class FlavourOutput:
     output_format: str
 
     def render(self, examples: Sequence[Example], file_name: str) -> tuple[list[Rendered], list[RefusedLine]]:
-        if self.writes_examples_as_built:
-            # Each line is its example's own (and its bytes, where `make_example` kept them), and nothing is left to
-            # check (the task's schema was): no row to render, merge with its provenance and check per line.
-            return [Rendered(example.line, None, example.jsonl) for example in examples], []
+        """The examples' lines in this flavour, and the ones it refuses. Not called where the flavour
+        `writes_examples_as_built`: the writers then take each example's own line as it is."""
         return render_side(self.flavour, self.context, self.provenance, examples, file_name)
 
     @cached_property
