@@ -43,6 +43,8 @@ class SpillWriter:
         self.handle = self.temporary.open("wb")
         self.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL) if compress else None
         self.batches = 0
+        # Frames of many items are pickled into this buffer, reused from frame to frame: `pickle.dumps` grows a new
+        # bytes object by `realloc` for each one (~5% of a reduce partition, bench/RESULTS.md).
         self.pickled = io.BytesIO()
         self.items_per_frame = FRAME_ITEMS
         self.sized = False
