@@ -35,9 +35,14 @@ def file_content_hash(path: Any, chunk_bytes: int = 1 << 20) -> str:
 
 def _file_digest(path: Any, digest: Any, chunk_bytes: int) -> str:
     with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashed_stream(handle, digest, chunk_bytes).hexdigest()
+
+
+def hashed_stream(handle: Any, digest: Any, chunk_bytes: int = 1 << 20) -> Any:
+    """`digest` updated with the rest of an open binary file, read in chunks; the digest itself, to go on with."""
+    while chunk := handle.read(chunk_bytes):
+        digest.update(chunk)
+    return digest
 
 
 hash64: Callable[[bytes | str], int] = xxhash.xxh3_64_intdigest

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from distill.errors import DistillError
+from distill.hashing import hashed_stream
 from distill.kill_hooks import hooked_phase, kill_hook
 from distill.output.files import WRITE_BLOCK_BYTES, HashedBlocks, cannot_write, shown_path
 from distill.plan.spill import Place, SpillCursor, read_marker, write_marker
@@ -101,8 +102,7 @@ def _merge(path: Path, partial: Path, marker: Path, cursors: list[SpillCursor], 
         digest = hashlib.sha256()
         if state.written:
             handle.truncate(state.written)  # what was written after the last checkpoint is written again
-            while chunk := handle.read(8 << 20):
-                digest.update(chunk)
+            hashed_stream(handle, digest, 8 << 20)
         with HashedBlocks(handle, digest) as blocks:
             block: list[bytes] = []
             block_bytes = 0
