@@ -66,9 +66,8 @@ class SftTask(Task):
     assistant turn is no example (`no_assistant_turn`). With `max_tokens`, a conversation longer than the budget
     (the tokenizer's count of it rendered with its chat template, else the length proxy) is cut after its last
     assistant turn that fits (`on_overflow=cut`) or dropped (`drop`); the turns left out are `too_long`. A
-    conversation the chat template refuses (`raise_exception`) is a `schema_violation`.
-    # Add each assistant turn's reasoning to its message (`reasoning_content`).
-    include_reasoning: bool = False
+    conversation the chat template refuses (`raise_exception`) is a `schema_violation`. With `include_reasoning`, each
+    assistant turn's reasoning goes into its message (`reasoning_content`).
     """
 
     kind = "sft"
