@@ -11,6 +11,15 @@ and, rendered, to bench/RESULTS.md.
     python bench/scale.py --records 100000 -- curation=thorough  # anything after -- is passed to distill
     python bench/scale.py --records 200000 --embedding-dims 768 -- curation=none ++curation.steps.semantic_dedup={}
                                 # embeddings as wide as a real encoder's (bench/data/200000-768d)
+    python bench/scale.py --records 1000000 --drop-caches          # as root: the page cache emptied before each run
+
+The page cache's state may move the result: a run writes ~3x its input into it (spills, then the files), the floor
+nothing, and where the cache already fills the machine's memory every page written is one reclaimed first. At 1e6 on
+the 2-core VM the same code took 18.0-22.0 s (4 runs, mean 20.7) with ~19.5 GB of cache left by other files, and
+17.7-19.7 s (6 runs, mean 18.7) with the cache emptied and the input read back (bench/RESULTS.md, "The page cache's
+share"). Each result records the memory free and cached when its run started and the machine's user and system CPU
+seconds while it ran; `--drop-caches` (root only) empties the cache and reads the input back before every timed run,
+floor included, so that runs compare under one state.
 """
 
 from __future__ import annotations
@@ -91,6 +100,30 @@ def disk_use(path: Path) -> int:
     return total
 
 
+def memory_state() -> dict[str, float]:
+    """MiB free and MiB in the page cache now, from /proc/meminfo."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return {"free_mib": int(fields["MemFree"].split()[0]) / 1024, "cached_mib": int(fields["Cached"].split()[0]) / 1024}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """The machine's user and system CPU seconds so far, all cores (/proc/stat)."""
+    values = [int(field) for field in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"user": (values[0] + values[1]) / ticks, "system": values[2] / ticks}
+
+
+def settle_page_cache(inputs: list[Path]) -> None:
+    """Empties the page cache (root only) and reads `inputs` back into it: the timed run reads its input from
+    memory, as the floor does, and writes into free memory, not into memory the kernel must reclaim first."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    for path in inputs:
+        with path.open("rb") as handle:
+            while handle.read(8 << 20):
+                pass
+
+
 def run_sampled(command: list[str], sample: Any) -> tuple[str, str, float]:
     """Runs `command` from the repository, calling `sample(pid)` every 0.2 s while it runs: (stdout, stderr, wall
     seconds). A failed run ends the benchmark with its stderr."""
@@ -112,6 +145,13 @@ def run_sampled(command: list[str], sample: Any) -> tuple[str, str, float]:
     return stdout, stderr, wall
 
 
+def settled(args: argparse.Namespace, inputs: list[Path], timed: Any) -> Any:
+    """`timed()`, after `settle_page_cache` when --drop-caches is given."""
+    if args.drop_caches:
+        settle_page_cache(inputs)
+    return timed()
+
+
 def folder_floor(folder: Path) -> float:
     done = subprocess.run(
         [sys.executable, __file__, "--records", "0", "--child-floor-folder", str(folder)],
@@ -120,16 +160,21 @@ def folder_floor(folder: Path) -> float:
     return json.loads(done.stdout)["seconds"]
 
 
-def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
+def run_distill(data: Path, extra: list[str], work: Path, settle: Any = None) -> dict[str, Any]:
     out = work / "run"
     command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
     peaks = {"rss": 0, "disk": 0}
+    if settle is not None:
+        settle()
 
     def sample(pid: int) -> None:
         peaks["rss"] = max(peaks["rss"], tree_rss(pid))
         peaks["disk"] = max(peaks["disk"], disk_use(out) if out.exists() else 0)
 
+    memory = memory_state()
+    cpu_before = cpu_seconds()
     stdout, stderr, wall = run_sampled(command, sample)
+    cpu = {kind: round(seconds - cpu_before[kind], 2) for kind, seconds in cpu_seconds().items()}
     manifest = json.loads((out / "manifest.json").read_text())
     decide = re.findall(r"decide (\S+): (\d+) keys, ([\d.]+) bytes per record", stderr)
     partitions = re.findall(r"plan: (\d+) shards, (\d+) partitions", stderr)
@@ -140,6 +185,8 @@ def run_distill(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
     shutil.rmtree(out)
     return {
         "wall_seconds": wall,
+        "memory_at_start": memory,
+        "machine_cpu_seconds": cpu,
         "peak_tree_rss_mib": peaks["rss"] / 2**20,
         "peak_disk_mib": peaks["disk"] / 2**20,
         "counts": manifest["counts"],
@@ -252,9 +299,12 @@ def main() -> None:
     parser.add_argument("--embedding-dims", type=int, default=None, help="embedding width of the corpus (default 32)")
     parser.add_argument("--child-floor-folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--floor-only", action="store_true")
+    parser.add_argument("--drop-caches", action="store_true", help="empty the page cache before each timed run (root)")
     parser.add_argument("--work", type=Path, default=None, help="where copies and the run directory go")
     parser.add_argument("extra", nargs="*", help="distill overrides (after --)")
     args = parser.parse_args()
+    if args.drop_caches and not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        parser.error("--drop-caches needs root: it writes /proc/sys/vm/drop_caches")
     if args.child_floor_folder:
         child_floor_folder(args.child_floor_folder)
         return
@@ -267,7 +317,8 @@ def main() -> None:
     try:
         if args.files:
             data = distinct_files(data_dir / "logs.jsonl", args.files, work)
-            floors = [folder_floor(data) for _ in range(3)]
+            inputs = sorted(data.iterdir())
+            floors = [settled(args, inputs, lambda: folder_floor(data)) for _ in range(3)]
             input_bytes = sum(path.stat().st_size for path in data.iterdir())
         else:
             data = data_dir / "logs.jsonl" if args.copies == 1 else copies_of(data_dir / "logs.jsonl", args.copies, work)
@@ -275,7 +326,8 @@ def main() -> None:
             if args.copies > 1:
                 (work / "logs.jsonl").unlink(missing_ok=True)
                 os.link(data, work / "logs.jsonl")
-            floors = [measure(["--child", "floor", str(floor_data)])["seconds"] for _ in range(3)]
+            inputs = [data]
+            floors = [settled(args, inputs, lambda: measure(["--child", "floor", str(floor_data)])["seconds"]) for _ in range(3)]
             input_bytes = data.stat().st_size
         result: dict[str, Any] = {
             "records": args.records * max(args.copies, args.files),
@@ -285,9 +337,11 @@ def main() -> None:
             "floor_seconds": statistics.median(floors),
             "floor_runs": floors,
             "overrides": args.extra,
+            "page_cache": "emptied and the input read back before each timed run" if args.drop_caches else "as found",
         }
         if not args.floor_only:
-            result["distill"] = run_distill(data, args.extra, work)
+            settle = (lambda: settle_page_cache(inputs)) if args.drop_caches else None
+            result["distill"] = run_distill(data, args.extra, work, settle)
             result["x_floor"] = result["distill"]["wall_seconds"] / result["floor_seconds"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
