@@ -15,18 +15,24 @@ import orjson
 import xxhash
 
 
+HASH_CHUNK_BYTES = 512 << 10
+"""How much of a file is read at a time to hash it: a chunk that stays in a core's L2 cache while it is copied in and
+hashed. sha256 + XXH3 of the 1e6 bench's 1.7 GB took 2.04 s of CPU in 8 MiB chunks, 1.25 in 1 MiB, 1.21 in 512 KiB
+(bench/RESULTS.md)."""
+
+
 def sha256_hex(data: bytes | str) -> str:
     if isinstance(data, str):
         data = data.encode("utf-8")
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: Any, chunk_bytes: int = 1 << 20) -> str:
+def file_sha256(path: Any, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
     """The sha256 of a file's bytes, read in chunks (any size)."""
     return _file_digest(path, hashlib.sha256(), chunk_bytes)
 
 
-def file_content_hash(path: Any, chunk_bytes: int = 1 << 20) -> str:
+def file_content_hash(path: Any, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
     """XXH3-128 of a file's bytes, in hex: what the plan key holds of an input, to tell a changed one on resume.
     Not the manifest's sha256: it is taken before the map can start, and XXH3 adds ~0.02 s to reading the 1e6
     bench's 1.7 GB where sha256 adds ~1.0 s (bench/RESULTS.md)."""
@@ -38,7 +44,7 @@ def _file_digest(path: Any, digest: Any, chunk_bytes: int) -> str:
         return hashed_stream(handle, digest, chunk_bytes).hexdigest()
 
 
-def hashed_stream(handle: Any, digest: Any, chunk_bytes: int = 1 << 20) -> Any:
+def hashed_stream(handle: Any, digest: Any, chunk_bytes: int = HASH_CHUNK_BYTES) -> Any:
     """`digest` updated with the rest of an open binary file, read in chunks; the digest itself, to go on with."""
     while chunk := handle.read(chunk_bytes):
         digest.update(chunk)

@@ -102,7 +102,7 @@ def _merge(path: Path, partial: Path, marker: Path, cursors: list[SpillCursor], 
         digest = hashlib.sha256()
         if state.written:
             handle.truncate(state.written)  # what was written after the last checkpoint is written again
-            hashed_stream(handle, digest, 8 << 20)
+            hashed_stream(handle, digest)
         with HashedBlocks(handle, digest) as blocks:
             block: list[bytes] = []
             block_bytes = 0

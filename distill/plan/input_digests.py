@@ -16,10 +16,9 @@ from typing import Any
 import xxhash
 
 from distill.errors import DistillError
+from distill.hashing import HASH_CHUNK_BYTES
 from distill.output.files import shown_path
 from distill.sources.base import Shard
-
-CHUNK_BYTES = 8 << 20
 
 
 class InputDigests:
@@ -52,7 +51,7 @@ class InputDigests:
             for name, (path, content_hash) in self.files.items():
                 digest, check = hashlib.sha256(), xxhash.xxh3_128()
                 with path.open("rb") as handle:
-                    while chunk := handle.read(CHUNK_BYTES):
+                    while chunk := handle.read(HASH_CHUNK_BYTES):
                         if self.stopped.is_set():
                             return
                         digest.update(chunk)  # hashlib lets go of the GIL for large chunks
