@@ -142,7 +142,7 @@ class TopLevel(BaseModel):
     card: CardConfig = CardConfig()
     executor: ExecutorConfig = ExecutorConfig()
     resume: bool = False
-    batch_size: PositiveInt = 4096
+    batch_size: PositiveInt = 1024
     dry_run: bool = False
     overwrite: bool = False
     report: bool = True

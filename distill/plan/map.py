@@ -121,17 +121,26 @@ def read_part(path: Path) -> Iterator[tuple[int, Any, Any]]:
 
 FIRST_PACK_RECORDS = 128
 """How many records a shard's first pack holds, before its bytes say how many make FRAME_BYTES."""
+HELD_PACK_BYTES = 16 << 20
+"""How many bytes of packed records a shard's spills hold back in all, to write few frames of many small packs."""
 
 
 class PartitionSpills:
     """Where a shard's records go by default: one spill per partition, which that partition's reduce reads
-    (`read_part`). Each write's records are packed in one blob when they can be."""
+    (`read_part`). Each write's records are packed in one blob when they can be, at once, while the batch is in the
+    CPU's caches. A batch spread over many partitions makes small packs (1,024 records over 18 partitions: ~57 each),
+    so a partition's packs are held until they make a frame of about FRAME_BYTES, or HELD_PACK_BYTES over all the
+    partitions allow less: at 1e6 bench records, frames of single ~100 KB packs doubled the kernel's time in the
+    reduce (bench/RESULTS.md, "Smaller map batches")."""
 
     def __init__(self, ctx: PlanContext, shard: int) -> None:
         self.ctx = ctx
         self.shard = shard
         self.writers: dict[int, SpillWriter] = {}
         self.pack_records = FIRST_PACK_RECORDS
+        self.frame_bytes = max(1, min(FRAME_BYTES, HELD_PACK_BYTES // max(ctx.partitions, 1)))
+        self.held: dict[int, list[PackedEntries]] = {}
+        self.held_bytes: dict[int, int] = {}
 
     def write(self, partition: int, entries: list[Any]) -> None:
         writer = self.writers.get(partition)
@@ -141,19 +150,34 @@ class PartitionSpills:
             )
         start = 0
         while start < len(entries):
-            # Packs of about FRAME_BYTES each, sized from the last pack's bytes per record: a whole batch in one pack
-            # (~7 MB where a run has 2 partitions) took a fresh mapping per write, whose page faults cost more than
-            # the packing saved.
+            # Packs of at most about FRAME_BYTES each, sized from the last pack's bytes per record: a whole batch in
+            # one pack (~7 MB where a run has 2 partitions) took a fresh mapping per write, whose page faults cost
+            # more than the packing saved.
             chunk = entries[start : start + self.pack_records]
             start += len(chunk)
             packed = packed_records([record for _, record, _ in chunk])
             if packed is None:
+                self._release(partition)  # what was held goes first: a partition's entries stay in handle order
                 writer.write(chunk)
                 continue
-            writer.write([PackedEntries([entry[0] for entry in chunk], [entry[2] for entry in chunk], packed)])
             self.pack_records = max(1, min(FRAME_ITEMS, len(chunk) * FRAME_BYTES // max(len(packed), 1)))
+            self.held.setdefault(partition, []).append(
+                PackedEntries([entry[0] for entry in chunk], [entry[2] for entry in chunk], packed)
+            )
+            self.held_bytes[partition] = self.held_bytes.get(partition, 0) + len(packed)
+            if self.held_bytes[partition] >= self.frame_bytes:
+                self._release(partition)
+
+    def _release(self, partition: int) -> None:
+        """Writes the packs held for `partition` as one frame."""
+        packs = self.held.pop(partition, None)
+        if packs:
+            self.writers[partition].write_frame(packs)
+        self.held_bytes[partition] = 0
 
     def close(self) -> None:
+        for partition in list(self.held):
+            self._release(partition)
         for writer in self.writers.values():
             writer.close()
 

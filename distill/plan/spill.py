@@ -64,16 +64,27 @@ class SpillWriter:
         start = 0
         while start < len(batch):
             chunk = batch[start : start + self.items_per_frame]
-            self.pickled.seek(0)
-            pickle.Pickler(self.pickled, protocol=pickle.HIGHEST_PROTOCOL).dump(chunk)
-            size = self.pickled.tell()
+            size = self._pickle(chunk)
             # Items that grew well beyond the first ones: fewer per frame from here on, this frame pickled again.
             if size > FRAME_BYTES * 2 and len(chunk) > 1:
                 self.items_per_frame = max(1, len(chunk) * FRAME_BYTES // size)
                 continue
             start += len(chunk)
-            with self.pickled.getbuffer() as whole, whole[:size] as data:
-                self._frame(data)
+            self._frame_pickled(size)
+
+    def write_frame(self, items: list[Any]) -> None:
+        """`items` as one frame, however many bytes they pickle to (the caller sized them)."""
+        self._frame_pickled(self._pickle(items))
+
+    def _pickle(self, items: list[Any]) -> int:
+        """Pickles `items` into the reused buffer; the bytes it took."""
+        self.pickled.seek(0)
+        pickle.Pickler(self.pickled, protocol=pickle.HIGHEST_PROTOCOL).dump(items)
+        return self.pickled.tell()
+
+    def _frame_pickled(self, size: int) -> None:
+        with self.pickled.getbuffer() as whole, whole[:size] as data:
+            self._frame(data)
 
     def _frame(self, data: Any) -> None:
         if self.compressor is not None:
