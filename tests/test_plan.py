@@ -700,6 +700,49 @@ def test_a_partition_spill_gives_back_its_entries_whether_their_records_were_pac
     assert [(handle, record.id) for handle, record, _ in read_part(layout.part(0, 1))] == [(i, f"m{i}") for i in range(600)]
 
 
+def test_small_packs_of_a_partition_share_frames_of_about_frame_bytes_held_within_a_bound(tmp_path, monkeypatch):
+    """A batch spread over many partitions makes small packs; a partition's packs are held until they make a frame of
+    FRAME_BYTES (or less where HELD_PACK_BYTES shared by every partition allows less), and read back in order."""
+    from distill.plan import map as map_module
+    from distill.plan.context import PlanContext
+    from distill.plan.map import PackedEntries, PartitionSpills, read_part
+    from distill.record import Origin
+    from distill.sources.fast_lane import fast_record
+
+    def records(start: int, count: int) -> list:
+        return [
+            (i, fast_record(json.dumps({"id": f"m{i}", "text": f"{i} " + "x" * 2000}).encode(), Origin(path="b", line=i)), None)
+            for i in range(start, start + count)
+        ]
+
+    settings = build_settings(compose_config([]))
+    layout = Layout(tmp_path / "work")
+    layout.make(4, [])
+    sink = PartitionSpills(PlanContext(settings, layout, 4, False), 0)
+    for write in range(60):  # packs of 5 records, ~10 KB each
+        sink.write(write % 2, records(write * 5, 5))
+    sink.close()
+    for partition in (0, 1):
+        frames = list(spill.read_batches(layout.part(partition, 0)))
+        packs = [len(item.records) for frame in frames for item in frame]
+        assert all(type(item) is PackedEntries for frame in frames for item in frame) and len(packs) == 30
+        assert len(frames) < len(packs)  # several packs to a frame
+        assert all(sum(len(item.records) for item in frame) >= spill.FRAME_BYTES for frame in frames[:-1])
+        expected = [i for write in range(partition, 60, 2) for i in range(write * 5, write * 5 + 5)]
+        assert [handle for handle, _, _ in read_part(layout.part(partition, 0))] == expected
+
+    # Many partitions: each holds back less, so that what all of them hold stays within HELD_PACK_BYTES.
+    monkeypatch.setattr(map_module, "HELD_PACK_BYTES", 4 * 30_000)
+    sink = PartitionSpills(PlanContext(settings, layout, 4, False), 1)
+    assert sink.frame_bytes == 30_000
+    for write in range(20):
+        sink.write(2, records(write * 5, 5))
+    sink.close()
+    frames = list(spill.read_batches(layout.part(2, 1)))
+    assert all(30_000 <= sum(len(item.records) for item in frame) < 45_000 for frame in frames[:-1])
+    assert [handle for handle, _, _ in read_part(layout.part(2, 1))] == list(range(100))
+
+
 def test_a_records_embedding_stays_packed_through_the_reduce_and_comes_back_exactly_where_it_is_read(tmp_path):
     """A record read back from a part spill holds its embedding as the bytes the map packed, not as a list of floats
     (no task reads embeddings); its JSON (what a quarantine row holds), its pydantic record and `with_embedding` give
