@@ -9,6 +9,7 @@ Ctrl-C (and SIGTERM) stop the run and any worker processes: exit 130 (143), one 
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -273,4 +274,7 @@ def main() -> None:
         interrupted = isinstance(stop, KeyboardInterrupt)
         print(f"distill: error: {'interrupted' if interrupted else 'terminated'}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED)
+    # What is still alive is the system's to reclaim: the interpreter's last collection would walk all of it (the
+    # settings, the modules' objects) first, 0.11 s at the end of a 1e6 run against 0.03 s frozen.
+    gc.freeze()
     sys.exit(status)
