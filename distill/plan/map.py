@@ -131,7 +131,7 @@ class PartitionSpills:
     CPU's caches. A batch spread over many partitions makes small packs (1,024 records over 18 partitions: ~57 each),
     so a partition's packs are held until they make a frame of about FRAME_BYTES, or HELD_PACK_BYTES over all the
     partitions allow less: at 1e6 bench records, frames of single ~100 KB packs doubled the kernel's time in the
-    reduce (bench/RESULTS.md, "Smaller map batches")."""
+    reduce (bench/RESULTS.md, "Chunks that fit a core's cache")."""
 
     def __init__(self, ctx: PlanContext, shard: int) -> None:
         self.ctx = ctx
