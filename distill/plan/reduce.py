@@ -34,6 +34,15 @@ from distill.validation import schema_errors
 WRITE_STEP = "write"
 
 
+def tally(counts: dict[Any, Counter[str]], key: Any, reason: str) -> None:
+    """One drop counted under `key`: not `counts.setdefault(key, Counter())`, which builds a Counter for every drop
+    (a reduce counts a quarter of its records so)."""
+    reasons = counts.get(key)
+    if reasons is None:
+        reasons = counts[key] = Counter()
+    reasons[reason] += 1
+
+
 @dataclass
 class TaskResult:
     """What the task made of every split side, after the write-time schema check."""
@@ -64,10 +73,7 @@ def build_examples(
         result.counts.update(output.counts)
         for step, record, drop in output.drops:
             ledger.drop(step, record, drop)
-            reasons = result.drops_by_step.get(step)
-            if reasons is None:  # not `setdefault(step, Counter())`, which builds a Counter for every drop
-                reasons = result.drops_by_step[step] = Counter()
-            reasons[drop.reason.value] += 1
+            tally(result.drops_by_step, step, drop.reason.value)
         valid = []
         for example in output.examples:
             errors = schema_errors(task.schema, example.line)
@@ -159,10 +165,7 @@ def partition_records(
                 continue
             position, drop = fate
             ledger.drop(steps[position].name, record, drop)
-            reasons = result.chain_drops.get(position)
-            if reasons is None:
-                reasons = result.chain_drops[position] = Counter()
-            reasons[drop.reason.value] += 1
+            tally(result.chain_drops, position, drop.reason.value)
             dropped.append(record)
     result.records += read
     sort_in_order(kept)

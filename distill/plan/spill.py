@@ -50,8 +50,8 @@ class SpillWriter:
         self.sized = False
 
     def write(self, batch: list[Any]) -> None:
-        if len(batch) == 1:  # one item (a packed run of records): one frame, nothing to size
-            self._frame(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        if len(batch) == 1:  # one item (a batch's keys, a shard's quarantine rows): one frame, nothing to size
+            self.write_frame(batch)
             return
         if not self.sized and batch:
             # Large items (example lines, quarantined records) go fewer to a frame. The first few items, pickled
