@@ -105,6 +105,16 @@ _CREATED_AT = attrgetter("created_at")
 _DATED_ORDER = attrgetter("created_at", "id")
 
 
+def order_micros(created_at: datetime | None) -> int:
+    """The first half of `Record.order_key` as an integer: microseconds since the epoch, an undated record at the
+    epoch itself, as `order_key` puts it. The same order as the datetimes (every record's is UTC), in a fixed-width
+    value that pickles and compares faster."""
+    if created_at is None:
+        return 0
+    delta = created_at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def sort_in_order(records: list[Any]) -> None:
     """Sorts records in place by `Record.order_key`, (created_at, id) with undated records first. When every record
     is dated the key is read by `attrgetter`, with no Python call per record (a reduce sorts every record it reads)."""

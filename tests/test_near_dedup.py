@@ -14,7 +14,7 @@ from step_helpers import apply, edited, make_step, prose, rec
 from distill.curation import clusters, minhash
 from distill.curation.steps.near_dedup import UnitsInMemory, reduce_runs
 from distill.plan.decide_units import UnitsOnDisk
-from distill.plan.map import created_micros
+from distill.record import order_micros
 from distill.record import Record
 from distill.validation import load_schema
 
@@ -208,7 +208,7 @@ def test_units_left_on_disk_in_buckets_decide_what_one_pass_in_memory_decides(tm
 
     def micros_and_firsts(units, batch):
         firsts = [batch[i] for i in units.first.tolist()]
-        return np.array([created_micros(r) for r in firsts], dtype=np.int64), [r.id for r in firsts]
+        return np.array([order_micros(r.created_at) for r in firsts], dtype=np.int64), [r.id for r in firsts]
 
     in_memory = UnitsInMemory(step.units(step.keys(ordered)))
     expected = step.decide_units(in_memory, in_memory.units.rewards, in_memory)

@@ -190,6 +190,21 @@ def test_a_partitions_lines_are_spilled_in_file_order_when_its_slices_interleave
     assert [line["id"] for line in spilled] == ["a", "b", "c", "d"]
 
 
+def test_a_lines_sort_key_orders_as_its_first_records_created_at_and_id_then_its_own_id():
+    """The key a line is spilled and merged under is flat (microseconds, not a datetime) but orders lines as
+    (first record's (created_at, id), line id) does: a line of no record first, an undated record's at the epoch,
+    microseconds and dates before 1970 counted, ties on time broken by record id, then by line id."""
+    times = [None, "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999999Z", "2024-01-01T00:00:00.000001Z",
+             "2024-01-01T00:00:00Z", "2024-01-01T00:00:00.000001Z", "2023-12-31T23:59:59Z"]
+    examples = [Example({"id": "sft-z", "messages": []}, (), "none"), Example({"id": "sft-a", "messages": []}, (), "none")]
+    for index, created_at in enumerate(times):
+        record = Record(id=f"r{index % 3}", created_at=created_at)
+        examples += [Example({"id": f"sft-{line}{index}", "messages": []}, (record,), record.id) for line in "ba"]
+    nested = sorted(examples, key=lambda e: (e.records[0].order_key() if e.records else (), e.id))
+    assert sorted(examples, key=Example.sort_key) == nested
+    assert [e.id for e in nested[:3]] == ["sft-a", "sft-z", "sft-a2"]
+
+
 @pytest.mark.parametrize("dedup", [
     [], ["++curation.steps.exact_dedup.scope=record", "++curation.steps.near_dedup.scope=record"],
 ])

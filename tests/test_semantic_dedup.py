@@ -16,7 +16,7 @@ from step_helpers import apply, make_step, rec
 from distill.curation.steps.semantic_dedup import _signs
 from distill.errors import DistillError
 from distill.plan.decide_units import UnitsOnDisk
-from distill.plan.map import created_micros
+from distill.record import order_micros
 from distill.record import Record
 from distill.validation import load_schema
 
@@ -136,7 +136,7 @@ def test_records_left_on_disk_in_buckets_decide_what_one_pass_in_memory_decides(
     for bucket in range(3):
         batch = [r for r in ordered if int(r.session_id[1:]) % 3 == bucket]
         keys = step.keys(batch)
-        micros = np.array([created_micros(r) for r in batch], dtype=np.int64)
+        micros = np.array([order_micros(r.created_at) for r in batch], dtype=np.int64)
         on_disk.add(keys.vectors, keys.ids, keys.ids, micros, keys.ids)
     on_disk.number()
     found = step.decide_embeddings(on_disk)

@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -28,13 +27,12 @@ from distill.output.files import jsonl_bytes
 from distill.plan.context import PlanContext
 from distill.plan.spill import FRAME_BYTES, FRAME_ITEMS, SpillWriter, read_values, write_marker, write_spill
 from distill.quarantine import Drop, QuarantineRow
-from distill.record import Record, load_stored_records, packed_records, unpacked_records
+from distill.record import Record, load_stored_records, order_micros, packed_records, unpacked_records
 from distill.sources.base import Shard
 
 PARSE_STEP = "parse"
 SHARD_SHIFT = 32
 """A record's handle is (shard index << 32) | its ordinal in the shard: unique, fixed-width, in read order."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -48,14 +46,6 @@ class MapResult:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, Counter[str]] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def created_micros(record: Record) -> int:
-    """The first half of the (created_at, id) order key as a fixed-width integer (undated records first)."""
-    if record.created_at is None:
-        return 0
-    delta = record.created_at - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def redact_row(steps: Any, row: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +297,7 @@ class ShardMapper:
                 self.keys[position].write([(
                     np.array([handles[i] for i in keyed], dtype=np.uint64),
                     np.array([partitions[i] for i in keyed], dtype=np.uint32),
-                    np.array([created_micros(records[i]) for i in keyed], dtype=np.int64),
+                    np.array([order_micros(records[i].created_at) for i in keyed], dtype=np.int64),
                     keys,
                 )])
         by_partition: dict[int, list[Any]] = {}

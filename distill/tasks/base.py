@@ -14,11 +14,14 @@ from pydantic import BaseModel, ConfigDict
 from distill.grouping import Group
 from distill.hashing import canonical_content_id, canonical_json
 from distill.quarantine import Drop
-from distill.record import Record, format_timestamp
+from distill.record import Record, format_timestamp, order_micros
 from distill.registry import Registry
 from distill.tokens import Tokenizer
 
 FIREWALL_STEP = "firewall"
+UNDATED_FIRST = float("-inf")
+"""The sort key's first value for a line built from no record: before every line that has one, as `()` sorted
+before any (created_at, id)."""
 TASK_STEP = "task"
 
 
@@ -45,7 +48,13 @@ class Example:
         return self.line["id"]
 
     def sort_key(self) -> tuple[Any, ...]:
-        return (self.records[0].order_key() if self.records else (), self.id)
+        """Where the line goes in its file: by its first record's (created_at, id), then its own id. Flat and of
+        plain values (`order_micros`, not a datetime): a reduce pickles one key per line into its spills and the
+        merge unpickles and compares them, and a tz-aware datetime costs ~0.6 µs more a line to unpickle alone."""
+        if not self.records:
+            return (UNDATED_FIRST, "", self.id)
+        first = self.records[0]
+        return (order_micros(first.created_at), first.id, self.id)
 
 
 @dataclass
