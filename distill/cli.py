@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from distill.config import build_settings
 from distill.errors import ConfigError, DistillError
+from distill.fork_server import start_early
 from distill.multirun import exit_status, job_command, sweep_job
 from distill.output.files import claim_run_directory, release_run_directories, shown_path
 from distill.runner import run
@@ -263,6 +264,7 @@ def main() -> None:
     # A log line that cannot be written (disk full) must not print a traceback of its own.
     logging.raiseExceptions = False
     try:
+        start_early(sys.argv[1:])  # the `distill` script's way in (`python -m distill` did it before its imports)
         problems = preflight(sys.argv[1:])
         if problems:
             fail(problems)

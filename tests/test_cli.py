@@ -162,3 +162,42 @@ def test_long_inputs_show_progress_on_stderr_and_keep_stdout_for_the_summary(tmp
     assert done.returncode == 0, done.stderr
     assert "map: " in done.stderr and "12000 rows" in done.stderr and "rows/s" in done.stderr and "s left" in done.stderr
     assert "read 10000 rows" not in done.stdout and done.stdout.startswith("distill: 12000 rows in")
+
+
+@pytest.fixture
+def large_input(tmp_path: Path) -> Path:
+    """A file just over one default shard (64 MiB), sparse: its size is all that is read."""
+    path = tmp_path / "large.jsonl"
+    with path.open("wb") as handle:
+        handle.truncate(64 * 2**20 + 1)
+    return path
+
+
+@pytest.mark.parametrize(("extra", "cores", "starts"), [
+    ([], 2, True),
+    (["++executor.workers=2"], 1, True),
+    (["executor.workers=1"], 2, False),
+    (["executor=ray"], 2, False),
+    (["executor.shard_mb=128"], 2, False),
+    (["-m"], 2, False),
+    (["--cfg", "job"], 2, False),
+    (["executor.workers=abc"], 2, False),
+    ([], 1, False),
+])
+def test_the_fork_server_starts_before_the_imports_only_for_a_large_local_run_the_command_line_shows(
+    large_input, extra, cores, starts
+):
+    from distill.fork_server import needs_workers_early
+
+    assert needs_workers_early([f"source.path={large_input}", *extra], cores) is starts
+
+
+def test_no_early_fork_server_for_a_small_missing_or_unnamed_input(tmp_path, large_input):
+    from distill.fork_server import needs_workers_early
+
+    small = tmp_path / "small.jsonl"
+    small.write_text("{}\n")
+    assert not needs_workers_early([f"source.path={small}"], 2)
+    assert not needs_workers_early([f"source.path={tmp_path / 'missing.jsonl'}"], 2)
+    assert not needs_workers_early(["task=preference"], 2)
+    assert needs_workers_early([f"source.path={large_input.parent}"], 2)  # a folder: the files right inside it

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import multiprocessing
-import multiprocessing.forkserver
 import os
 import select
 import signal
@@ -23,6 +21,7 @@ from typing import Any
 from distill.collector import cyclic_gc_paused, keep_freed_memory, set_aside
 from distill.errors import DistillError
 from distill.executor.progress import Progress, log_phase, peak_rss_mib
+from distill.fork_server import fork_server_context
 from distill.kill_hooks import KILL_HOOK, kill_hook
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
@@ -121,29 +120,6 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(signum, handler)
         for signum in dict.fromkeys(pending):
             signal.raise_signal(signum)
-
-
-def fork_server_context() -> Any:
-    """Worker processes fork from a server that has distill imported (preloaded once, not per worker).
-
-    Ctrl-C reaches the whole process group, and the driver alone decides what it stops. The server starts with
-    SIGINT ignored (an ignored signal stays ignored across exec; the server passes that on to the workers it forks),
-    so neither it, while it imports distill, nor a worker, before its initializer runs, prints a KeyboardInterrupt
-    traceback. Meanwhile the driver holds SIGINT blocked: a Ctrl-C then waits (Linux never discards a blocked
-    signal) and reaches the driver's own handler when this ends."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["distill.runner"])
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
-        multiprocessing.forkserver.ensure_running()
-        return context
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    return context
 
 
 class WorkerDied(DistillError):
