@@ -190,6 +190,24 @@ def test_a_partitions_lines_are_spilled_in_file_order_when_its_slices_interleave
     assert [line["id"] for line in spilled] == ["a", "b", "c", "d"]
 
 
+def test_a_pool_reduces_the_partitions_with_the_most_spilled_bytes_first(tmp_path):
+    """The phase then ends on the small ones: a worker left without work waits for less. Ties keep the order given;
+    a partition no shard sent anything is last."""
+    layout = Layout.of(tmp_path)
+    layout.make(5, [0])
+    sizes = {(0, 0): 10, (1, 0): 300, (1, 1): 5, (2, 1): 400, (4, 0): 10}
+    for (partition, shard), size in sizes.items():
+        layout.part(partition, shard).write_bytes(b"x" * size)
+
+    class Context:
+        pass
+
+    ctx = Context()
+    ctx.layout = layout
+    assert local.largest_first(ctx, [0, 1, 2, 3, 4], [0, 1]) == [2, 1, 0, 4, 3]
+    assert local.largest_first(ctx, [4, 3, 0], [0, 1]) == [4, 0, 3]
+
+
 def test_a_lines_sort_key_orders_as_its_first_records_created_at_and_id_then_its_own_id():
     """The key a line is spilled and merged under is flat (microseconds, not a datetime) but orders lines as
     (first record's (created_at, id), line id) does: a line of no record first, an undated record's at the epoch,

@@ -231,6 +231,23 @@ def beside(function: Callable[..., Any], args: tuple[Any, ...], *, process: bool
         yield lambda: result_of(future)
 
 
+def largest_first(ctx: PlanContext, partitions: Sequence[int], shards: Sequence[int]) -> list[int]:
+    """The partitions in the order a pool should take them: the most bytes of part spills first, so the phase ends
+    on small ones and no worker waits long for the last (partitions by hash differ by a few percent; with one
+    partition a worker at the end, the wait is what the last one takes)."""
+
+    def spilled(partition: int) -> int:
+        total = 0
+        for shard in shards:
+            try:
+                total += ctx.layout.part(partition, shard).stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    return sorted(partitions, key=lambda partition: -spilled(partition))
+
+
 class LocalExecutor:
     def __init__(self, workers: int, shard_bytes: int = 0) -> None:
         self.workers = workers
@@ -311,7 +328,7 @@ class LocalExecutor:
         results = []
         started = time.perf_counter()
         peak = 0.0
-        for result, rss in self._run(ctx, _reduce_task, partitions):
+        for result, rss in self._run(ctx, _reduce_task, largest_first(ctx, partitions, shards)):
             progress.advance(1, result.records)
             results.append(result)
             peak = max(peak, rss)
