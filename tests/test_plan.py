@@ -19,6 +19,7 @@ import pytest
 import xxhash
 from helpers import REPO, compose_config, read_jsonl, run_cli, write_jsonl
 
+from distill import hashing
 from distill.config import build_settings
 from distill.executor import local
 from distill.executor.local import beside
@@ -310,16 +311,25 @@ def test_a_byte_range_reads_the_lines_that_begin_in_it_whatever_the_read_block(t
 def test_a_file_is_cut_after_the_first_line_end_at_or_past_each_target_with_its_line_numbers_and_hash(
     tmp_path, monkeypatch
 ):
-    # The reference walks the file's lines: a range ends after the first line whose newline is at or past the
-    # range's start + target, unless nothing follows it.
+    # The reference walks the file's lines: a range ends after the first line whose newline is at or past the next
+    # multiple of the target, unless nothing follows it; the hash is XXH3-128 over the XXH3-128 of each half (one
+    # whole file when small) and the size.
     def cuts_of(data, target):
-        cuts, start, end = [(0, 1)], 0, 0
+        cuts, end, step = [(0, 1)], 0, max(target, 1)
+        next_target = step
         for number, line in enumerate(io.BytesIO(data), start=1):
             end += len(line)
-            if line.endswith(b"\n") and end - 1 >= start + target and end < len(data):
+            if line.endswith(b"\n") and end - 1 >= next_target and end < len(data):
                 cuts.append((end, number + 1))
-                start = end
+            while next_target <= end - 1:
+                next_target += step
         return cuts
+
+    def hash_of(data, halves_from):
+        middle = len(data) // 2 // hashing.HASH_CHUNK_BYTES * hashing.HASH_CHUNK_BYTES
+        pieces = [data] if len(data) <= halves_from else [data[:middle], data[middle:]]
+        digests = b"".join(xxhash.xxh3_128_digest(piece) for piece in pieces)
+        return xxhash.xxh3_128_hexdigest(digests + len(data).to_bytes(8, "little"))
 
     rng = random.Random(11)
     path = tmp_path / "lines.jsonl"
@@ -327,8 +337,13 @@ def test_a_file_is_cut_after_the_first_line_end_at_or_past_each_target_with_its_
         data = random_line_bytes(rng, 40)
         path.write_bytes(data)
         monkeypatch.setattr(jsonl, "CUT_CHUNK_BYTES", rng.choice([1, 3, 64, 8 << 20]))
+        monkeypatch.setattr(hashing, "HASH_CHUNK_BYTES", rng.choice([1, 2, 16]))
+        halves_from = rng.choice([0, 20, 1 << 30])
+        monkeypatch.setattr(hashing, "SPLIT_CONTENT_BYTES", halves_from)
         target = rng.randint(0, len(data) + 2)
-        assert jsonl.cut_points(path, target) == (xxhash.xxh3_128_hexdigest(data), cuts_of(data, target))
+        expected = hash_of(data, halves_from)
+        assert jsonl.cut_points(path, target) == (expected, cuts_of(data, target))
+        assert hashing.file_content_hash(path, chunk_bytes=rng.choice([1, 5, 1 << 20])) == expected
 
 
 def test_a_file_cut_into_ranges_has_its_sha256_in_the_manifest_fresh_or_resumed(tmp_path, corpus):
@@ -622,7 +637,7 @@ def test_an_input_that_changes_after_the_cut_or_goes_is_a_one_line_error_before_
 
     path = tmp_path / "logs.jsonl"
     path.write_bytes(b'{"id": "a"}\n')
-    shard = Shard(0, str(path), "logs.jsonl", size=12, content_hash=xxhash.xxh3_128_hexdigest(path.read_bytes()))
+    shard = Shard(0, str(path), "logs.jsonl", size=12, content_hash=hashing.file_content_hash(path))
     with InputDigests() as digests:
         digests.start([shard])
         digests.wait()

@@ -8,22 +8,21 @@ map. Started once the map is done, it runs beside the decide, which leaves one c
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import xxhash
-
 from distill.errors import DistillError
-from distill.hashing import HASH_CHUNK_BYTES
+from distill.hashing import HASH_CHUNK_BYTES, ContentHash
 from distill.output.files import shown_path
 from distill.sources.base import Shard
 
 
 class InputDigests:
     """sha256 of the files whose shards were cut (`Shard.content_hash` set, no `sha256`), for the map results'
-    input entries, which leave it None. Each file is read once more for it, and its XXH3 taken again on the way: a
+    input entries, which leave it None. Each file is read once more for it, and its content hash taken again on the way: a
     file that changed since the cut (a log still being appended to) stops the run, before any output is final."""
 
     def __init__(self) -> None:
@@ -49,8 +48,9 @@ class InputDigests:
         name = ""
         try:
             for name, (path, content_hash) in self.files.items():
-                digest, check = hashlib.sha256(), xxhash.xxh3_128()
+                digest = hashlib.sha256()
                 with path.open("rb") as handle:
+                    check = ContentHash(os.fstat(handle.fileno()).st_size)
                     while chunk := handle.read(HASH_CHUNK_BYTES):
                         if self.stopped.is_set():
                             return
