@@ -1,10 +1,11 @@
 """The fork server the local executor's workers start from, and its early start.
 
 Workers fork from a small server that has distill imported once (`fork_server_context`), so they never inherit what
-the driver holds. The server takes ~0.7 s to import distill, and the driver itself ~0.9 s to import, compose its
-config and start it: started only then, it delayed a large run's first map task by ~0.2 s more than the cut of the
-input. `start_early` starts it before the driver imports anything, when the command line itself shows a run that
-will need it. Only the standard library here: the point is to run before the rest of distill is imported.
+the driver holds; they do inherit the server's limits, so it raises the open files limit before it starts. The
+server takes ~0.7 s to import distill, and the driver itself ~0.9 s to import, compose its config and start it:
+started only then, it delayed a large run's first map task by ~0.2 s more than the cut of the input. `start_early`
+starts it before the driver imports anything, when the command line itself shows a run that will need it. Only the
+standard library here: the point is to run before the rest of distill is imported.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import resource
 import signal
 import threading
 from collections.abc import Sequence
@@ -27,6 +29,25 @@ _NOT_A_PLAIN_RUN = {
 }
 
 
+MAX_OPEN_FILES = 1 << 20
+
+
+def raise_open_files_limit() -> int:
+    """Raises this process's soft limit on open files to its hard limit (at most 2**20), before any worker starts,
+    so the workers inherit it; returns the limit now in force. Linux's usual soft limit, 1,024, is below what a
+    large plan holds open (`distill.plan.prepare.open_files_needed`), while the hard limit is commonly 512 Ki or
+    more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft == resource.RLIM_INFINITY or soft >= ceiling:
+        return soft if soft != resource.RLIM_INFINITY else MAX_OPEN_FILES
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    except (ValueError, OSError):  # a limit the system refuses after all: keep the one in force
+        return soft
+    return ceiling
+
+
 def fork_server_context() -> Any:
     """Worker processes fork from a server that has distill imported (preloaded once, not per worker); started
     here unless it runs already.
@@ -36,6 +57,8 @@ def fork_server_context() -> Any:
     so neither it, while it imports distill, nor a worker, before its initializer runs, prints a KeyboardInterrupt
     traceback. Meanwhile the driver holds SIGINT blocked: a Ctrl-C then waits (Linux never discards a blocked
     signal) and reaches the driver's own handler when this ends."""
+    # The server and the workers it forks keep the limit in force when it starts, however early that is.
+    raise_open_files_limit()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOADED)
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler

@@ -12,6 +12,7 @@ from distill.collector import cyclic_gc_paused, keep_freed_memory
 from distill.config import Settings
 from distill.executor import make_executor
 from distill.executor.progress import Progress, peak_rss_mib
+from distill.fork_server import raise_open_files_limit
 from distill.output.documents import RunDigest, write_documents
 from distill.output.files import claim_run_directory, write_json
 from distill.output.manifest import build_manifest
@@ -19,7 +20,7 @@ from distill.output.writers import dataset_writer
 from distill.plan.context import Layout, PlanContext
 from distill.plan.input_digests import InputDigests
 from distill.plan.merge import merge
-from distill.plan.prepare import check_open_files, prepare, raise_open_files_limit
+from distill.plan.prepare import check_open_files, prepare
 from distill.plan.spill import read_marker
 
 log = logging.getLogger(__name__)

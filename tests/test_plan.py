@@ -215,7 +215,7 @@ def test_a_lines_sort_key_orders_as_its_first_records_created_at_and_id_then_its
     microseconds and dates before 1970 counted, ties on time broken by record id, then by line id."""
     times = [None, "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999999Z", "2024-01-01T00:00:00.000001Z",
              "2024-01-01T00:00:00Z", "2024-01-01T00:00:00.000001Z", "2023-12-31T23:59:59Z"]
-    examples = [Example({"id": "sft-z", "messages": []}, (), "none"), Example({"id": "sft-a", "messages": []}, (), "none")]
+    examples = [Example({"id": f"sft-{line}", "messages": []}, (), "none") for line in "za"]
     for index, created_at in enumerate(times):
         record = Record(id=f"r{index % 3}", created_at=created_at)
         examples += [Example({"id": f"sft-{line}{index}", "messages": []}, (record,), record.id) for line in "ba"]
@@ -839,3 +839,24 @@ def test_the_reduce_bounds_a_partition_by_its_spills_bytes_only_when_none_is_com
     assert spill.plain_spill_bytes([plain, tmp_path / "missing.spill"]) == plain.stat().st_size > 50_000
     assert spill.plain_spill_bytes([plain, packed]) is None
     assert spill.plain_spill_bytes([]) == 0
+
+
+def test_workers_forked_from_a_server_started_early_get_the_raised_open_files_limit(tmp_path):
+    """The fork server may start before the runner raises the driver's limit (`fork_server.start_early`): it raises
+    it first, so its workers never keep a soft limit too low for the plan's spills."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    script = (
+        "import resource\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from distill.fork_server import fork_server_context\n"
+        "with ProcessPoolExecutor(1, mp_context=fork_server_context()) as pool:\n"
+        "    print(pool.submit(resource.getrlimit, resource.RLIMIT_NOFILE).result()[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)),
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == min(hard, 1 << 20)

@@ -22,8 +22,9 @@ from distill.sources.base import Shard
 
 class InputDigests:
     """sha256 of the files whose shards were cut (`Shard.content_hash` set, no `sha256`), for the map results'
-    input entries, which leave it None. Each file is read once more for it, and its content hash taken again on the way: a
-    file that changed since the cut (a log still being appended to) stops the run, before any output is final."""
+    input entries, which leave it None. Each file is read once more for it, and its content hash taken again on the
+    way: a file that changed since the cut (a log still being appended to) stops the run, before any output is
+    final."""
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[Path, str | None]] = {}

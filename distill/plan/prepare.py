@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,24 +52,6 @@ def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
 OPEN_FILES_MARGIN = 64
 """Files a process of the run holds open beside one per partition and one per shard: the input, the key and id
 spills, the logs, Python's own."""
-
-
-def raise_open_files_limit() -> int:
-    """Raises this process's soft limit on open files to its hard limit (at most 2**20), before any worker starts,
-    so the workers inherit it; returns the limit now in force. Linux's usual soft limit, 1,024, is below what a
-    large plan holds open (`open_files_needed`), while the hard limit is commonly 512 Ki or more."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    ceiling = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
-    if soft == resource.RLIM_INFINITY or soft >= ceiling:
-        return soft if soft != resource.RLIM_INFINITY else MAX_OPEN_FILES
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
-    except (ValueError, OSError):  # a limit the system refuses after all: keep the one in force
-        return soft
-    return ceiling
-
-
-MAX_OPEN_FILES = 1 << 20
 
 
 def open_files_needed(partitions: int, shards: int) -> int:
