@@ -466,14 +466,17 @@ def test_two_runs_started_together_get_their_own_default_directories(tmp_path, l
     (signal.SIGINT, 130, "interrupted", True),
 ], ids=["ctrl-c", "sigterm", "ctrl-c-in-a-terminal"])
 def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tmp_path, stop, code, said, whole_group):
-    rows = [row for i in range(15000) for row in conversation(f"s{i}", i * 10)]
+    # Enough rows that the run goes on for seconds after its plan is logged: the workers' fork server, started
+    # before the driver's imports, is ready by then, and 30,000 rows were all written ~0.75 s after the plan, before
+    # a test on a loaded machine had sent its signal.
+    rows = [row for i in range(60000) for row in conversation(f"s{i}", i * 10)]
     source = write_jsonl(tmp_path / "many.jsonl", rows)
     # Several shards: the map runs on a pool of worker processes, which Ctrl-C must stop too.
     command = [sys.executable, "-m", "distill", f"source.path={source}", "hydra.run.dir=run",
                "executor.workers=2", "executor.shard_mb=0.5"]
     with ctrl_c_reaches_children():
         # `whole_group`: as a terminal sends Ctrl-C, to every process of the foreground job, the workers' fork server
-        # included, which is still importing distill when the plan is made.
+        # included.
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=whole_group)
     seen = []
