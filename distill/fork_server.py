@@ -15,6 +15,7 @@ import multiprocessing.forkserver
 import os
 import resource
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,17 +49,34 @@ def raise_open_files_limit() -> int:
     return ceiling
 
 
+_early: tuple[dict[str, str], str, list[str]] | None = None
+"""What the process looked like when `start_early` started the server: its environment, working directory and
+import path, which the server and its workers keep."""
+
+
+def _process_state() -> tuple[dict[str, str], str, list[str]]:
+    return dict(os.environ), os.getcwd(), list(sys.path)
+
+
 def fork_server_context() -> Any:
     """Worker processes fork from a server that has distill imported (preloaded once, not per worker); started
-    here unless it runs already.
+    here unless it runs already. A server `start_early` started is started again when the process has changed since
+    in what workers inherit: Hydra sets `hydra.job.env_set` (and, with `hydra.job.chdir`, the working directory)
+    only around the run itself, after the early start.
 
     Ctrl-C reaches the whole process group, and the driver alone decides what it stops. The server starts with
     SIGINT ignored (an ignored signal stays ignored across exec; the server passes that on to the workers it forks),
     so neither it, while it imports distill, nor a worker, before its initializer runs, prints a KeyboardInterrupt
     traceback. Meanwhile the driver holds SIGINT blocked: a Ctrl-C then waits (Linux never discards a blocked
     signal) and reaches the driver's own handler when this ends."""
+    global _early
     # The server and the workers it forks keep the limit in force when it starts, however early that is.
     raise_open_files_limit()
+    if _early is not None and _early != _process_state():
+        stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)  # type: ignore[attr-defined]
+        if stop is not None:
+            stop()
+    _early = None
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOADED)
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
@@ -111,6 +129,17 @@ def input_bytes(path: Path) -> int:
 
 def start_early(argv: Sequence[str]) -> None:
     """Starts the workers' fork server now when the command line shows a run that will need it (see
-    `needs_workers_early`), so that it imports distill beside the driver's own imports and composition."""
-    if needs_workers_early(argv, len(os.sched_getaffinity(0))):
-        fork_server_context()
+    `needs_workers_early`), so that it imports distill beside the driver's own imports and composition. Only a
+    head start: a server that fails to start here (no process left under a pids limit, no temporary directory) is
+    left to the executor, which says why in one line."""
+    global _early
+    if _early is not None:  # started already (`python -m distill` calls this before the CLI does)
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        if needs_workers_early(argv, cores):
+            state = _process_state()
+            fork_server_context()
+            _early = state
+    except Exception:  # noqa: BLE001 - see above
+        return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,36 @@ def test_no_early_fork_server_for_a_small_missing_or_unnamed_input(tmp_path, lar
     assert not needs_workers_early([f"source.path={tmp_path / 'missing.jsonl'}"], 2)
     assert not needs_workers_early(["task=preference"], 2)
     assert needs_workers_early([f"source.path={large_input.parent}"], 2)  # a folder: the files right inside it
+
+
+def test_workers_forked_from_an_early_fork_server_see_what_hydra_set_since(tmp_path, large_input):
+    """`hydra.job.env_set` (and `hydra.job.chdir`) change the process only around the run, after the early start:
+    a server started before that is started again, so its workers inherit what the run set."""
+    script = (
+        "import os, sys\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from distill import fork_server\n"
+        f"fork_server.start_early(['source.path={large_input}', '++executor.workers=2'])\n"
+        "assert fork_server._early is not None, 'not started early'\n"
+        "os.environ['DISTILL_SET_BY_THE_RUN'] = 'yes'\n"
+        "os.chdir(sys.argv[1])\n"
+        "with ProcessPoolExecutor(1, mp_context=fork_server.fork_server_context()) as pool:\n"
+        "    print(pool.submit(os.getenv, 'DISTILL_SET_BY_THE_RUN').result(), pool.submit(os.getcwd).result())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["yes", str(tmp_path)]
+
+
+def test_an_early_start_that_fails_or_cannot_count_cores_is_no_error(monkeypatch, large_input):
+    from distill import fork_server
+
+    def no_server() -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fork_server, "fork_server_context", no_server)
+    monkeypatch.setattr(fork_server, "_early", None)
+    fork_server.start_early([f"source.path={large_input}", "++executor.workers=2"])  # left to the executor
+    assert fork_server._early is None
+    monkeypatch.delattr(fork_server.os, "sched_getaffinity")
+    fork_server.start_early(["--help"])

@@ -328,7 +328,8 @@ class LocalExecutor:
         results = []
         started = time.perf_counter()
         peak = 0.0
-        for result, rss in self._run(ctx, _reduce_task, largest_first(ctx, partitions, shards)):
+        order = largest_first(ctx, partitions, shards) if self.workers > 1 else partitions
+        for result, rss in self._run(ctx, _reduce_task, order):
             progress.advance(1, result.records)
             results.append(result)
             peak = max(peak, rss)
