@@ -147,13 +147,6 @@ def run_sampled(command: list[str], sample: Any) -> tuple[str, str, float]:
     return stdout, stderr, wall
 
 
-def settled(args: argparse.Namespace, inputs: list[Path], timed: Any) -> Any:
-    """`timed()`, after `settle_page_cache` when --drop-caches is given."""
-    if args.drop_caches:
-        settle_page_cache(inputs)
-    return timed()
-
-
 def folder_floor(folder: Path) -> float:
     done = subprocess.run(
         [sys.executable, __file__, "--records", "0", "--child-floor-folder", str(folder)],
@@ -162,12 +155,12 @@ def folder_floor(folder: Path) -> float:
     return json.loads(done.stdout)["seconds"]
 
 
-def run_distill(data: Path, extra: list[str], work: Path, settle: Any = None) -> dict[str, Any]:
+def run_distill(data: Path, extra: list[str], work: Path, settle: Any = lambda: None) -> dict[str, Any]:
+    """One timed run; `settle()` first (the page cache emptied and the input read back, with --drop-caches)."""
     out = work / "run"
     command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
     peaks = {"rss": 0, "disk": 0}
-    if settle is not None:
-        settle()
+    settle()
 
     def sample(pid: int) -> None:
         peaks["rss"] = max(peaks["rss"], tree_rss(pid))
@@ -345,10 +338,13 @@ def main() -> None:
             "overrides": args.extra,
             "page_cache": "emptied and the input read back before each timed run" if args.drop_caches else "as found",
         }
-        settle = (lambda: settle_page_cache(inputs)) if args.drop_caches else None
+        settle = (lambda: settle_page_cache(inputs)) if args.drop_caches else (lambda: None)
         repeats = []
         for _ in range(1 if args.floor_only else args.repeat):
-            floors = [settled(args, inputs, floor_once) for _ in range(3)]
+            floors = []
+            for _ in range(3):
+                settle()
+                floors.append(floor_once())
             repeat: dict[str, Any] = {"floor_seconds": statistics.median(floors), "floor_runs": floors}
             if not args.floor_only:
                 repeat["distill"] = run_distill(data, args.extra, work, settle)

@@ -19,10 +19,10 @@ from distill.registry import Registry
 from distill.tokens import Tokenizer
 
 FIREWALL_STEP = "firewall"
+TASK_STEP = "task"
 UNDATED_FIRST = float("-inf")
 """The sort key's first value for a line built from no record: before every line that has one, as `()` sorted
 before any (created_at, id)."""
-TASK_STEP = "task"
 
 
 class TaskParams(BaseModel):
