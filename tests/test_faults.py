@@ -466,9 +466,9 @@ def test_two_runs_started_together_get_their_own_default_directories(tmp_path, l
     (signal.SIGINT, 130, "interrupted", True),
 ], ids=["ctrl-c", "sigterm", "ctrl-c-in-a-terminal"])
 def test_ctrl_c_during_a_run_exits_130_without_a_traceback_or_temporary_files(tmp_path, stop, code, said, whole_group):
-    # Enough rows that the run goes on for seconds after its plan is logged: the workers' fork server, started
-    # before the driver's imports, is ready by then, and 30,000 rows were all written ~0.75 s after the plan, before
-    # a test on a loaded machine had sent its signal.
+    # Enough rows that the run goes on for seconds after its plan is logged (the signal comes up to 0.5 s after it):
+    # the workers' fork server, started before the driver's imports, is ready by then, and 30,000 rows were all
+    # written ~0.75 s after the plan.
     rows = [row for i in range(60000) for row in conversation(f"s{i}", i * 10)]
     source = write_jsonl(tmp_path / "many.jsonl", rows)
     # Several shards: the map runs on a pool of worker processes, which Ctrl-C must stop too.
