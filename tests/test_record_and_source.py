@@ -317,7 +317,11 @@ _LANE_LINES = [
     '{"id": "a", "metadata": {"x": 1180591620717411303424}}', '{"id": "a", "metadata": {"x": NaN}}',
     '{"id": "a", "metadata": {"deep": ' + _DEEP + '}}', '{"id": "a", "metadata": []}',
     '{"id": "a", "embedding": [1, 2]}', '{"id": "a", "embedding": [true]}', '{"id": "a", "embedding": ["1"]}',
-    '{"id": "a", "embedding": []}', '{"id": "a", "source_files": ["a", 1]}',
+    '{"id": "a", "embedding": []}', '{"id": "a", "embedding": null}', '{"id": "a", "embedding": [ -0 , 0.5\t]}',
+    '{"id": "a", "embedding": [1e400]}', '{"id": "a", "embedding": [1.5E-3, -2e+2]}', '{"id": "a", "embedding": [1e-400]}',
+    '{"id": "a", "embedding": [' + "9" * 400 + ']}', '{"id": "a", "embedding": [0.' + "1" * 400 + ']}',
+    '{"id": "a", "embedding": [[1]]}', '{"id": "a", "embedding": [1, null]}', '{"id": "a", "embedding": {"x": 1}}',
+    '{"id": "a", "embedding": "[1]"}', '{"id": "a", "source_files": ["a", 1]}',
     '{"id": "a", "tool_calls": [{"a": null}]}', '{"id": "a", "tool_calls": [1]}', '{"id": "a", "tool_calls": {}}',
     '{"id": "a", "provenance": {"source_file": "f"}}', '{"id": "a", "origin": {"path": "x"}}',
     '{"id": "a", "unknown_key": 1}', '{"id": "a", "id": "b"}', '{"id": "a", "text": "\\ud800 alone"}',
@@ -336,10 +340,32 @@ def test_the_fast_lane_takes_only_lines_the_record_model_takes_and_gives_the_sam
     assert isinstance(fast, StoredRecord)
     want = Record.model_validate_json(line)
     object.__setattr__(want, "origin", origin)
-    got = {name: getattr(fast, name) for name in RECORD_FIELDS}
+    # An embedding the lane keeps as its JSON (`packed_embedding`) is read where code asks for it (`with_embedding`).
+    got = {name: getattr(fast.with_embedding(), name) for name in RECORD_FIELDS}
     assert got == want.__dict__
     assert [type(v) for v in got.values()] == [type(v) for v in want.__dict__.values()]
     assert fast.to_json() == want.to_json() and fast.as_record() == want
+
+
+@pytest.mark.parametrize(("array", "kept"), [
+    ("[0.5, -1, 0]", "as_json"), ("[ 0.25 ,\n-3.5 ]", "as_json"), ("[]", "as_json"), ("[0." + "1" * 300 + "]", "as_json"),
+    ("[1.5e-3, 2]", "as_list"), ("[2E+2]", "as_list"), ("[0." + "1" * 309 + "]", "as_list"),
+    ("[1e400]", "refused"), ("[" + "9" * 309 + "]", "refused"), ("[1, null]", "refused"), ("[[1]]", "refused"),
+])
+def test_the_fast_lane_keeps_an_embedding_of_plain_numbers_as_its_json(array, kept):
+    """An array of plain numbers (no exponent, integer parts under 309 digits) cannot fail to read as floats, so the
+    lane keeps its bytes and reads them only where asked; any other array is read at once, and refused (for the
+    full path) where msgspec refuses it."""
+    fast = fast_record(('{"id": "a", "embedding": ' + array + "}").encode(), Origin(path="x", line=1))
+    if kept == "refused":
+        assert fast is None
+        return
+    want = Record.model_validate_json('{"id": "a", "embedding": ' + array + "}").embedding
+    if kept == "as_json":
+        assert fast.embedding is None and fast.packed_embedding == array.encode()
+    else:
+        assert fast.embedding == want and fast.packed_embedding is None
+    assert fast.with_embedding().embedding == want and all(type(v) is float for v in want)
 
 
 def test_the_fast_lane_takes_the_common_lines():
