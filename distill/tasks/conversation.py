@@ -40,6 +40,8 @@ def tool_chain(records: Sequence[Record]) -> ToolChain:
     else with the first call still unanswered (calls and replies in order). Every call must be answered before the
     next non-tool turn. A call left unanswered breaks its assistant turn and the replies it already had; a reply
     with no call to answer breaks itself."""
+    if not any(record.tool_calls or record.role is Role.tool for record in records):
+        return ToolChain({}, {}, {})  # most conversations: no call, no reply, nothing to pair
     call_ids: dict[str, tuple[str, ...]] = {}
     reply_ids: dict[str, str] = {}
     broken: dict[str, str] = {}
@@ -172,6 +174,8 @@ def selection_key(record: Record) -> tuple[Any, ...]:
 
 def select_alternatives(records: Sequence[Record]) -> tuple[list[Record], list[Record]]:
     """Assistant records sharing a group_id answer one prompt: keep the best of each set. Returns (kept, others)."""
+    if not any(record.group_id is not None for record in records):
+        return list(records), []  # most conversations: no alternatives to choose between
     alternatives: dict[str, list[Record]] = {}
     for record in records:
         if is_assistant(record) and record.group_id is not None:
@@ -189,6 +193,9 @@ def select_alternatives(records: Sequence[Record]) -> tuple[list[Record], list[R
 
 def holes(kept: Sequence[Record], removed: Iterable[Record]) -> list[Record]:
     """Removed turns that leave a hole: all of them, except alternatives whose sibling is still there."""
+    removed = list(removed)
+    if not removed:
+        return []
     answered = {r.group_id for r in kept if is_assistant(r) and r.group_id is not None}
     return sorted(
         (r for r in removed if not (is_assistant(r) and r.group_id is not None and r.group_id in answered)),
