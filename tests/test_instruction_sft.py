@@ -166,3 +166,16 @@ def test_the_old_instruction_flag_names_the_new_task(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "distill: error: task.format: instruction SFT is its own task now: use task=sft_instruction"
     ]
+
+
+def test_a_record_path_reads_an_embedding_the_fast_lane_kept_packed():
+    """A template field may name `embedding`: read from a record as the JSON Lines fast lane gives it (its array
+    kept as JSON), it is the same list a pydantic record holds."""
+    from distill.record import Origin
+    from distill.sources.fast_lane import fast_record
+    from distill.tasks.instruction import record_value
+
+    line = b'{"id": "a", "text": "x", "embedding": [0.25, -1]}'
+    fast = fast_record(line, Origin(path="logs.jsonl", line=1))
+    assert fast.embedding is None and fast.packed_embedding == b"[0.25, -1]"
+    assert record_value(fast, "embedding") == record_value(Record.model_validate_json(line), "embedding") == [0.25, -1.0]

@@ -180,6 +180,23 @@ def test_bad_lines_are_quarantined_and_the_rest_of_the_file_is_read(tmp_path):
     assert report.kept == 2 and sum(report.dropped.values()) == 7
 
 
+def test_a_repeated_embedding_key_is_read_the_full_way_whichever_copy_is_bad(tmp_path):
+    """msgspec only checks the syntax of the values a repeated key leaves behind when the field is kept as raw JSON:
+    a line whose first `embedding` is out of range or not UTF-8 (or names the key with escapes) is the full path's,
+    which quarantines it, and a line whose copies are all good reads as the last one, as JSON objects do."""
+    rows = [
+        b'{"id": "huge", "embedding": [1e999], "embedding": [1]}',
+        b'{"id": "bytes", "embedding": "\xff\xfe", "embedding": [1]}',
+        rb'{"id": "escaped", "embe\u0064ding": [1e999], "embedding": [1]}',
+        b'{"id": "twice", "embedding": [1], "embedding": [0.5, 2]}',
+    ]
+    records, quarantined, _ = read(tmp_path, rows)
+    assert [(r.id, r.with_embedding().embedding) for r in records] == [("twice", [0.5, 2.0])]
+    assert {row.record_id: row.reason.value for row in quarantined} == {
+        "a.jsonl:1": "invalid_json", "a.jsonl:2": "invalid_utf8", "a.jsonl:3": "invalid_json",
+    }
+
+
 def test_a_line_nested_deeper_than_python_recurses_is_read_the_full_way(tmp_path):
     # 990 levels: JSON that orjson reads (its limit is 1,024) but msgspec, like Python, recurses too deep for
     deep = "[" * 990 + "]" * 990

@@ -25,7 +25,8 @@ NO_EMBEDDING = msgspec.Raw()
 
 class RecordLine(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """Every field of `Record` but `origin`, in its order, typed as strictly as pydantic validates it from JSON
-    (`created_at` raw: `parse_timestamp` reads it, as the model's validator does)."""
+    (`created_at` raw: `parse_timestamp` reads it, as the model's validator does; `embedding` as its JSON, which
+    `fast_record` keeps or reads)."""
 
     id: Annotated[str, Meta(min_length=1)] | None = None
     run_id: Text = None
@@ -60,6 +61,15 @@ class RecordLine(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 assert RecordLine.__struct_fields__ + ("origin",) == RECORD_FIELDS, "RecordLine must follow Record's fields"
+
+
+class TypedEmbeddingLine(RecordLine, forbid_unknown_fields=True, gc=False):
+    """`RecordLine` with the embedding read as floats, every time its key appears."""
+
+    embedding: list[float] | None = None  # type: ignore[assignment]
+
+
+_typed_embedding_decoder = msgspec.json.Decoder(TypedEmbeddingLine)
 _decoder = msgspec.json.Decoder(RecordLine)
 _embedding_decoder = msgspec.json.Decoder(list[float])
 _PLAIN_NUMBER_BYTES = b"0123456789.-, \t\n\r"
@@ -90,8 +100,11 @@ def fast_record(line: bytes, origin: Origin) -> Any | None:
     second look but the free-form ones the writers bound (nesting, integers beyond 64 bits)."""
     # A line naming `origin` (the field the source sets) is refused as a key RecordLine does not have: the full path
     # moves it to metadata. (Looking for it in the line first cost ~2 µs a bench line, a tenth of the map.)
+    # A line with a backslash may spell a key with escapes (`"embe\\u0064ding"`): it is read with its embedding
+    # typed, as a whole. Any other is read with its embedding left as JSON (see below).
+    typed = b"\\" in line
     try:
-        row = _decoder.decode(line)
+        row = (_typed_embedding_decoder if typed else _decoder).decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # RecursionError: nested past its depth
         return None
     if row.id is None or row.provenance is not None:
@@ -105,20 +118,33 @@ def fast_record(line: bytes, origin: Origin) -> Any | None:
         except ValueError:
             return None
     record = StoredRecord(*_values(row), origin, VALUED_FIELDS)
-    # The embedding's JSON as the line spells it (a copy: msgspec's Raw holds on to the whole line), empty if absent.
-    embedding = bytes(row.embedding)
-    if not embedding or embedding == b"null":
-        _force_set(record, "embedding", None)
-    elif embedding_kept_as_json(embedding):
-        _force_set(record, "embedding", None)
-        _force_set(record, "packed_embedding", embedding)
-    else:
-        try:
-            _force_set(record, "embedding", _embedding_decoder.decode(embedding))
-        except msgspec.ValidationError:
-            return None
+    # bytes: msgspec's Raw holds on to the whole line.
+    if not typed and not _set_embedding_from_json(record, bytes(row.embedding), line):
+        return None
     if created_at is not None:
         _force_set(record, "created_at", created_at)
     if row.metadata is None:
         _force_set(record, "metadata", {})
     return record
+
+
+def _set_embedding_from_json(record: Any, embedding: bytes, line: bytes) -> bool:
+    """Sets the embedding of a record whose line was read with it left as JSON (`embedding`, empty when the line has
+    none): the array's own bytes in `packed_embedding` when it holds plain numbers (`embedding_kept_as_json`), else
+    the list, read at once. False where that reading fails: the line is the full path's."""
+    if not embedding or embedding == b"null":
+        _force_set(record, "embedding", None)
+        return True
+    try:
+        if line.count(b'"embedding"') != 1:
+            # The key twice (or the word as a value): msgspec checked the copies a repeated key leaves behind only as
+            # JSON (not their UTF-8, not their numbers' range), so the line is read again with every copy typed.
+            _force_set(record, "embedding", _typed_embedding_decoder.decode(line).embedding)
+        elif embedding_kept_as_json(embedding):
+            _force_set(record, "embedding", None)
+            _force_set(record, "packed_embedding", embedding)
+        else:
+            _force_set(record, "embedding", _embedding_decoder.decode(embedding))
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return False
+    return True

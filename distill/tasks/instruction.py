@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import RECORD_FIELDS, Record
+from distill.record import RECORD_FIELDS, Record, with_embedding
 from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
 from distill.tasks.conversation import sft_firewall
 
@@ -54,6 +54,8 @@ def record_value(record: Record, path: str) -> Any:
     """The value at a dotted record path (`metadata.retrieved_context.matrix_corpora`, `provenance.source_file`),
     or None when any step of it is absent."""
     head, *rest = path.split(".")
+    if head == "embedding":
+        record = with_embedding(record)  # a StoredRecord may keep it packed
     value: Any = getattr(record, head, None)
     for part in rest:
         if isinstance(value, BaseModel):
