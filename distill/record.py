@@ -339,13 +339,11 @@ code reads records by their fields, so it takes either. `as_record` gives the py
 `origin` is the record's own `Origin` and `provenance` the real model; `fields_set` is the bitmask of
 `Record.model_fields_set`, or `VALUED_FIELDS`.
 
-`packed_embedding`: a record holds its embedding packed and `embedding` None when the JSON Lines fast lane read it
-(the array's own JSON, when it holds plain numbers: `embedding_kept_as_json`) or the reduce read it back from a part
-spill (the msgpack bytes the map packed, `packed_records`): no task and few steps read embeddings, and building and
-freeing their floats cost ~2 µs a bench record (32 floats; ~20 µs with 768) in the reduce, ~1 µs in the map
-(bench/RESULTS.md). `to_json` and `as_record` give it back, so a quarantine row or a pydantic record holds it as read;
-code that reads `embedding` itself must call `with_embedding()` first (`distill.record.with_embedding` for a record
-of either class)."""
+`packed_embedding`: a record read back from a part spill holds its embedding as the msgpack bytes the map packed
+(`packed_records`) and `embedding` None: no task reads embeddings, and ~2 µs a bench record (32 floats; ~20 µs with
+768) went to building and freeing them in the reduce (bench/RESULTS.md). `to_json` and `as_record` give it back, so
+a quarantine row or a pydantic record holds it as read; code that reads `embedding` itself in the reduce must call
+`with_embedding()` first (`distill.record.with_embedding`, for a record of either class)."""
 _RecordJSON = msgspec.defstruct(
     "_RecordJSON",
     [(name, _TYPED.get(name, Any), msgspec.field(default_factory=dict) if name == "metadata" else None)
@@ -497,21 +495,14 @@ def unpacked_records(blob: bytes) -> list[Any]:
 
 
 def _unpacked_embedding(packed: bytes) -> Any:
-    """An embedding as it was packed: the JSON array the fast lane kept from its line (`embedding_kept_as_json`), read
-    as floats exactly as reading the whole line would have; or the msgpack `packed_records` wrote, which gives back the
-    very values (a float a float, an int an int), as the record's own blob did before embeddings went apart. A msgpack
-    array never starts with `[` (0x5b, a positive integer in msgpack)."""
-    if packed[:1] == b"[":
-        return _embedding_from_json(packed)
+    """An embedding as `packed_records` packed it: msgpack gives back the very values (a float a float, an int an
+    int), as the record's own blob did before embeddings went apart."""
     return msgspec.msgpack.decode(packed)
 
 
-_embedding_from_json = msgspec.json.Decoder(list[float]).decode
-
-
 def with_embedding(record: Any) -> Any:
-    """The record with its embedding as a list, whether a `Record` or a `StoredRecord` that keeps it packed: what a
-    step that reads `embedding` calls first (the JSON Lines fast lane leaves every plain array packed)."""
+    """The record with its embedding as a list, whether a `Record` or a `StoredRecord` the reduce read back with it
+    packed: what code reading `embedding` in the reduce calls first."""
     return record.with_embedding() if type(record) is StoredRecord else record
 
 

@@ -10,8 +10,6 @@ from helpers import read_jsonl, run_cli, run_pipeline, write_jsonl
 from pydantic import ValidationError
 from step_helpers import apply, edited, make_step, prose, rec
 
-from distill.record import Origin
-from distill.sources.fast_lane import fast_record
 from distill.validation import load_schema
 
 ITEM = (
@@ -89,18 +87,13 @@ def test_items_shorter_than_n_are_counted_and_empty_records_kept(tmp_path):
     assert kept == ["a", "b", "c"] and stage["short_items"] == 1
 
 
-@pytest.mark.parametrize("read_by", ["model", "fast_lane"])
-def test_embedding_mode_uses_cosine_distance_and_keeps_records_without_embeddings(tmp_path, read_by):
+def test_embedding_mode_uses_cosine_distance_and_keeps_records_without_embeddings(tmp_path):
     write_jsonl(tmp_path / "vec.jsonl", [{"id": "e1", "text": "x", "embedding": [1.0, 0.0, 0.0]}])
     records = [
         rec("near", 1, text="a", embedding=[0.99, 0.05, 0.0]),
         rec("far", 2, text="b", embedding=[0.0, 1.0, 0.0]),
         rec("none", 3, text="c"),
     ]
-    if read_by == "fast_lane":  # as the JSON Lines source reads them: each embedding kept as its array's JSON
-        lines = [json.dumps({k: v for k, v in r.to_json().items() if k != "origin"}).encode() for r in records]
-        records = [fast_record(line, Origin(path="logs.jsonl", line=i + 1)) for i, line in enumerate(lines)]
-        assert records[0].embedding is None and records[0].packed_embedding == b"[0.99, 0.05, 0.0]"
     kept, dropped, stage = apply(
         make_step("decontaminate", eval_sets=[str(tmp_path / "vec.jsonl")], mode="embedding", threshold=0.01), records
     )

@@ -168,14 +168,14 @@ def test_the_old_instruction_flag_names_the_new_task(tmp_path):
     ]
 
 
-def test_a_record_path_reads_an_embedding_the_fast_lane_kept_packed():
-    """A template field may name `embedding`: read from a record as the JSON Lines fast lane gives it (its array
-    kept as JSON), it is the same list a pydantic record holds."""
-    from distill.record import Origin
+def test_a_record_path_reads_an_embedding_the_reduce_read_back_packed():
+    """A template field may name `embedding`: read from a record as the reduce reads it back from a part spill (its
+    embedding kept as the map packed it), it is the same list the record held."""
+    from distill.record import Origin, packed_records, unpacked_records
     from distill.sources.fast_lane import fast_record
     from distill.tasks.instruction import record_value
 
     line = b'{"id": "a", "text": "x", "embedding": [0.25, -1]}'
-    fast = fast_record(line, Origin(path="logs.jsonl", line=1))
-    assert fast.embedding is None and fast.packed_embedding == b"[0.25, -1]"
-    assert record_value(fast, "embedding") == record_value(Record.model_validate_json(line), "embedding") == [0.25, -1.0]
+    [back] = unpacked_records(packed_records([fast_record(line, Origin(path="logs.jsonl", line=1))]))
+    assert back.embedding is None and back.packed_embedding is not None
+    assert record_value(back, "embedding") == record_value(Record.model_validate_json(line), "embedding") == [0.25, -1.0]

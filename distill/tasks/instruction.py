@@ -55,7 +55,7 @@ def record_value(record: Record, path: str) -> Any:
     or None when any step of it is absent."""
     head, *rest = path.split(".")
     if head == "embedding":
-        record = with_embedding(record)  # a StoredRecord may keep it packed
+        record = with_embedding(record)  # a record the reduce read back keeps it packed
     value: Any = getattr(record, head, None)
     for part in rest:
         if isinstance(value, BaseModel):

@@ -13,10 +13,6 @@ Steps keep no state of their own while mapping, since a map runs in many worker 
 detectors) goes in `setup()`, run once per worker; figures for the manifest go into `self.counters`, which the
 executor gives each map task fresh and merges across workers before `manifest_extra` reads them.
 
-A record is a pydantic `Record` or its msgspec twin `StoredRecord` (what the JSON Lines fast lane reads), with the
-same fields; a `StoredRecord` may keep its embedding packed, so a step that reads `embedding` reads it from
-`distill.record.with_embedding(record)`.
-
 A key batch is a dataclass of parallel columns with an `ids` list (one entry per keyed record); every other
 column is a list or array of the same length, or empty when the step does not use it. That is what lets the plan
 gather the keys of many shards, drop the entries of records already dropped, and order them by (created_at, id)

@@ -13,7 +13,7 @@ from distill.errors import DistillError
 from distill.curation.evalsets import EvalItem, eval_files, load_eval_items
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import Record, with_embedding
+from distill.record import Record
 from distill.curation.steps.base import STEPS, GlobalStep, StepParams
 from distill.curation.steps.roles import has_text, in_roles
 from distill.curation.textnorm import normalize_words_bytes
@@ -150,7 +150,6 @@ class Decontaminate(GlobalStep[NgramHits | EmbeddingHits]):
 
     def _embedding_hits(self, records: list[Record]) -> EmbeddingHits:
         dim = self._eval_vectors.shape[1]
-        records = [with_embedding(r) for r in records]  # a record the fast lane read keeps its array packed
         with_vectors = [r for r in records if r.embedding is not None and len(r.embedding) == dim]
         without = [r for r in records if r.embedding is None or len(r.embedding) != dim]
         hits = EmbeddingHits([r.id for r in without], [-1] * len(without), [float("nan")] * len(without))

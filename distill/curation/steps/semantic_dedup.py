@@ -12,7 +12,7 @@ from distill.curation import clusters, minhash
 from distill.errors import DistillError
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import Record, with_embedding
+from distill.record import Record
 from distill.curation.steps.base import STEPS, GlobalStep, StepParams
 from distill.curation.steps.roles import in_roles
 
@@ -118,8 +118,7 @@ class SemanticDedup(GlobalStep[EmbeddingKeys]):
         super().__init__(*args, **kwargs)
 
     def keys(self, batch: Sequence[Record]) -> EmbeddingKeys:
-        # The records' embeddings as lists, read once (a record the fast lane read keeps its array packed).
-        chosen = in_roles([with_embedding(r) for r in batch], self.params.roles, lambda r: r.embedding)
+        chosen = in_roles(batch, self.params.roles, lambda r: r.embedding)
         dims = {len(r.embedding) for r in chosen}
         if len(dims) > 1:
             raise DistillError(f"curation.steps.{self.name}: embeddings of different lengths {sorted(dims)}")
