@@ -76,6 +76,8 @@ def run(
             settings.task, output_dir, layout, settings.output_format, ctx.compress, settings.flavour_output
         )
 
+        digests.start(shards)  # the cut inputs' sha256, on whatever CPU the workers leave (`InputDigests`)
+
         # map: shards a resumed run already finished keep their markers and spills.
         finished = {s.index: read_marker(layout.map_done(s.index)) for s in shards}
         todo = [s for s in shards if finished[s.index] is None]
@@ -83,9 +85,9 @@ def run(
         for result in executor.run_map(ctx, todo, progress):
             finished[result.shard] = result
         progress.close()
+        digests.map_done()
         map_results = [finished[s.index] for s in shards]
         shard_ids = [s.index for s in shards]
-        digests.start(shards)  # the cut inputs' sha256, beside the decide
 
         executor.run_decide(ctx, shard_ids, sum(result.records for result in map_results))
 

@@ -629,7 +629,7 @@ def frames_of(path):
 
 
 def test_an_input_that_changes_after_the_cut_or_goes_is_a_one_line_error_before_any_output(tmp_path):
-    """The manifest's sha256 of a cut file is taken after the map, with its XXH3 again: a file appended to since
+    """The manifest's sha256 of a cut file is taken beside the map, with its XXH3 again: a file appended to since
     the cut (or gone) stops the run with one line, where the merge has not yet made any output final."""
     from distill.errors import DistillError
     from distill.plan.input_digests import InputDigests
@@ -652,6 +652,33 @@ def test_an_input_that_changes_after_the_cut_or_goes_is_a_one_line_error_before_
     with InputDigests() as digests, pytest.raises(DistillError, match="cannot read .*logs.jsonl again"):
         digests.start([shard])
         digests.wait()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread has a priority of its own on Linux only")
+def test_the_inputs_sha256_is_taken_at_the_lowest_priority_from_the_map_on(tmp_path, monkeypatch):
+    """The thread hashing the inputs runs at nice 19 (its own, not the driver's), so it can start with the map and
+    take only what the workers leave."""
+    import threading
+
+    from distill.plan import input_digests
+    from distill.sources.base import Shard
+
+    seen = []
+
+    class Watched(input_digests.ContentHash):
+        def update(self, chunk):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            super().update(chunk)
+
+    monkeypatch.setattr(input_digests, "ContentHash", Watched)
+    driver = os.getpriority(os.PRIO_PROCESS, 0)
+    path = tmp_path / "logs.jsonl"
+    path.write_bytes(b'{"id": "a"}\n')
+    shard = Shard(0, str(path), "logs.jsonl", size=12, content_hash=hashing.file_content_hash(path))
+    with input_digests.InputDigests() as digests:
+        digests.start([shard])
+        digests.wait()
+    assert seen == [input_digests.LOWEST_PRIORITY] and os.getpriority(os.PRIO_PROCESS, 0) == driver
 
 
 def run_with_open_files_limit(tmp_path: Path, args: list[str], soft: int, hard: int) -> subprocess.CompletedProcess[str]:

@@ -1,14 +1,20 @@
-"""The manifest's sha256 of each input file the plan cut into byte ranges, taken on a thread while the decide runs.
+"""The manifest's sha256 of each input file the plan cut into byte ranges, taken on a thread of the lowest priority
+from the map's start.
 
 The plan itself only needs a fast hash of each input (`file_content_hash`, for the resume key) before the map can
 start. The sha256 the manifest promises costs ~1 s of CPU per 1.7 GB; taken while cutting the file, it held up the
-map. Started once the map is done, it runs beside the decide, which leaves one core idle (bench/RESULTS.md).
+map. At the lowest priority (nice 19, the thread's own on Linux) it takes only what the workers leave: the map's
+tail, where a worker waits for the last shard, and the core the decide leaves idle. Started with the decide at the
+normal priority, what it had left came out of the reduce's workers: 1e6 bench runs took 17.83 s against 18.12
+(means of three alternating pairs, bench/RESULTS.md). Where a thread cannot be given its own priority, it waits for
+the map to end (`map_done`), so as not to compete with it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +24,9 @@ from distill.errors import DistillError
 from distill.hashing import HASH_CHUNK_BYTES, ContentHash
 from distill.output.files import shown_path
 from distill.sources.base import Shard
+
+
+LOWEST_PRIORITY = 19
 
 
 class InputDigests:
@@ -31,12 +40,12 @@ class InputDigests:
         self.digests: dict[str, str] = {}
         self.error: str | None = None
         self.stopped = threading.Event()
+        self.mapped = threading.Event()
         # A daemon thread, stopped between chunks: a run that fails meanwhile does not wait for a whole file's hash.
         self.thread = threading.Thread(target=self._hash_all, name="distill-input-sha256", daemon=True)
 
     def start(self, shards: Sequence[Shard]) -> None:
-        """Starts hashing the cut files of `shards`, once the map has read them (so the thread does not compete with
-        it)."""
+        """Starts hashing the cut files of `shards` on a thread that yields to every other (see the module)."""
         self.files = {
             shown_path(Path(shard.path).resolve()): (Path(shard.path), shard.content_hash)
             for shard in shards
@@ -45,8 +54,20 @@ class InputDigests:
         if self.files:
             self.thread.start()
 
+    def map_done(self) -> None:
+        """The map has read the inputs: a thread that could not lower its priority may hash them now."""
+        self.mapped.set()
+
     def _hash_all(self) -> None:
         name = ""
+        try:
+            # Linux gives each thread its own nice value; elsewhere this names a process (or fails) and the thread
+            # waits for the map instead.
+            if sys.platform != "linux":
+                raise OSError("no per-thread priority")
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
+        except OSError:
+            self.mapped.wait()
         try:
             for name, (path, content_hash) in self.files.items():
                 digest = hashlib.sha256()
@@ -69,6 +90,7 @@ class InputDigests:
     def wait(self) -> None:
         """Waits for the hashes: raises the one-line error of a file that could not be hashed or changed. Called
         before the merge gives any output its final name."""
+        self.mapped.set()  # whoever waits is past the map
         if self.thread.ident is not None:
             self.thread.join()
         if self.error is None and self.digests.keys() != self.files.keys():
@@ -87,3 +109,4 @@ class InputDigests:
 
     def __exit__(self, *exc: Any) -> None:
         self.stopped.set()  # a failed run does not wait for the rest of a file's hash
+        self.mapped.set()  # nor for a map that will not end
