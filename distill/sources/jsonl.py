@@ -90,8 +90,8 @@ def cut_points(path: Path, target_bytes: int) -> tuple[str, list[tuple[int, int]
     starting at the beginning of a line): range k > 0 starts after the first newline at or after byte
     k * target_bytes (several targets before one newline give one range). Each of the file's `content_pieces` is
     read on a thread of its own (the read, XXH3 and numpy's count let go of the GIL), its lines counted with numpy.
-    The manifest's sha256 of the file is taken later, while the decide runs (`InputDigests`). Read, not mapped: a
-    mapped file's pages count in the process's RSS (the driver's peak went from 0.1 to 1.8 GB)."""
+    The manifest's sha256 of the file is taken later, beside the map and the decide (`InputDigests`). Read, not
+    mapped: a mapped file's pages count in the process's RSS (the driver's peak went from 0.1 to 1.8 GB)."""
     size = path.stat().st_size
     step = max(target_bytes, 1)
     pieces = content_pieces(size)
