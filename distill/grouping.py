@@ -70,5 +70,6 @@ def group_records(records: Iterable[Record], dropped: Iterable[Record], key: Key
         if group is not None:
             group.dropped.append(record)
     for group in groups.values():
-        sort_in_order(group.dropped)
+        if len(group.dropped) > 1:  # most groups lost nothing
+            sort_in_order(group.dropped)
     return sorted(groups.values(), key=Group.order_key)
