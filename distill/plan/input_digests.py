@@ -27,6 +27,19 @@ from distill.sources.base import Shard
 
 
 LOWEST_PRIORITY = 19
+"""The nice value the hashing thread takes: it runs only where no other thread of the machine wants the core."""
+
+
+def lowest_priority_for_this_thread() -> bool:
+    """Gives the calling thread the lowest priority: Linux gives each thread a nice value of its own (elsewhere the
+    call would name the whole process). False where the thread keeps its priority."""
+    if sys.platform != "linux":
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
+    except OSError:
+        return False
+    return True
 
 
 class InputDigests:
@@ -60,14 +73,8 @@ class InputDigests:
 
     def _hash_all(self) -> None:
         name = ""
-        try:
-            # Linux gives each thread its own nice value; elsewhere this names a process (or fails) and the thread
-            # waits for the map instead.
-            if sys.platform != "linux":
-                raise OSError("no per-thread priority")
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
-        except OSError:
-            self.mapped.wait()
+        if not lowest_priority_for_this_thread():
+            self.mapped.wait()  # at the normal priority it would compete with the map's workers
         try:
             for name, (path, content_hash) in self.files.items():
                 digest = hashlib.sha256()
