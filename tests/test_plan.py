@@ -681,6 +681,25 @@ def test_the_inputs_sha256_is_taken_at_the_lowest_priority_from_the_map_on(tmp_p
     assert seen == [input_digests.LOWEST_PRIORITY] and os.getpriority(os.PRIO_PROCESS, 0) == driver
 
 
+def test_where_a_thread_cannot_have_its_own_priority_the_inputs_sha256_waits_for_the_map(tmp_path, monkeypatch):
+    """Elsewhere than Linux a nice value names the whole process: the hashing thread keeps its priority and starts
+    only once the map is done, so it never competes with the map's workers."""
+    from distill.plan import input_digests
+    from distill.sources.base import Shard
+
+    monkeypatch.setattr(input_digests.sys, "platform", "darwin")
+    path = tmp_path / "logs.jsonl"
+    path.write_bytes(b'{"id": "a"}\n')
+    shard = Shard(0, str(path), "logs.jsonl", size=12, content_hash=hashing.file_content_hash(path))
+    with input_digests.InputDigests() as digests:
+        digests.start([shard])
+        digests.thread.join(timeout=0.5)
+        assert digests.thread.is_alive() and not digests.digests, "hashed before the map was done"
+        digests.map_done()
+        digests.wait()
+    assert list(digests.digests.values()) == [hashlib.sha256(path.read_bytes()).hexdigest()]
+
+
 def run_with_open_files_limit(tmp_path: Path, args: list[str], soft: int, hard: int) -> subprocess.CompletedProcess[str]:
     import resource
 
