@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from distill.errors import ConfigError, DistillError
 from distill.output.card import CardConfig
 from distill.grouping import GROUP_KINDS, KeyFunction, key_function
-from distill.plan.prepare import ExecutorSettings, default_workers
+from distill.fork_server import default_workers
+from distill.plan.prepare import ExecutorSettings
 from distill.sources import SOURCES, Source
 from distill.split import SplitParams
 from distill.tokens import Tokenizer, load_tokenizer

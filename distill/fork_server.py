@@ -28,8 +28,6 @@ _NOT_A_PLAIN_RUN = {
     "-h", "--help", "-hh", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion", "-m",
     "--multirun", "--version", "--experimental-rerun",
 }
-
-
 MAX_OPEN_FILES = 1 << 20
 
 
@@ -47,6 +45,11 @@ def raise_open_files_limit() -> int:
     except (ValueError, OSError):  # a limit the system refuses after all: keep the one in force
         return soft
     return ceiling
+
+
+def default_workers() -> int:
+    """`executor.workers` when the config leaves it null: the cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 _early: tuple[dict[str, str], str, list[str]] | None = None
@@ -152,9 +155,8 @@ def start_early(argv: Sequence[str]) -> None:
     global _early
     if _early is not None:  # started already (`python -m distill` calls this before the CLI does)
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        if needs_workers_early(argv, cores):
+        if needs_workers_early(argv, default_workers()):
             state = _process_state()
             fork_server_context()
             _early = state

@@ -4,7 +4,6 @@ which a resumed run must match before it reuses any finished shard or partition.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +122,3 @@ def remove_stale_temporaries(layout: Layout) -> None:
     for path in [*layout.root.rglob("*.tmp"), *layout.root.parent.glob(".*.tmp")]:
         path.unlink(missing_ok=True)
 
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
