@@ -292,8 +292,11 @@ class ShardMapper:
                 alive = survivors
             else:
                 keys = step.keys(current)
-                where = {records[i].id: i for i in alive}
-                keyed = [where[record_id] for record_id in keys.ids]
+                if keys.ids == [records[i].id for i in alive]:
+                    keyed = alive  # a key for every record, in batch order (most steps, most batches): no look-up
+                else:  # each key's record found by its id, which names one record of the batch (`ShardReader`)
+                    where = {records[i].id: i for i in alive}
+                    keyed = [where[record_id] for record_id in keys.ids]
                 self.keys[position].write([(
                     np.array([handles[i] for i in keyed], dtype=np.uint64),
                     np.array([partitions[i] for i in keyed], dtype=np.uint32),
