@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,8 +30,9 @@ from distill.output.writers import LineFiles
 from distill.plan import prepare, reduce, spill
 from distill.plan.context import Layout
 from distill.plan.decide import in_order
+from distill.plan.map import LineLabels, labels_at, row_labels
 from distill.quarantine import QuarantineRow
-from distill.record import Record
+from distill.record import Origin, Record
 from distill.runner import run
 from distill.sources import jsonl
 from distill.sources.jsonl import JsonlParams, JsonlSource
@@ -570,6 +572,25 @@ def test_hash64_gives_xxh3s_published_value_for_text_and_its_utf8_bytes():
     assert hash64(b"") == 0x2D06800538D394C2
     assert hash64("") == hash64(b"")
     assert hash64("é") == hash64("é".encode("utf-8"))
+
+
+def test_the_ids_spill_keeps_one_files_lines_as_numbers_and_gives_back_each_records_label():
+    """A repeated id's drop names where the id was first read: a batch of one file's lines keeps only its line
+    numbers, yet gives back every record's `Origin.label`, also for a bucket of it; a batch mixing files, or a
+    store's rows, keeps the labels themselves."""
+    lines = [SimpleNamespace(origin=Origin(path="logs.jsonl", line=n)) for n in (3, 7, 1_000_000)]
+    labels = row_labels(lines)
+    assert isinstance(labels, LineLabels)
+    assert [labels[i] for i in range(3)] == ["logs.jsonl:3", "logs.jsonl:7", "logs.jsonl:1000000"]
+    picked = labels_at(labels, np.array([2, 0]))
+    assert [picked[0], picked[1]] == ["logs.jsonl:1000000", "logs.jsonl:3"]
+    mixed = [*lines, SimpleNamespace(origin=Origin(path="b.jsonl", line=2)), SimpleNamespace(origin=None)]
+    assert row_labels(mixed) == [*(r.origin.label() for r in lines), "b.jsonl:2", "an earlier row"]
+    rows = [
+        SimpleNamespace(origin=Origin(path="t.parquet", row=4)), SimpleNamespace(origin=Origin(uri="s3://x", version=2, row=0))
+    ]
+    assert row_labels(rows) == ["t.parquet#4", "s3://x@2#0"]
+    assert labels_at(row_labels(rows), np.array([1])) == ["s3://x@2#0"]
 
 
 def test_a_group_larger_than_a_workers_memory_budget_is_a_one_line_error(tmp_path):

@@ -38,6 +38,7 @@ from distill.plan.context import PlanContext
 from distill.plan.decide import (
     REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, decided_via_disk, in_order, merge_figures,
 )
+from distill.plan.map import labels_at
 from distill.plan.spill import read_batches, write_spill
 from distill.quarantine import Drop
 from distill.reasons import Reason
@@ -70,7 +71,7 @@ def ids_scatter(token: str, holder: list[Any], shards: list[int], buckets: int) 
                 index = np.flatnonzero(where == bucket)
                 out[bucket].append((
                     id_hashes[index], handles[index], partitions[index],
-                    [ids[i] for i in index.tolist()], [labels[i] for i in index.tolist()],
+                    [ids[i] for i in index.tolist()], labels_at(labels, index),
                 ))
     return split(out)
 

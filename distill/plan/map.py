@@ -99,6 +99,38 @@ class PackedEntries(NamedTuple):
         return zip(self.handles, unpacked_records(self.records), self.pending)
 
 
+class LineLabels(NamedTuple):
+    """A batch's `<file>:<line>` labels (`Origin.label`) when all its records were read from one file's lines, held
+    as the line numbers and built only when asked: the ids spill holds each record's label for the drop of a
+    repeated id, which few runs have (0.14 -> 0.06 µs a record to make, and less to pickle and load)."""
+
+    path: str
+    lines: np.ndarray
+
+    def __getitem__(self, index: int) -> str:
+        return f"{self.path}:{int(self.lines[index])}"
+
+
+def labels_at(labels: LineLabels | list[str], index: np.ndarray) -> LineLabels | list[str]:
+    """The labels of the records at `index`, held as they were."""
+    if isinstance(labels, LineLabels):
+        return LineLabels(labels.path, labels.lines[index])
+    return [labels[i] for i in index.tolist()]
+
+
+def row_labels(records: list[Record]) -> LineLabels | list[str]:
+    """Each record's place as a repeated id's drop names it: `LineLabels` for a batch of one file's lines, else the
+    labels themselves."""
+    origins = [record.origin for record in records]
+    first = origins[0] if origins else None
+    if first is not None and first.path is not None and first.line is not None:
+        path = first.path
+        lines = [o.line if o is not None and o.path == path else None for o in origins]
+        if None not in lines:
+            return LineLabels(path, np.array(lines, dtype=np.int64))
+    return [origin.label() if origin else "an earlier row" for origin in origins]
+
+
 def read_part(path: Path) -> Iterator[tuple[int, Any, Any]]:
     """A partition spill's (handle, record, pending drop) entries in the order written, each record a
     `StoredRecord`; a missing spill is empty."""
@@ -313,7 +345,7 @@ class ShardMapper:
             np.array(handles, dtype=np.uint64),
             np.array(partitions, dtype=np.uint32),
             [record.id for record in records],
-            [record.origin.label() if record.origin else "an earlier row" for record in records],
+            row_labels(records),
         )])
 
     def close(self) -> None:
