@@ -132,8 +132,8 @@ class Conversations:
 
 role_seeded: Callable[[bytes, int], int] = xxhash.xxh3_64_intdigest
 """A text form's key: XXH3 of the form with its role's hash as the seed, so texts of different roles never share a
-key (unless `across_roles`). Seeded, not hashed with the role's name before it: that copied every form first, 0.39
-against 0.24 µs a bench text (bench/RESULTS.md)."""
+key (unless `across_roles`). Seeded, not hashed with the role's name before it: that copied every form first, 0.44
+against 0.28 µs a bench text (bench/RESULTS.md)."""
 
 
 @cache
