@@ -99,7 +99,8 @@ class PackedEntries(NamedTuple):
         return zip(self.handles, unpacked_records(self.records), self.pending)
 
 
-class LineLabels(NamedTuple):
+@dataclass(frozen=True)
+class LineLabels:
     """A batch's `<file>:<line>` labels (`Origin.label`) when all its records were read from one file's lines, held
     as the line numbers and built only when asked: the ids spill holds each record's label for the drop of a
     repeated id, which few runs have (0.14 -> 0.06 µs a record to make, and less to pickle and load)."""
