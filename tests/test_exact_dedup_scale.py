@@ -109,3 +109,14 @@ def test_a_conversation_hash_is_that_of_its_records_digests_in_order():
         hash64(b"".join(d.to_bytes(8, "big") for d in joined[name])) for name in conversations.names
     ]
     assert [conversations.records_of(g) for g in range(3)] == [[0, 2, 5], [1, 4], [3]]
+
+
+def test_a_batchs_records_of_one_conversation_share_one_group_key_object():
+    # Parsed from separate lines, each record holds its own copy of its session id: the keys share one, so a key
+    # spill pickles it once and the decide holds it once per conversation, not once per record.
+    records = [rec(f"r{i}", i, text="hi", session_id="".join(["s", str(i // 3)])) for i in range(9)]
+    assert records[0].session_id is not records[1].session_id
+    groups = make_step("exact_dedup").keys(records).groups
+    assert groups == [f"s{i // 3}" for i in range(9)]
+    assert all(groups[i] is groups[i - i % 3] for i in range(9))
+    assert len({id(group) for group in groups}) == 3

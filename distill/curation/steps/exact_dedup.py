@@ -55,7 +55,7 @@ class ExactDedup(GlobalStep[ExactKeys]):
         forms = exact_forms([r.text for r in chosen])
         seeds = [_role_seed("" if across or not r.role else r.role._value_) for r in chosen]
         hashes = np.fromiter(map(role_seeded, forms, seeds), dtype=np.uint64, count=len(chosen))
-        groups = [self.context.group_key(r) for r in chosen] if self.params.scope == "group" else []
+        groups = self.context.group_keys(chosen) if self.params.scope == "group" else []
         return ExactKeys([r.id for r in chosen], groups, hashes)
 
     def decide(self, keys: Sequence[ExactKeys]) -> dict[str, Drop]:

@@ -136,7 +136,7 @@ class NearDedup(GlobalStep[NearKeys]):
         kept = [r for r, keep in zip(chosen, has_words) if keep]
         return NearKeys(
             ids=[r.id for r in kept],
-            groups=[self.context.group_key(r) for r in kept] if self.params.scope == "group" else [],
+            groups=self.context.group_keys(kept) if self.params.scope == "group" else [],
             rewards=np.array([np.nan if r.reward is None else r.reward for r in kept], dtype=np.float64),
             signatures=signatures[has_words],
         )
