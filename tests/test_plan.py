@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import random
 import re
@@ -927,3 +928,17 @@ def test_workers_forked_from_a_server_started_early_get_the_raised_open_files_li
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == min(hard, 1 << 20)
+
+
+def test_one_pool_of_workers_serves_the_map_the_decide_and_the_reduce(tmp_path, corpus, caplog):
+    # A worker's later phase reuses the heap its earlier one grew (the decide's keys' for its reduce partitions):
+    # one pool for the run, not one per phase, and the decide on one of its workers, not in the driver.
+    caplog.set_level(logging.INFO, logger="distill")
+    overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.workers=2", "executor.partitions=5",
+                 "executor.shard_mb=0.3"]
+    run_dir(tmp_path / "run", overrides)
+    messages = [record.getMessage() for record in caplog.records]
+    started = [i for i, m in enumerate(messages) if m == "local: 2 worker processes, for every phase still to run"]
+    phases = {m.split(":")[0]: i for i, m in enumerate(messages) if m.startswith(("local map:", "local decide:", "local reduce:"))}
+    assert len(started) == 1 and started[0] < phases["local map"] < phases["local decide"] < phases["local reduce"]
+    assert any(m.startswith("decide: peak RSS of its process") for m in messages)

@@ -1,7 +1,9 @@
-"""The local executor: the plan's map and reduce tasks on a pool of worker processes on this machine, or in this
-process with one worker. Workers start from a small fork server, not from the driver, so they never inherit what
-the driver holds (its decide keys would otherwise count once per worker); each builds the run's parts from the
-resolved config once and runs every step's `setup()` once."""
+"""The local executor: the plan's map, decide and reduce tasks on a pool of worker processes on this machine, or in
+this process with one worker. Workers start from a small fork server, not from the driver, so they never inherit
+what the driver holds; each builds the run's parts from the resolved config once and runs every step's `setup()`
+once. One pool serves the three phases, so a worker's later tasks reuse the heap its earlier ones grew: on the VM
+the bench runs on, a page touched anew costs ~10 µs, and a fresh worker's first reduce partition faulted ~50,000 of
+them (bench/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from distill.collector import cyclic_gc_paused, keep_freed_memory, set_aside
+from distill.collector import cyclic_gc_paused, heap_trimmer, keep_freed_memory, set_aside
 from distill.errors import DistillError
 from distill.executor.progress import Progress, log_phase, peak_rss_mib
 from distill.fork_server import fork_server_context
@@ -27,6 +29,7 @@ from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
 from distill.plan.decide import Decisions, decide, log_held
 from distill.plan.map import MapResult, map_shard
+from distill.plan.prepare import partition_budget
 from distill.plan.reduce import ReduceResult, reduce_partition
 from distill.plan.spill import read_marker, write_marker
 from distill.sources.base import Shard
@@ -37,7 +40,7 @@ _WORKER: dict[str, Any] = {}
 """A process's view of the run: set in the driver for in-process tasks, and by `_start_worker` in each worker."""
 
 
-def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool, shards: list[int]) -> None:
+def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool) -> None:
     _WORKER.update(pooled=True)
     try:
         if os.environ.get(KILL_HOOK) == "setup-worker":
@@ -50,7 +53,7 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
         writer = dataset_writer(
             settings.task, layout.root.parent, layout, settings.output_format, compress, settings.flavour_output
         )
-        _WORKER.update(ctx=ctx, writer=writer, shards=shards)
+        _WORKER.update(ctx=ctx, writer=writer)
         gc.freeze()  # what the worker set up lives as long as it does (`set_aside`), out of each task's collection
     except Exception as error:  # noqa: BLE001 - raised again by each of the worker's tasks (`_worker_ready`)
         # concurrent.futures only logs an initializer's error, with its traceback, and calls the pool broken (which
@@ -70,6 +73,13 @@ def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, A
     with cyclic_gc_paused():
         decisions = decide(ctx, shard_ids)
     decisions.peak_rss_mib = peak_rss_mib()
+    if _WORKER.get("pooled") and decisions.peak_rss_mib * 2**20 > partition_budget(ctx.settings.executor):
+        # The worker reduces partitions next, and keeps the heap the decide grew for them (at 1e6 bench records its
+        # first partition faulted ~750 pages instead of ~50,000), but never more than a partition may use: a decide
+        # in buckets (1e7 records: ~950 MiB) gives back what it held, as a process of its own did when it ended.
+        trim = heap_trimmer()
+        if trim is not None:
+            trim(0)
     return decisions, {step.name: step.figures for step in ctx.settings.steps}
 
 
@@ -80,7 +90,7 @@ def _map_task(shard: Shard) -> tuple[MapResult, float]:
         return map_shard(_WORKER["ctx"], shard), peak_rss_mib()
 
 
-def _reduce_task(partition: int) -> tuple[ReduceResult, float]:
+def _reduce_task(partition: int, shards: list[int]) -> tuple[ReduceResult, float]:
     _worker_ready()
     worker_kill_hook("reduce")
     # The heap a partition freed is kept for the next one (`give_back=False`): given back after each partition, it
@@ -88,7 +98,7 @@ def _reduce_task(partition: int) -> tuple[ReduceResult, float]:
     # most its largest partition's peak, which the partition count keeps within its share of the budget, and the
     # pool, with its workers, ends with the phase.
     with cyclic_gc_paused(collect_after=True, give_back=False):
-        return reduce_partition(_WORKER["ctx"], partition, _WORKER["shards"], _WORKER["writer"]), peak_rss_mib()
+        return reduce_partition(_WORKER["ctx"], partition, shards, _WORKER["writer"]), peak_rss_mib()
 
 
 SMALL_RUN_RECORDS = 100_000
@@ -213,9 +223,9 @@ def submitted(pool: ProcessPoolExecutor, task: Callable[..., Any], calls: Sequen
             raise WorkerDied(WORKER_DIED) from None
 
 
-def results(pool: ProcessPoolExecutor, task: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
-    """`task` over `items` on the pool, each result as soon as it is done."""
-    for future in as_completed(submitted(pool, task, [(item,) for item in items])):
+def results(pool: ProcessPoolExecutor, task: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+    """`task(*call)` for each call, on the pool, each result as soon as it is done."""
+    for future in as_completed(submitted(pool, task, calls)):
         yield result_of(future)
 
 
@@ -249,9 +259,14 @@ def largest_first(ctx: PlanContext, partitions: Sequence[int], shards: Sequence[
 
 
 class LocalExecutor:
+    """Runs the plan's phases on one pool of `workers` processes, started by the first phase that needs it and ended
+    with the reduce (its workers' memory goes back before the merge), or with the run when a phase fails."""
+
     def __init__(self, workers: int, shard_bytes: int = 0) -> None:
         self.workers = workers
         self.shard_bytes = shard_bytes
+        self._pool_block = ExitStack()
+        self._pool: ProcessPoolExecutor | None = None
 
     def warm_up(self, input_bytes: int) -> None:
         """Starts the workers' fork server now when the input will be mapped on a pool (more than one shard's worth):
@@ -263,24 +278,34 @@ class LocalExecutor:
     def __enter__(self) -> LocalExecutor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    def __exit__(self, *exc: Any) -> None:
+        self._pool = None
+        self._pool_block.__exit__(*exc)  # a failed phase stops the workers (`process_pool`); a finished one waits
+
+    def _pool_for(self, ctx: PlanContext) -> ProcessPoolExecutor:
+        if self._pool is None:
+            arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress)
+            self._pool = self._pool_block.enter_context(process_pool(self.workers, _start_worker, arguments))
+            log.info("local: %d worker processes, for every phase still to run", self.workers)
+        return self._pool
+
+    def _end_pool(self) -> None:
+        self._pool = None
+        self._pool_block.close()
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "local", "workers": self.workers}
 
     def _run(
-        self, ctx: PlanContext, task: Callable[[Any], Any], items: Sequence[Any], *, processes: bool = False
+        self, ctx: PlanContext, task: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, processes: bool = False
     ) -> Iterator[Any]:
-        """Runs `task` over `items`: in this process with one worker (or one item, unless `processes`), else on a
-        pool."""
-        if self.workers <= 1 or (len(items) <= 1 and not processes) or ctx.config is None:
+        """`task(*call)` for each call: in this process with one worker (or one call, unless `processes`), else on
+        the pool."""
+        if self.workers <= 1 or (len(calls) <= 1 and not processes) or ctx.config is None:
             with set_aside():
-                yield from map(task, items)
+                yield from (task(*call) for call in calls)
             return
-        arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, _WORKER.get("shards", []))
-        with process_pool(min(self.workers, len(items)), _start_worker, arguments) as pool:
-            yield from results(pool, task, items)
+        yield from results(self._pool_for(ctx), task, calls)
 
     def run_map(self, ctx: PlanContext, shards: Sequence[Shard], progress: Progress) -> list[MapResult]:
         _WORKER.update(ctx=ctx)
@@ -288,7 +313,7 @@ class LocalExecutor:
         sizes = {shard.index: shard.size for shard in shards}
         started = time.perf_counter()
         peak = 0.0
-        for result, rss in self._run(ctx, _map_task, shards):
+        for result, rss in self._run(ctx, _map_task, [(shard,) for shard in shards]):
             progress.advance(sizes[result.shard], result.rows)
             results.append(result)
             peak = max(peak, rss)
@@ -298,9 +323,9 @@ class LocalExecutor:
         return results
 
     def run_decide(self, ctx: PlanContext, shards: Sequence[int], records: int) -> Decisions:
-        """The decide phase in a process of its own (with more than one worker, for `SMALL_RUN_RECORDS` records or
-        more): what it held (every global step's keys) goes back to the system when it ends, instead of staying in
-        the driver through the reduce."""
+        """The decide phase on one of the pool's workers (with more than one worker, for `SMALL_RUN_RECORDS` records
+        or more), not in the driver, which would hold what it grew (every global step's keys) through the reduce and
+        the merge: the worker reuses it for its reduce partitions (`_decide_task`)."""
         _WORKER.update(ctx=ctx)
         started = time.perf_counter()
         finished = read_marker(ctx.layout.decide_done)
@@ -310,7 +335,7 @@ class LocalExecutor:
             log.info("decide: finished before the interruption, not run again")
         else:
             apart = worth_a_process(records)
-            ((decisions, figures),) = list(self._run(ctx, _decide_task, [list(shards)], processes=apart))
+            ((decisions, figures),) = list(self._run(ctx, _decide_task, [(list(shards),)], processes=apart))
             write_marker(ctx.layout.decide_done, (decisions, figures))
         for step in ctx.settings.steps:
             step.figures = figures.get(step.name, {})
@@ -324,16 +349,17 @@ class LocalExecutor:
         self, ctx: PlanContext, partitions: Sequence[int], shards: Sequence[int], writer: DatasetWriter,
         progress: Progress,
     ) -> list[ReduceResult]:
-        _WORKER.update(ctx=ctx, shards=list(shards), writer=writer)
+        _WORKER.update(ctx=ctx, writer=writer)
         results = []
         started = time.perf_counter()
         peak = 0.0
         order = largest_first(ctx, partitions, shards) if self.workers > 1 else partitions
-        for result, rss in self._run(ctx, _reduce_task, order):
+        for result, rss in self._run(ctx, _reduce_task, [(partition, list(shards)) for partition in order]):
             progress.advance(1, result.records)
             results.append(result)
             peak = max(peak, rss)
             kill_hook("reduce", len(results))
+        self._end_pool()
         log_phase("local", "reduce", started, sum(r.seconds for r in results), sum(r.records for r in results))
         log.info("reduce: peak RSS of a worker %.0f MiB", peak)
         return results

@@ -38,13 +38,17 @@ class ExecutorSettings:
 MAX_PARTITIONS = 4096
 
 
+def partition_budget(executor: ExecutorSettings) -> float:
+    """The bytes one partition's reduce may use: a worker's share of the budget, less what the process itself holds."""
+    return executor.memory_bytes / max(executor.workers, 1) * WORKER_BUDGET_SHARE
+
+
 def partition_count(input_bytes: int, executor: ExecutorSettings) -> int:
     """Enough partitions that one partition's records fit a worker's share of the memory budget, and a multiple of
     the workers: partitions are about equal in size, so with 17 partitions on 2 workers one worker would reduce
     the last one alone (2.6 s of 29 at 1e6 records, bench/RESULTS.md). An input that fits one partition keeps one
     (reduced in the driver, without starting a pool)."""
-    per_worker = executor.memory_bytes / max(executor.workers, 1) * WORKER_BUDGET_SHARE
-    needed = max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / per_worker))
+    needed = max(1, math.ceil(input_bytes * MEMORY_PER_INPUT_BYTE / partition_budget(executor)))
     return min(MAX_PARTITIONS, balanced_count(needed, executor.workers))
 
 
