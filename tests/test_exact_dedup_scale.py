@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import random
+import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from step_helpers import apply, make_step, prose, rec
 from distill.curation.steps.exact_dedup import Conversations, ExactKeys
 from distill.curation.textnorm import exact_forms
 from distill.hashing import hash64, normalize_text
+from distill.plan.decide import held_bytes
 
 
 def test_key_hashes_are_equal_exactly_when_normalised_texts_are():
@@ -120,3 +124,11 @@ def test_a_batchs_records_of_one_conversation_share_one_group_key_object():
     assert groups == [f"s{i // 3}" for i in range(9)]
     assert all(groups[i] is groups[i - i % 3] for i in range(9))
     assert len({id(group) for group in groups}) == 3
+
+
+def test_the_decide_counts_a_key_its_conversations_records_share_once():
+    # As the decide holds them: read back from a spill, each conversation's group key one object in the list.
+    records = [rec(f"r{i}", i, text="hi", session_id="".join(["s", str(i // 4)])) for i in range(4000)]
+    keys = pickle.loads(pickle.dumps(make_step("exact_dedup").keys(records)))
+    apart = replace(keys, groups=["".join(["s", key[1:]]) for key in keys.groups])  # every entry its own copy
+    assert held_bytes(apart) - held_bytes(keys) == pytest.approx(3000 * sys.getsizeof(keys.groups[0]), rel=0.1)
