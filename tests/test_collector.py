@@ -6,6 +6,7 @@ import gc
 import subprocess
 import sys
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,16 @@ class Cycle:
     def __init__(self, other: list) -> None:
         self.other = other
         other.append(self)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's clear_refs restarts the peak")
+def test_a_processs_peak_rss_restarts_from_what_it_holds_now():
+    # A pool worker's phase reports its own peak, not the peak of an earlier phase on the same worker.
+    code = (
+        "from distill.executor.progress import peak_rss_mib, restart_peak_rss\n"
+        "held = bytearray(256 << 20); del held\n"
+        "before = peak_rss_mib(); restart_peak_rss(); print(before, peak_rss_mib())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    before, after = map(float, done.stdout.split())
+    assert before >= 256 and after < before - 200

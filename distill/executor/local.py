@@ -22,7 +22,7 @@ from typing import Any
 
 from distill.collector import cyclic_gc_paused, heap_trimmer, keep_freed_memory, set_aside
 from distill.errors import DistillError
-from distill.executor.progress import Progress, log_phase, peak_rss_mib
+from distill.executor.progress import Progress, log_phase, peak_rss_mib, restart_peak_rss
 from distill.fork_server import fork_server_context
 from distill.kill_hooks import KILL_HOOK, kill_hook
 from distill.output.writers import DatasetWriter, dataset_writer
@@ -61,14 +61,17 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
         _WORKER["setup_failed"] = error
 
 
-def _worker_ready() -> None:
+def _worker_ready(phase: str) -> None:
     failed = _WORKER.get("setup_failed")
     if failed is not None:
         raise failed
+    if _WORKER.get("pooled") and _WORKER.get("phase") != phase:
+        _WORKER["phase"] = phase  # the worker's first task of this phase: its peak RSS is the phase's from here
+        restart_peak_rss()
 
 
 def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
-    _worker_ready()
+    _worker_ready("decide")
     ctx = _WORKER["ctx"]
     with cyclic_gc_paused():
         decisions = decide(ctx, shard_ids)
@@ -84,14 +87,14 @@ def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, A
 
 
 def _map_task(shard: Shard) -> tuple[MapResult, float]:
-    _worker_ready()
+    _worker_ready("map")
     worker_kill_hook("map")
     with cyclic_gc_paused(collect_after=True, give_back=False):  # as `_reduce_task`: the next shard reuses it
         return map_shard(_WORKER["ctx"], shard), peak_rss_mib()
 
 
 def _reduce_task(partition: int, shards: list[int]) -> tuple[ReduceResult, float]:
-    _worker_ready()
+    _worker_ready("reduce")
     worker_kill_hook("reduce")
     # The heap a partition freed is kept for the next one (`give_back=False`): given back after each partition, it
     # was faulted in again page by page by the next, ~5% of the reduce (bench/RESULTS.md). A reduce worker holds at

@@ -62,3 +62,14 @@ def log_phase(executor: str, phase: str, started: float, task_seconds: float | N
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far (Linux reports KiB), for the phase logs bench/ reads."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def restart_peak_rss() -> None:
+    """Starts this process's peak resident memory (`peak_rss_mib`) anew from what it holds now, where Linux allows
+    it (`/proc/self/clear_refs`): a pool worker's figure for a phase is then that phase's, not an earlier phase's on
+    the same worker. Elsewhere the peak stays the process's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
