@@ -105,13 +105,14 @@ def _reduce_task(partition: int, shards: list[int]) -> tuple[ReduceResult, float
 
 
 SMALL_RUN_RECORDS = 100_000
-"""Below this many records the decide phase and the quarantine's merge run in the driver: a process of their own
-costs ~0.6 s to start (the fork server imports distill; a bundled-sample run took 2.1 s with it, 1.5 s without) and
-gives back nothing worth it (the decide holds ~160 bytes per record: 16 MB here)."""
+"""Below this many records the decide phase and the quarantine's merge run in the driver: a process for them costs
+~0.6 s to start when none runs yet (the fork server imports distill; a bundled-sample run took 2.1 s with it, 1.5 s
+without) and gives back nothing worth it (the decide holds ~110 bytes per record: 11 MB here)."""
 
 
 def worth_a_process(records: int) -> bool:
-    """Whether a phase over this many records runs in a process of its own (see SMALL_RUN_RECORDS)."""
+    """Whether a phase over this many records runs off the driver: the decide on the pool, the quarantine's merge in
+    a process of its own (see SMALL_RUN_RECORDS)."""
     return records >= SMALL_RUN_RECORDS
 
 
