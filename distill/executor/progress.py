@@ -60,7 +60,16 @@ def log_phase(executor: str, phase: str, started: float, task_seconds: float | N
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (Linux reports KiB), for the phase logs bench/ reads."""
+    """This process's peak resident memory so far, for the phase logs bench/ reads: Linux's VmHWM, which
+    `restart_peak_rss` restarts (`ru_maxrss` keeps a peak from before once a thread of the process has ended),
+    elsewhere `ru_maxrss` (Linux reports KiB)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
