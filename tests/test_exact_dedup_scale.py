@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import sys
@@ -12,7 +13,7 @@ import pytest
 from step_helpers import apply, make_step, prose, rec
 
 from distill.curation.steps.exact_dedup import Conversations, ExactKeys
-from distill.curation.textnorm import exact_forms
+from distill.curation.textnorm import ascii_exact_forms, ascii_exact_forms_in_python, exact_forms
 from distill.hashing import hash64, normalize_text
 from distill.plan.decide import held_bytes
 
@@ -132,3 +133,22 @@ def test_the_decide_counts_a_key_its_conversations_records_share_once():
     keys = pickle.loads(pickle.dumps(make_step("exact_dedup").keys(records)))
     apart = replace(keys, groups=["".join(["s", key[1:]]) for key in keys.groups])  # every entry its own copy
     assert held_bytes(apart) - held_bytes(keys) == pytest.approx(3000 * sys.getsizeof(keys.groups[0]), rel=0.1)
+
+
+COMPILED = ascii_exact_forms is not ascii_exact_forms_in_python
+
+
+@pytest.mark.skipif(not COMPILED and not os.environ.get("DISTILL_REQUIRE_COMPILED"), reason="built without a C compiler")
+def test_the_compiled_exact_forms_are_the_pure_python_ones():
+    # Every ASCII byte, alone and among words, in texts of every length across the compiler's vector widths, and
+    # texts that are not ASCII (left to normalize_text: None). CI builds the extension and requires it here.
+    assert COMPILED, "DISTILL_REQUIRE_COMPILED is set, but distill/curation/_exact_forms.c was not built"
+    rng = random.Random(7)
+    singles = [chr(byte) for byte in range(128)]
+    pieces = ["ab", "CD", "Zz", "09", " ", "  ", "\t", "\n", "\x0b", "\x0c", "\r", "\x1c", "\x1f", "\x00", "\x7f", ".,!"]
+    texts = singles + [c * n for c in (" ", "\t", "A") for n in range(70)]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 90))) for _ in range(3000)]
+    texts += ["É", "a é b", "  Ünïcode  "]
+    compiled = ascii_exact_forms(texts)
+    assert compiled == ascii_exact_forms_in_python(texts)
+    assert compiled[-3:] == [None, None, None]

@@ -57,11 +57,18 @@ _EXACT_ASCII_TABLE = bytes(
 
 
 def exact_forms(texts: Sequence[str]) -> list[bytes]:
-    """`normalize_text(text)` as UTF-8 bytes (words joined by single spaces) for each text, faster for ASCII text.
+    """`normalize_text(text)` as UTF-8 bytes (words joined by single spaces) for each text, faster for ASCII text:
+    compiled (`_exact_forms`, where distill was built with a C compiler), else `ascii_exact_forms_in_python`; a text
+    that is not ASCII goes through `normalize_text`."""
+    forms = ascii_exact_forms(texts if type(texts) is list else list(texts))
+    return [form if form is not None else normalize_text(text).encode("utf-8") for form, text in zip(forms, texts)]
 
-    An ASCII text's form is one translate pass, which is already canonical unless it has a run of whitespace or
-    whitespace at either end; only those are split and joined again. Looking for them one text at a time (`b"  " in
-    form`) cost more than everything else here: numpy looks for them in many texts at once."""
+
+def ascii_exact_forms_in_python(texts: Sequence[str]) -> list[bytes | None]:
+    """Each ASCII text's exact form, None for the others: one translate pass, which is already canonical unless the
+    text has a run of whitespace or whitespace at either end; only those are split and joined again. Looking for
+    them one text at a time (`b"  " in form`) cost more than everything else here: numpy looks for them in many
+    texts at once."""
     forms: list[bytes | None] = [
         text.encode("ascii").translate(_EXACT_ASCII_TABLE) if text.isascii() else None for text in texts
     ]
@@ -79,7 +86,13 @@ def exact_forms(texts: Sequence[str]) -> list[bytes]:
         for i in _spaced(cast(list[bytes], [forms[i] for i in run])):
             forms[run[i]] = b" ".join(cast(bytes, forms[run[i]]).split())
         start = end
-    return [form if form is not None else normalize_text(text).encode("utf-8") for form, text in zip(forms, texts)]
+    return forms
+
+
+try:
+    from distill.curation._exact_forms import ascii_exact_forms
+except ImportError:  # built without a C compiler: the same forms, in Python
+    ascii_exact_forms = ascii_exact_forms_in_python
 
 
 SPACED_RUN_BYTES = 64 * 1024
