@@ -230,13 +230,16 @@ def sent(
     decided: DecisionSink,
 ) -> list[int]:
     """Each record whose name (its id, or its group key) `drops` holds goes to `decided` with that drop; returns
-    their handles."""
-    newly = []
-    for i, name in enumerate(names):
-        drop = drops.get(name)
-        if drop is not None:
-            decided.add(int(partitions[i]), (int(handles[i]), position, drop))
-            newly.append(int(handles[i]))
+    their handles. The names are looked up in one pass in C and only the drops' rows are read from the arrays: a
+    loop over every name in Python took 27% of a 3e6 decide whose corpus repeats itself (bench/RESULTS.md)."""
+    found = list(map(drops.get, names))
+    hits = [i for i, drop in enumerate(found) if drop is not None]
+    if not hits:
+        return []
+    index = np.asarray(hits, dtype=np.int64)
+    newly = handles[index].tolist()
+    for partition, handle, i in zip(partitions[index].tolist(), newly, hits):
+        decided.add(partition, (handle, position, found[i]))
     return newly
 
 
