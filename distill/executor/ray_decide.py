@@ -36,7 +36,7 @@ from distill.curation.steps.semantic_dedup import SemanticDedup
 from distill.executor.ray import get, worker_context
 from distill.plan.context import PlanContext
 from distill.plan.decide import (
-    REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, decided_via_disk, in_order, merge_figures,
+    REPEATED_ID, Decisions, bucket_figures, bucket_of, bucketable, decided_via_disk, in_order, merge_figures, sent,
 )
 from distill.plan.map import labels_at
 from distill.plan.spill import read_batches, write_spill
@@ -157,25 +157,19 @@ def bucket_decide(token: str, holder: list[Any], position: int, partitions: int,
     """The step's own `decide` over one bucket's keys in (created_at, id) order; outputs: each partition's
     decisions, then (records dropped, the step's figures)."""
     ctx = worker_context(token, holder)
-    out: list[list[Any]] = [[] for _ in range(partitions)]
+    decided = PartitionLists(partitions)
     pieces = tuple(piece for piece in pieces if piece is not None)
     if not pieces:
-        return split([*out, (0, None)])
+        return split([*decided.rows, (0, None)])
     handles = np.concatenate([piece[0] for piece in pieces])
     parts = np.concatenate([piece[1] for piece in pieces])
     micros = np.concatenate([piece[2] for piece in pieces])
     keys = concat_keys([piece[3] for piece in pieces])
-    ids = keys.ids
-    order = in_order(micros, ids)
+    order = in_order(micros, keys.ids)
     step = ctx.settings.steps[position]
-    drops = step.decide([take_keys(keys, order)])
-    dropped = 0
-    for i in order.tolist():
-        drop = drops.get(ids[i])
-        if drop is not None:
-            out[int(parts[i])].append((int(handles[i]), position, drop))
-            dropped += 1
-    return split([*out, (dropped, bucket_figures(step, micros, keys))])
+    ordered = take_keys(keys, order)
+    dropped = len(sent(step.decide([ordered]), ordered.ids, handles[order], parts[order], position, decided))
+    return split([*decided.rows, (dropped, bucket_figures(step, micros, keys))])
 
 
 class PartitionLists:

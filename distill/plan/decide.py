@@ -227,7 +227,7 @@ def decide_keys(
 
 def sent(
     drops: dict[str, Drop], names: Sequence[str], handles: np.ndarray, partitions: np.ndarray, position: int,
-    decided: DecisionSink,
+    decided: PartitionDecisions,
 ) -> list[int]:
     """Each record whose name (its id, or its group key) `drops` holds goes to `decided` with that drop; returns
     their handles. The names are looked up in one pass in C and only the drops' rows are read from the arrays: a
