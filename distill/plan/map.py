@@ -27,7 +27,7 @@ from distill.output.files import jsonl_bytes
 from distill.plan.context import PlanContext
 from distill.plan.spill import FRAME_BYTES, FRAME_ITEMS, SpillWriter, read_values, write_marker, write_spill
 from distill.quarantine import Drop, QuarantineRow
-from distill.record import Record, load_stored_records, order_micros, packed_records, unpacked_records
+from distill.record import Origin, Record, load_stored_records, order_micros, packed_records, unpacked_records
 from distill.sources.base import Shard
 
 PARSE_STEP = "parse"
@@ -109,7 +109,7 @@ class LineLabels:
     lines: np.ndarray
 
     def __getitem__(self, index: int) -> str:
-        return f"{self.path}:{int(self.lines[index])}"
+        return Origin(path=self.path, line=int(self.lines[index])).label()  # one spelling of a label: Origin's
 
 
 def labels_at(labels: LineLabels | list[str], index: np.ndarray) -> LineLabels | list[str]:
