@@ -14,19 +14,24 @@ from distill.errors import DistillError
 from distill.output import merged_jsonl
 from distill.output.merged_jsonl import merge_into_jsonl
 from distill.plan import spill as spill_module
-from distill.plan.spill import SpillCursor, read_values, write_spill
+from distill.plan.spill import LineCursor, write_line_spill
 
 SPILLS = 4
 ROWS_PER_SPILL = 3000
 
 
-def sorted_spills(folder: Path) -> list[Path]:
-    """Spills of (key, line) entries, each sorted, their keys interleaved; lines of ~100 bytes, frames of 64 rows."""
+def line_entries(spill: int, spills: int, rows: int) -> list[tuple[int, None, bytes]]:
+    """Spill `spill`'s (key, note, line) entries of `spills` whose keys interleave: lines of ~100 bytes."""
+    return [(key, None, b'{"n":%d,"pad":"%s"}\n' % (key, b"x" * 80)) for key in range(spill, spills * rows, spills)]
+
+
+def sorted_spills(folder: Path, monkeypatch) -> list[Path]:
+    """Spills of lines, each sorted, their keys interleaved; frames of 64 lines."""
+    monkeypatch.setattr(spill_module, "FRAME_ITEMS", 64)
     paths = []
     for spill in range(SPILLS):
-        entries = [(key, b'{"n":%d,"pad":"%s"}\n' % (key, b"x" * 80)) for key in range(spill, SPILLS * ROWS_PER_SPILL, SPILLS)]
         path = folder / f"{spill}.spill"
-        write_spill(path, (entries[i : i + 64] for i in range(0, len(entries), 64)), compress=False)
+        write_line_spill(path, line_entries(spill, SPILLS, ROWS_PER_SPILL), compress=False)
         paths.append(path)
     return paths
 
@@ -41,9 +46,9 @@ class Lines:
 
     keys: list[int] = field(default_factory=list)
 
-    def line(self, entry: tuple[int, bytes]) -> bytes:
+    def line(self, entry: tuple[int, None, memoryview]) -> memoryview:
         self.keys.append(entry[0])
-        return entry[1]
+        return entry[2]
 
 
 @dataclass
@@ -52,7 +57,7 @@ class LinesUntil(Lines):
 
     stop_after: int = 0
 
-    def line(self, entry: tuple[int, bytes]) -> bytes:
+    def line(self, entry: tuple[int, None, memoryview]) -> memoryview:
         if len(self.keys) == self.stop_after:
             raise Stopped
         return super().line(entry)
@@ -61,8 +66,18 @@ class LinesUntil(Lines):
         return Lines, (list(self.keys),)
 
 
+def spilled_lines(path: Path) -> list[tuple[int, bytes]]:
+    """A spill's (key, line) pairs, read by a cursor from its start."""
+    cursor, pairs = LineCursor(path), []
+    while (got := cursor.next()) is not None:
+        (key, _, line), _ = got
+        pairs.append((key, bytes(line)))
+    cursor.close()
+    return pairs
+
+
 def expected_file(spills: list[Path]) -> bytes:
-    return b"".join(line for _, line in heapq.merge(*(read_values(p) for p in spills), key=lambda e: e[0]))
+    return b"".join(line for _, line in heapq.merge(*(spilled_lines(p) for p in spills), key=lambda e: e[0]))
 
 
 @pytest.fixture
@@ -70,7 +85,7 @@ def spills(tmp_path, monkeypatch) -> list[Path]:
     """The spills, with a checkpoint every 64 KiB of the file (1.3 MB of lines), and the merge's work folder."""
     monkeypatch.setattr(merged_jsonl, "CHECKPOINT_BYTES", 64 << 10)
     (tmp_path / "work").mkdir()
-    return sorted_spills(tmp_path)
+    return sorted_spills(tmp_path, monkeypatch)
 
 
 def test_a_merged_file_is_the_spills_in_key_order_and_the_spills_are_given_back(tmp_path, spills):
@@ -92,10 +107,10 @@ def test_a_merge_stopped_midway_resumes_from_its_checkpoint_to_the_same_file(tmp
     work = tmp_path / "work"
     out = tmp_path / "out.jsonl"
     with pytest.raises(Stopped):
-        merge_into_jsonl(out, spills, work, LinesUntil(stop_after=7000))
+        merge_into_jsonl(out, spills, work, LinesUntil(stop_after=8000))
     assert not out.exists()
     checkpoint = pickle.loads((work / "out.jsonl.checkpoint").read_bytes())
-    assert 0 < checkpoint.rows < 7000
+    assert 0 < checkpoint.rows < 8000
     # What the merge had checkpointed is gone from the spills: only a resume from the checkpoint can finish it.
     assert sum(p.stat().st_blocks for p in spills) * 512 < sum(p.stat().st_size for p in spills) / 2
     resumed = Lines()
@@ -114,27 +129,59 @@ def test_a_merge_stopped_midway_resumes_from_its_checkpoint_to_the_same_file(tmp
 def test_a_resume_whose_partial_file_is_gone_says_so_in_one_line(tmp_path, spills):
     work = tmp_path / "work"
     with pytest.raises(Stopped):
-        merge_into_jsonl(tmp_path / "out.jsonl", spills, work, LinesUntil(stop_after=7000))
+        merge_into_jsonl(tmp_path / "out.jsonl", spills, work, LinesUntil(stop_after=8000))
     (work / "out.jsonl.partial").unlink()
     with pytest.raises(DistillError, match=r"out.jsonl.partial is gone.*start a new run"):
         merge_into_jsonl(tmp_path / "out.jsonl", spills, work, Lines())
 
 
-def test_a_spill_cursor_goes_on_from_a_place_after_the_bytes_before_it_were_given_back(tmp_path):
-    (spill,) = sorted_spills(tmp_path)[:1]
-    values = list(read_values(spill))
-    cursor = SpillCursor(spill)
+def test_a_line_cursor_goes_on_from_a_place_after_the_bytes_before_it_were_given_back(tmp_path, monkeypatch):
+    (spill,) = sorted_spills(tmp_path, monkeypatch)[:1]
+    pairs = spilled_lines(spill)
+    cursor = LineCursor(spill)
     for _ in range(1000):
         _, place = cursor.next()
     cursor.release(place)
     cursor.close()
     assert spill.stat().st_blocks * 512 < spill.stat().st_size
-    resumed = SpillCursor(spill, place)
+    resumed = LineCursor(spill, place)
     rest = []
     while (got := resumed.next()) is not None:
-        rest.append(got[0])
+        (key, note, line), _ = got
+        rest.append((key, bytes(line)))
     resumed.close()
-    assert rest == values[999:]
+    assert rest == pairs[999:]
+
+
+def test_a_spill_of_lines_holds_them_a_frame_at_a_time_after_their_keys_and_ends(tmp_path, monkeypatch):
+    """Lines go to a spill in frames of about FRAME_BYTES (or FRAME_ITEMS lines): each frame the pickled keys, notes
+    and ends of its lines, then the lines back to back; a cursor gives every line back, in order, with its key and
+    note, as a slice of its frame."""
+    monkeypatch.setattr(spill_module, "FRAME_BYTES", 1000)
+    entries = [(key, ("reason", f"r{key}"), b'{"n":%d}\n' % key + b"x" * (key % 300)) for key in range(500)]
+    path = tmp_path / "lines.spill"
+    write_line_spill(path, entries, compress=False)
+    with path.open("rb") as handle:
+        frames = []
+        while (data := spill_module.read_frame(handle, None)) is not None:
+            frames.append(data)
+    assert len(frames) > 10
+    for data in frames:
+        keys, notes, ends = pickle.loads(data)
+        lines = [entry[2] for entry in entries if entry[0] in set(keys)]
+        assert data.endswith(b"".join(lines)) and ends[-1] == len(b"".join(lines))
+        assert notes == [("reason", f"r{key}") for key in keys]
+    for data in frames[:-1]:  # a frame closes with the line that takes it to FRAME_BYTES
+        _, _, ends = pickle.loads(data)
+        assert ends[-1] >= 1000 > (ends[-2] if len(ends) > 1 else 0)
+    cursor = LineCursor(path)
+    got = []
+    while (item := cursor.next()) is not None:
+        (key, note, line), _ = item
+        assert isinstance(line, memoryview)
+        got.append((key, note, bytes(line)))
+    assert got == entries
+    assert LineCursor(tmp_path / "missing.spill").next() is None
 
 
 def test_spills_that_move_little_between_checkpoints_are_given_back_in_fewer_larger_holes(tmp_path, monkeypatch):
@@ -150,11 +197,11 @@ def test_spills_that_move_little_between_checkpoints_are_given_back_in_fewer_lar
         punch(fd, offset, length)
 
     monkeypatch.setattr(spill_module, "punch_hole", recorded)
+    monkeypatch.setattr(spill_module, "FRAME_ITEMS", 16)
     paths = []
     for spill in range(32):
-        entries = [(key, b'{"n":%d,"pad":"%s"}\n' % (key, b"x" * 80)) for key in range(spill, 32 * 400, 32)]
         paths.append(tmp_path / f"{spill}.spill")
-        write_spill(paths[-1], (entries[i : i + 16] for i in range(0, len(entries), 16)), compress=False)
+        write_line_spill(paths[-1], line_entries(spill, 32, 400), compress=False)
     (tmp_path / "work").mkdir()
     want = expected_file(paths)
     merge_into_jsonl(tmp_path / "out.jsonl", paths, tmp_path / "work", Lines())

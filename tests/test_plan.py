@@ -190,7 +190,11 @@ def test_a_partitions_lines_are_spilled_in_file_order_when_its_slices_interleave
     partition.add({"train": [example("b", 2), example("d", 4)]}, {})
     partition.add({"train": [example("a", 1), example("c", 3)]}, {})
     partition.close()
-    spilled = [json.loads(line) for _, line, _ in spill.read_values(layout.examples("train", 0))]
+    cursor = spill.LineCursor(layout.examples("train", 0))
+    spilled = []
+    while (got := cursor.next()) is not None:
+        (_, _, line), _ = got
+        spilled.append(json.loads(bytes(line)))
     assert [line["id"] for line in spilled] == ["a", "b", "c", "d"]
 
 

@@ -205,7 +205,8 @@ class HashedBlocks:
         self.hashed: Future[None] | None = None
         self.blocks = 0
 
-    def write(self, lines: list[bytes]) -> None:
+    def write(self, lines: list[Any]) -> None:
+        """Writes the lines (bytes, or `memoryview`s of them) as one block."""
         data = b"".join(lines)
         self.blocks += 1
         if self.blocks == 1:

@@ -23,7 +23,7 @@ from distill.errors import DistillError
 from distill.hashing import hashed_stream
 from distill.kill_hooks import hooked_phase, kill_hook
 from distill.output.files import WRITE_BLOCK_BYTES, HashedBlocks, cannot_write, shown_path
-from distill.plan.spill import Place, SpillCursor, read_marker, write_marker
+from distill.plan.spill import LineCursor, Place, read_marker, write_marker
 
 CHECKPOINT_BYTES = 16 << 20
 """How much of the file is written between checkpoints: about what the spills hold on to beyond what they gave, and
@@ -40,9 +40,10 @@ files are a few hundred KiB."""
 
 
 class Gatherer(Protocol):
-    def line(self, entry: Any) -> bytes:
-        """The JSONL line a spill's entry puts in the file; notes what the caller keeps of it (samples, counts).
-        Pickled with each checkpoint, so a resumed merge goes on with what it had noted."""
+    def line(self, entry: tuple[Any, Any, memoryview]) -> Any:
+        """The JSONL line a spill's (key, note, line) entry puts in the file (`LineBlock`); notes what the caller
+        keeps of it (samples, counts). Pickled with each checkpoint, so a resumed merge goes on with what it had
+        noted."""
 
 
 G = TypeVar("G", bound=Gatherer)
@@ -61,8 +62,8 @@ class Checkpoint:
 
 
 def merge_into_jsonl(path: Path, spills: Sequence[Path], work: Path, gatherer: G) -> tuple[dict[str, Any], G]:
-    """Writes `path` from the entries of `spills` (each sorted by its first item) in that order, ties in spill order,
-    as `heapq.merge` would; returns the manifest entry ({path, sha256, rows}) and the gatherer. `work`: where the
+    """Writes `path` from the lines of `spills` (`LineBlock` frames, each spill sorted by key) in key order, ties in
+    spill order, as `heapq.merge` would; returns the manifest entry ({path, sha256, rows}) and the gatherer. `work`: where the
     partial file and its checkpoint wait, in the run's working directory."""
     partial, marker = work / f"{path.name}.partial", work / f"{path.name}.checkpoint"
     state: Checkpoint | None = read_marker(marker)
@@ -77,7 +78,7 @@ def merge_into_jsonl(path: Path, spills: Sequence[Path], work: Path, gatherer: G
             f"resume=true: {shown_path(partial)} is gone, and the spills it was merged from were given back as it "
             "was written; start a new run (without resume)"
         )
-    cursors = [SpillCursor(spill, place) for spill, place in zip(spills, state.places)]
+    cursors = [LineCursor(spill, place) for spill, place in zip(spills, state.places)]
     try:
         entry = _merge(path, partial, marker, cursors, state)
     except OSError as error:
@@ -88,7 +89,7 @@ def merge_into_jsonl(path: Path, spills: Sequence[Path], work: Path, gatherer: G
     return entry, state.gatherer
 
 
-def _merge(path: Path, partial: Path, marker: Path, cursors: list[SpillCursor], state: Checkpoint) -> dict[str, Any]:
+def _merge(path: Path, partial: Path, marker: Path, cursors: list[LineCursor], state: Checkpoint) -> dict[str, Any]:
     interval = TEST_CHECKPOINT_BYTES if hooked_phase() == "merge" else CHECKPOINT_BYTES
     block_limit = min(WRITE_BLOCK_BYTES, interval)
     gatherer = state.gatherer
@@ -104,7 +105,7 @@ def _merge(path: Path, partial: Path, marker: Path, cursors: list[SpillCursor], 
             handle.truncate(state.written)  # what was written after the last checkpoint is written again
             hashed_stream(handle, digest)
         with HashedBlocks(handle, digest) as blocks:
-            block: list[bytes] = []
+            block: list[Any] = []  # the lines: slices of their spills' frames
             block_bytes = 0
             checkpointed = state.written
             while heads:
@@ -137,7 +138,7 @@ def _merge(path: Path, partial: Path, marker: Path, cursors: list[SpillCursor], 
 
 
 def _checkpoint(
-    handle: Any, marker: Path, cursors: list[SpillCursor], heads: list[Any], state: Checkpoint, release_bytes: int
+    handle: Any, marker: Path, cursors: list[LineCursor], heads: list[Any], state: Checkpoint, release_bytes: int
 ) -> None:
     """Records where the merge stands, then gives back what each spill gave before it, where that is at least
     `release_bytes` more than it last gave back."""

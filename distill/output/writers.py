@@ -20,7 +20,7 @@ from distill.output.flavours.base import INLINE
 from distill.output.flavours.render import FlavourOutput, Rendered
 from distill.output.merged_jsonl import merge_into_jsonl
 from distill.plan.context import Layout
-from distill.plan.spill import BY_PLACE, frames, read_values, write_spill
+from distill.plan.spill import BY_PLACE, frames, read_values, write_line_spill, write_spill
 from distill.split import ALL
 from distill.tasks.base import Example, Task
 from distill.validation import schema_errors
@@ -143,8 +143,8 @@ class LineSamples:
 
     samples: list[dict[str, Any]] = field(default_factory=list)
 
-    def line(self, entry: tuple[Any, bytes, Any]) -> bytes:
-        _, line, _ = entry
+    def line(self, entry: tuple[Any, Any, memoryview]) -> memoryview:
+        _, _, line = entry
         if len(self.samples) < SAMPLES_PER_FILE:
             self.samples.append(orjson.loads(line))
         return line
@@ -190,7 +190,11 @@ class LinePartition(PartitionOutput):
     def close(self) -> None:
         for side, entries in self.entries.items():
             entries.sort(key=BY_PLACE)  # each slice's are in file order; the partition's spill is, too
-            write_spill(self.files.layout.examples(side, self.partition), frames(entries), compress=self.files.compress)
+            path = self.files.layout.examples(side, self.partition)
+            if self.files._spilled_lines_final:  # the file's own lines, for `merge_into_jsonl`
+                write_line_spill(path, ((key, None, line) for key, line, _ in entries), compress=self.files.compress)
+            else:
+                write_spill(path, frames(entries), compress=self.files.compress)
         self.entries = {}
 
 

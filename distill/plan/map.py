@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -25,7 +25,9 @@ from distill.curation.steps.base import GlobalStep, RecordStep, Step
 from distill.hashing import hash64
 from distill.output.files import jsonl_bytes
 from distill.plan.context import PlanContext
-from distill.plan.spill import FRAME_BYTES, FRAME_ITEMS, SpillWriter, read_values, write_marker, write_spill
+from distill.plan.spill import (
+    FRAME_BYTES, FRAME_ITEMS, SpillWriter, read_values, write_line_spill, write_marker,
+)
 from distill.quarantine import Drop, QuarantineRow
 from distill.record import Origin, Record, load_stored_records, order_micros, packed_records, unpacked_records
 from distill.sources.base import Shard
@@ -75,6 +77,13 @@ def quarantine_entry(
 def spill_entry(place: Any, row: dict[str, Any]) -> tuple[Any, str, str | None, bytes]:
     """A quarantine row's JSON (`row_json`) as its spills hold it: (its place in the file, reason, record id, line)."""
     return (place, row["reason"], row.get("record_id"), jsonl_bytes(row))
+
+
+def write_quarantine_spill(path: Path, entries: Iterable[tuple[Any, str, str | None, bytes]], *, compress: bool) -> None:
+    """Quarantine rows (`spill_entry`s, in file order) as a quarantine spill for the merge: each row's line under its
+    place, its reason and record id what the merge notes of it (`QuarantineRows`)."""
+    lines = ((place, (reason, record_id), line) for place, reason, record_id, line in entries)
+    write_line_spill(path, lines, compress=compress)
 
 
 class PartitionSink(Protocol):
@@ -262,7 +271,7 @@ class ShardReader:
 
     def finish(self) -> None:
         self.quarantine.sort(key=lambda entry: entry[0])
-        write_spill(self.ctx.layout.map_quarantine(self.shard.index), [self.quarantine], compress=self.ctx.compress)
+        write_quarantine_spill(self.ctx.layout.map_quarantine(self.shard.index), self.quarantine, compress=self.ctx.compress)
         self.result.inputs = self.ctx.settings.source.shard_inputs(self.shard)
 
 

@@ -125,8 +125,8 @@ class QuarantineRows:
     samples: dict[str, list[Any]] = field(default_factory=dict)
     named_samples: dict[str, Any] = field(default_factory=dict)
 
-    def line(self, entry: tuple[Any, str, str, bytes]) -> bytes:
-        _, reason, record_id, line = entry
+    def line(self, entry: tuple[Any, tuple[str, str | None], memoryview]) -> memoryview:
+        _, (reason, record_id), line = entry
         self.reasons[reason] += 1
         taken = self.samples.setdefault(reason, [])
         if len(taken) < SAMPLES_PER_REASON:

@@ -20,9 +20,11 @@ from distill.output.stats import StatsPart, stats_part
 from distill.output.writers import DatasetWriter, output_file_name
 from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
-from distill.plan.map import PARSE_STEP, quarantine_entry, read_part, redacts_rows, spill_entry
+from distill.plan.map import (
+    PARSE_STEP, quarantine_entry, read_part, redacts_rows, spill_entry, write_quarantine_spill,
+)
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
-from distill.plan.spill import BY_PLACE, frames, plain_spill_bytes, read_values, write_marker, write_spill
+from distill.plan.spill import BY_PLACE, plain_spill_bytes, read_values, write_marker
 from distill.quarantine import Drop, QuarantineRow, RowSink, close_accounts, place_key, row_json
 from distill.reasons import Reason
 from distill.record import RECORD_CLASSES, Record, sort_in_order
@@ -310,7 +312,7 @@ def reduce_partition(
     result.created_at = (dated[0], dated[1]) if dated else None
     if output is not None:
         result.written = output.close()
-    write_spill(ctx.layout.reduce_quarantine(partition), frames(ledger.sorted_entries()), compress=ctx.compress)
+    write_quarantine_spill(ctx.layout.reduce_quarantine(partition), ledger.sorted_entries(), compress=ctx.compress)
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)
     # Only once the marker says this partition is done: a resumed run never needs these records again.
