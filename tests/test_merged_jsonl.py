@@ -210,3 +210,19 @@ def test_spills_that_move_little_between_checkpoints_are_given_back_in_fewer_lar
     assert len(holes) == 32
     for lengths in holes.values():  # each spill's holes before its last are at least a quarter of the interval
         assert len(lengths) >= 2 and all(length >= 16 << 10 for length in lengths[:-1])
+
+
+def test_compressed_line_spills_merge_into_the_same_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(spill_module, "FRAME_ITEMS", 64)
+    plain, packed = [], []
+    for spill in range(SPILLS):
+        for folder, compress, paths in ((tmp_path / "plain", False, plain), (tmp_path / "packed", True, packed)):
+            folder.mkdir(exist_ok=True)
+            paths.append(folder / f"{spill}.spill")
+            write_line_spill(paths[-1], line_entries(spill, SPILLS, 500), compress=compress)
+    assert sum(p.stat().st_size for p in packed) < sum(p.stat().st_size for p in plain) / 2
+    (tmp_path / "work").mkdir()
+    entry, lines = merge_into_jsonl(tmp_path / "out.jsonl", packed, tmp_path / "work", Lines())
+    assert (tmp_path / "out.jsonl").read_bytes() == expected_file(plain)
+    assert lines.keys == list(range(SPILLS * 500))
+

@@ -110,8 +110,9 @@ def test_a_failing_block_stops_the_process_beside_it_and_a_failing_process_fails
 
 VARIANTS = {
     "one worker, one partition": ["executor.workers=1", "executor.partitions=1"],
-    "two workers, seven partitions, small shards": [
-        "executor.workers=2", "executor.partitions=7", "executor.shard_mb=0.02",
+    # ... with every spill compressed, as a run at 1e7 records writes them: the same bytes.
+    "two workers, seven partitions, small shards, compressed spills": [
+        "executor.workers=2", "executor.partitions=7", "executor.shard_mb=0.02", "executor.compress_spills=true",
     ],
 }
 
