@@ -260,6 +260,21 @@ def test_keys_decided_in_buckets_give_what_one_pass_over_all_keys_gives(tmp_path
     assert first_hits, "the corpus leaks eval items: the first hits must be there to compare"
 
 
+def test_exact_dedups_buckets_decided_two_at_a_time_give_what_one_pass_gives(tmp_path, corpus, caplog):
+    """With more than one worker, a decide in buckets hands every other bucket of exact_dedup to a process beside it
+    (the run's other workers wait for the reduce meanwhile), in twice as many buckets: the same bytes as one pass."""
+    overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.shard_mb=0.05"]
+    expected = run_dir(tmp_path / "whole", [*overrides, "executor.workers=1", "executor.partitions=1"])
+    with caplog.at_level("INFO", logger="distill.executor.local"):
+        found = run_dir(tmp_path / "beside", [
+            *overrides, "executor.workers=2", "executor.partitions=7", "executor.memory_gb=0.0002",
+        ])
+    beside = re.search(r"decide exact_dedup: (\d+) of (\d+) buckets in a process beside the decide's", caplog.text)
+    assert beside, caplog.text
+    assert int(beside[1]) >= 1 and int(beside[2]) >= 2 * int(beside[1])
+    assert found == expected
+
+
 def test_the_quarantine_is_in_origin_order_and_the_ledger_closes(tmp_path, corpus):
     out = tmp_path / "out"
     config = compose_config([f"source.path={corpus / 'logs.jsonl'}", "executor.partitions=5", "executor.shard_mb=0.05"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing.forkserver
 import os
 import select
 import signal
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 from distill.collector import cyclic_gc_paused, heap_trimmer, keep_freed_memory, set_aside
@@ -27,7 +29,7 @@ from distill.fork_server import fork_server_context
 from distill.kill_hooks import KILL_HOOK, kill_hook
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
-from distill.plan.decide import Decisions, decide, log_held
+from distill.plan.decide import BucketDecided, Decisions, decide, decide_bucket_beside, log_held
 from distill.plan.map import MapResult, map_shard
 from distill.plan.prepare import partition_budget
 from distill.plan.reduce import ReduceResult, reduce_partition
@@ -73,8 +75,11 @@ def _worker_ready(phase: str) -> None:
 def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, Any]]]:
     _worker_ready("decide")
     ctx = _WORKER["ctx"]
+    # On a pool worker the run's other workers wait for the reduce: a decide in buckets shares them with a process
+    # beside it. (In the driver, a run of one worker or a small one, it decides alone.)
+    beside = _bucket_helper if _WORKER.get("pooled") and ctx.settings.executor.workers > 1 else None
     with cyclic_gc_paused():
-        decisions = decide(ctx, shard_ids)
+        decisions = decide(ctx, shard_ids, beside)
     decisions.peak_rss_mib = peak_rss_mib()
     if _WORKER.get("pooled") and decisions.peak_rss_mib * 2**20 > partition_budget(ctx.settings.executor):
         # The worker reduces partitions next, and keeps the heap the decide grew for them (at 1e6 bench records its
@@ -84,6 +89,27 @@ def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, A
         if trim is not None:
             trim(0)
     return decisions, {step.name: step.figures for step in ctx.settings.steps}
+
+
+@contextmanager
+def _bucket_helper() -> Iterator[Callable[..., Future[Any]]]:
+    """The process beside a decide in buckets (`distill.plan.decide.decide_in_buckets`): a pool of one worker set up
+    as the run's are, started from a fork server of this worker's own (stopped with it, so it holds no memory
+    through the reduce). Gives what queues a bucket on it."""
+    ctx = _WORKER["ctx"]
+    try:
+        with process_pool(1, _start_worker, (ctx.config, ctx.layout, ctx.partitions, ctx.compress)) as pool:
+            yield lambda *call: pool.submit(_bucket_task, *call)
+    finally:
+        stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)  # type: ignore[attr-defined]
+        if stop is not None:
+            stop()
+
+
+def _bucket_task(position: int, path: Path, base: dict[str, Any], folder: Path) -> BucketDecided | None:
+    _worker_ready("decide")
+    with cyclic_gc_paused():
+        return decide_bucket_beside(_WORKER["ctx"], position, path, base, folder)
 
 
 def _map_task(shard: Shard) -> tuple[MapResult, float]:
@@ -344,6 +370,8 @@ class LocalExecutor:
         for step in ctx.settings.steps:
             step.figures = figures.get(step.name, {})
         log_held(decisions)
+        for name, count in decisions.beside.items():
+            log.info("decide %s: %d of %d buckets in a process beside the decide's", name, count, decisions.buckets)
         log_phase("local", "decide", started)
         if decisions.peak_rss_mib:
             log.info("decide: peak RSS of its process %.0f MiB", decisions.peak_rss_mib)
