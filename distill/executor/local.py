@@ -99,6 +99,7 @@ def _bucket_helper() -> Iterator[Callable[..., Future[Any]]]:
     ctx = _WORKER["ctx"]
     try:
         with process_pool(1, _start_worker, (ctx.config, ctx.layout, ctx.partitions, ctx.compress)) as pool:
+            pool.submit(_worker_ready, "decide")  # its process starts now, not with the first bucket
             yield lambda *call: pool.submit(_bucket_task, *call)
     finally:
         stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)  # type: ignore[attr-defined]

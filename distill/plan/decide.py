@@ -525,16 +525,6 @@ def decide_in_buckets(
     same time, each holding half of what one bucket would (`decide`): at 3e6 bench records the decide took 10.7 s
     instead of 13.0 and its process peaked at 520 MiB instead of 861 (bench/RESULTS.md)."""
     scratch = ctx.layout.decide_scratch(position)
-    partitioned = by_partition(ctx, position, shards, masked, buckets)
-    by_bucket = [SpillWriter(scratch / f"bucket-{b}.spill", compress=ctx.compress) for b in range(buckets)]
-    for path in partitioned:
-        found = loaded([path])
-        if found is not None:
-            scatter([found], by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
-        path.unlink(missing_ok=True)
-    for writer in by_bucket:
-        writer.close()
-
     newly: list[int] = []
     figures = []
     base = dict(step.figures)  # what setup() found (e.g. the eval sets' sizes): every bucket starts from it
@@ -548,7 +538,9 @@ def decide_in_buckets(
         figures.append(got.figures)
 
     shared = beside is not None and isinstance(step, ExactDedup)  # decontaminate's eval-set index is this process's
+    # The process beside starts (its fork server imports distill, ~0.7 s) while this one scatters the keys.
     with beside() if shared else nullcontext() as submit:  # type: ignore[misc]
+        scatter_into_buckets(ctx, position, step, shards, masked, buckets)
         for first in range(0, buckets, 2):
             pair = [b for b in (first, first + 1) if b < buckets]
             apart = None
@@ -569,6 +561,23 @@ def decide_in_buckets(
     step.decide([])  # the figures of a step that saw no keys, which the buckets' figures then fill in
     merge_figures(step, figures)
     return newly
+
+
+def scatter_into_buckets(
+    ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int
+) -> None:
+    """The step's keys (records earlier decisions dropped left out) into `decide_in_buckets`' bucket spills: first by
+    record partition, so a group's keys meet, then by `bucket_of`."""
+    scratch = ctx.layout.decide_scratch(position)
+    partitioned = by_partition(ctx, position, shards, masked, buckets)
+    by_bucket = [SpillWriter(scratch / f"bucket-{b}.spill", compress=ctx.compress) for b in range(buckets)]
+    for path in partitioned:
+        found = loaded([path])
+        if found is not None:
+            scatter([found], by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
+        path.unlink(missing_ok=True)
+    for writer in by_bucket:
+        writer.close()
 
 
 @dataclass
