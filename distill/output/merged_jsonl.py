@@ -41,9 +41,9 @@ files are a few hundred KiB."""
 
 class Gatherer(Protocol):
     def line(self, entry: tuple[Any, Any, memoryview]) -> Any:
-        """The JSONL line a spill's (key, note, line) entry puts in the file (`LineBlock`); notes what the caller
-        keeps of it (samples, counts). Pickled with each checkpoint, so a resumed merge goes on with what it had
-        noted."""
+        """The JSONL line a spill's (key, note, line) entry puts in the file (`write_line_spill`); notes what the
+        caller keeps of it (samples, counts). Pickled with each checkpoint, so a resumed merge goes on with what it
+        had noted."""
 
 
 G = TypeVar("G", bound=Gatherer)
@@ -62,9 +62,9 @@ class Checkpoint:
 
 
 def merge_into_jsonl(path: Path, spills: Sequence[Path], work: Path, gatherer: G) -> tuple[dict[str, Any], G]:
-    """Writes `path` from the lines of `spills` (`LineBlock` frames, each spill sorted by key) in key order, ties in
-    spill order, as `heapq.merge` would; returns the manifest entry ({path, sha256, rows}) and the gatherer. `work`: where the
-    partial file and its checkpoint wait, in the run's working directory."""
+    """Writes `path` from the lines of `spills` (`write_line_spill`'s, each sorted by key) in key order, ties in
+    spill order, as `heapq.merge` would; returns the manifest entry ({path, sha256, rows}) and the gatherer.
+    `work`: where the partial file and its checkpoint wait, in the run's working directory."""
     partial, marker = work / f"{path.name}.partial", work / f"{path.name}.checkpoint"
     state: Checkpoint | None = read_marker(marker)
     if state is not None and state.entry is not None:  # whole before the interruption; maybe not yet renamed

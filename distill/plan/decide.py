@@ -7,7 +7,8 @@ What is held: per record a 64-bit id hash for the id check (the ids themselves o
 global step's keys at a time. When a step's keys would not fit the memory budget, they are decided in buckets, like
 the Ray executor does it across tasks: first split by record partition (so a group's keys stay together), then by
 the bucket that decides them (`bucket_of`: equal keys always meet in one bucket, so the survivors are those of one
-global pass); one at a time, or two at a time where the executor lends a process beside the decide. near_dedup and semantic_dedup compare every unit with every other: when
+global pass); one at a time, or two at a time where the executor lends a process beside the decide. near_dedup and
+semantic_dedup compare every unit with every other: when
 their keys would not fit the budget, they build their units one partition bucket at a time and leave the
 signatures or embeddings on disk (`distill.plan.decide_units`), and their decisions hold fixed-width numbers per
 unit. Decisions go to one spill per partition, so each reduce task reads only its own.
@@ -519,7 +520,7 @@ def decide_in_buckets(
     ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int,
     decided: DecisionSink, result: Decisions, beside: BucketHelper | None = None,
 ) -> list[int]:
-    """The step decided one bucket at a time, through two scatters on disk: by record partition (records earlier
+    """The step decided a bucket at a time, through two scatters on disk: by record partition (records earlier
     decisions dropped left out), then by `bucket_of`. Holds one bucket's keys at a time; with `beside` (the local
     executor's other workers idle while it decides), every other bucket is decided in a process of its own at the
     same time, each holding half of what one bucket would (`decide`): at 3e6 bench records the decide took 10.7 s

@@ -79,7 +79,9 @@ def spill_entry(place: Any, row: dict[str, Any]) -> tuple[Any, str, str | None, 
     return (place, row["reason"], row.get("record_id"), jsonl_bytes(row))
 
 
-def write_quarantine_spill(path: Path, entries: Iterable[tuple[Any, str, str | None, bytes]], *, compress: bool) -> None:
+def write_quarantine_spill(
+    path: Path, entries: Iterable[tuple[Any, str, str | None, bytes]], *, compress: bool
+) -> None:
     """Quarantine rows (`spill_entry`s, in file order) as a quarantine spill for the merge: each row's line under its
     place, its reason and record id what the merge notes of it (`QuarantineRows`)."""
     lines = ((place, (reason, record_id), line) for place, reason, record_id, line in entries)
@@ -271,7 +273,8 @@ class ShardReader:
 
     def finish(self) -> None:
         self.quarantine.sort(key=lambda entry: entry[0])
-        write_quarantine_spill(self.ctx.layout.map_quarantine(self.shard.index), self.quarantine, compress=self.ctx.compress)
+        spill = self.ctx.layout.map_quarantine(self.shard.index)
+        write_quarantine_spill(spill, self.quarantine, compress=self.ctx.compress)
         self.result.inputs = self.ctx.settings.source.shard_inputs(self.shard)
 
 
