@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Any
 
 from distill.collector import cyclic_gc_paused, heap_trimmer, keep_freed_memory, set_aside
@@ -29,7 +28,7 @@ from distill.fork_server import fork_server_context
 from distill.kill_hooks import KILL_HOOK, kill_hook
 from distill.output.writers import DatasetWriter, dataset_writer
 from distill.plan.context import Layout, PlanContext
-from distill.plan.decide import BucketDecided, Decisions, decide, decide_bucket_beside, log_held
+from distill.plan.decide import Decisions, decide, log_held
 from distill.plan.map import MapResult, map_shard
 from distill.plan.prepare import partition_budget
 from distill.plan.reduce import ReduceResult, reduce_partition
@@ -100,17 +99,18 @@ def _bucket_helper() -> Iterator[Callable[..., Future[Any]]]:
     try:
         with process_pool(1, _start_worker, (ctx.config, ctx.layout, ctx.partitions, ctx.compress)) as pool:
             pool.submit(_worker_ready, "decide")  # its process starts now, not with the first bucket
-            yield lambda *call: pool.submit(_bucket_task, *call)
+            yield lambda function, *args: pool.submit(_beside_task, function, *args)
     finally:
         stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)  # type: ignore[attr-defined]
         if stop is not None:
             stop()
 
 
-def _bucket_task(position: int, path: Path, base: dict[str, Any], folder: Path) -> BucketDecided | None:
+def _beside_task(function: Callable[..., Any], *args: Any) -> Any:
+    """One piece of a decide in buckets, in the process beside it: `function(ctx, *args)`."""
     _worker_ready("decide")
     with cyclic_gc_paused():
-        return decide_bucket_beside(_WORKER["ctx"], position, path, base, folder)
+        return function(_WORKER["ctx"], *args)
 
 
 def _map_task(shard: Shard) -> tuple[MapResult, float]:

@@ -358,13 +358,14 @@ def loaded_in_order(
 
 
 def by_partition(
-    ctx: PlanContext, position: int, shards: Sequence[int], masked: np.ndarray, buckets: int
+    ctx: PlanContext, position: int, shards: Sequence[int], masked: np.ndarray, buckets: int, tag: str = ""
 ) -> list[Path]:
     """The step's keys split into `buckets` spills by record partition (a group's keys all in one), without the
-    records earlier decisions dropped."""
+    records earlier decisions dropped. `tag`: in the spills' names, for a process beside the decide that splits
+    other shards' keys at the same time."""
     scratch = ctx.layout.decide_scratch(position)
     scratch.mkdir(parents=True, exist_ok=True)
-    paths = [scratch / f"partition-{b}.spill" for b in range(buckets)]
+    paths = [scratch / f"partition-{b}{tag}.spill" for b in range(buckets)]
     writers = [SpillWriter(path, compress=ctx.compress) for path in paths]
     frames = (entry for shard in shards for frame in read_batches(ctx.layout.keys(position, shard)) for entry in frame)
     alive_frames = (
@@ -511,8 +512,8 @@ def decide_on_disk(
 
 
 BucketHelper = Callable[[], AbstractContextManager[Callable[..., Future[Any]]]]
-"""What the executor hands the decide to decide every other bucket in a process beside it (`decide_in_buckets`):
-a context manager giving a function that queues `decide_bucket_beside`'s work on that process."""
+"""What the executor hands the decide to share a decide in buckets with a process beside it (`decide_in_buckets`):
+a context manager giving `submit(function, *args)`, which queues `function(ctx, *args)` on that process."""
 COPY_BYTES = 1 << 20
 
 
@@ -541,18 +542,22 @@ def decide_in_buckets(
     shared = beside is not None and isinstance(step, ExactDedup)  # decontaminate's eval-set index is this process's
     # The process beside starts (its fork server imports distill, ~0.7 s) while this one scatters the keys.
     with beside() if shared else nullcontext() as submit:  # type: ignore[misc]
-        scatter_into_buckets(ctx, position, step, shards, masked, buckets)
+        tags = scatter_into_buckets(ctx, position, step, shards, masked, buckets, submit)
+
+        def spills(bucket: int) -> list[Path]:
+            return [scratch / f"bucket-{bucket}{tag}.spill" for tag in tags]
+
         for first in range(0, buckets, 2):
             pair = [b for b in (first, first + 1) if b < buckets]
             apart = None
             if submit is not None and len(pair) == 2:
                 out = scratch / f"decided-{pair[1]}"
-                apart = submit(position, scratch / f"bucket-{pair[1]}.spill", base, out)
+                apart = submit(decide_bucket_beside, position, spills(pair[1]), base, out)
                 result.beside[step.name] = result.beside.get(step.name, 0) + 1
                 pair = pair[:1]
             for b in pair:
                 step.figures = dict(base)
-                taken(decide_bucket(step, position, scratch / f"bucket-{b}.spill", decided))
+                taken(decide_bucket(step, position, spills(b), decided))
             if apart is not None:
                 got = apart.result()
                 if got is not None:
@@ -564,19 +569,53 @@ def decide_in_buckets(
     return newly
 
 
+TAGS = ("", ".beside")
+"""The names' tags of the spills this process and the one beside it scatter into (`scatter_into_buckets`)."""
+
+
 def scatter_into_buckets(
-    ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int
-) -> None:
+    ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int,
+    submit: Callable[..., Future[Any]] | None = None,
+) -> list[str]:
     """The step's keys (records earlier decisions dropped left out) into `decide_in_buckets`' bucket spills: first by
-    record partition, so a group's keys meet, then by `bucket_of`."""
+    record partition, so a group's keys meet, then by `bucket_of`. With `submit` (the process beside the decide),
+    each pass is split between the two: half of the shards' keys, then half of the partition buckets. Returns the
+    tags of the spills each bucket's keys are in (`TAGS`)."""
+    if submit is None:
+        by_partition(ctx, position, shards, masked, buckets)
+        into_buckets(ctx, position, range(buckets), buckets)
+        return [""]
+    half = len(shards) // 2
+    beside = submit(by_partition, position, list(shards[half:]), masked, buckets, TAGS[1])
+    by_partition(ctx, position, shards[:half], masked, buckets)
+    beside.result()
+    beside = submit(into_buckets, position, range(1, buckets, 2), buckets, TAGS[1])
+    into_buckets(ctx, position, range(0, buckets, 2), buckets)
+    beside.result()
+    return list(TAGS)
+
+
+def into_buckets(
+    ctx: PlanContext, position: int, partition_buckets: Iterable[int], buckets: int, tag: str = ""
+) -> None:
+    """The keys of these partition buckets (`by_partition`'s spills, whatever their tag) to the bucket spills that
+    decide them (`bucket_of`), named with `tag`; removes the partition buckets' spills."""
+    step = ctx.settings.steps[position]
+    assert isinstance(step, GlobalStep)
     scratch = ctx.layout.decide_scratch(position)
-    partitioned = by_partition(ctx, position, shards, masked, buckets)
-    by_bucket = [SpillWriter(scratch / f"bucket-{b}.spill", compress=ctx.compress) for b in range(buckets)]
-    for path in partitioned:
-        found = loaded([path])
-        if found is not None:
-            scatter([found], by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
-        path.unlink(missing_ok=True)
+    by_bucket = [SpillWriter(scratch / f"bucket-{b}{tag}.spill", compress=ctx.compress) for b in range(buckets)]
+    try:
+        for partition_bucket in partition_buckets:
+            paths = [scratch / f"partition-{partition_bucket}{spilled}.spill" for spilled in TAGS]
+            found = loaded(paths)
+            if found is not None:
+                scatter([found], by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
+            for path in paths:
+                path.unlink(missing_ok=True)
+    except BaseException:
+        for writer in by_bucket:
+            writer.abandon()
+        raise
     for writer in by_bucket:
         writer.close()
 
@@ -593,11 +632,15 @@ class BucketDecided:
     spills: dict[int, Path] = field(default_factory=dict)
 
 
-def decide_bucket(step: GlobalStep, position: int, path: Path, decided: PartitionDecisions) -> BucketDecided | None:
-    """The step's decide over one bucket's keys (`decide_in_buckets`), loaded in (created_at, id) order; its drops
-    go to `decided`. The bucket's spill is removed once loaded. None for a bucket without keys."""
-    found = loaded_in_order([path])
-    path.unlink(missing_ok=True)
+def decide_bucket(
+    step: GlobalStep, position: int, paths: Sequence[Path], decided: PartitionDecisions
+) -> BucketDecided | None:
+    """The step's decide over one bucket's keys (`decide_in_buckets`: in one spill, or one from each process that
+    scattered them), loaded in (created_at, id) order; its drops go to `decided`. The spills are removed once
+    loaded. None for a bucket without keys."""
+    found = loaded_in_order(paths)
+    for path in paths:
+        path.unlink(missing_ok=True)
     if found is None:
         return None
     keys_held, held = len(found[3].ids), held_bytes(*found) / max(len(found[3].ids), 1)
@@ -608,7 +651,7 @@ def decide_bucket(step: GlobalStep, position: int, path: Path, decided: Partitio
 
 
 def decide_bucket_beside(
-    ctx: PlanContext, position: int, path: Path, base: dict[str, Any], folder: Path
+    ctx: PlanContext, position: int, paths: Sequence[Path], base: dict[str, Any], folder: Path
 ) -> BucketDecided | None:
     """`decide_bucket` in a process beside the decide: the step starts from the figures `base` holds, and its
     drops go to spills of their own in `folder`, which the decide then takes in (`DecisionSink.absorb`)."""
@@ -618,7 +661,7 @@ def decide_bucket_beside(
     folder.mkdir(parents=True, exist_ok=True)
     sink = DecisionSink(ctx, folder)
     try:
-        got = decide_bucket(step, position, path, sink)
+        got = decide_bucket(step, position, paths, sink)
         spills = sink.written()
     except BaseException:
         sink.abandon()
