@@ -524,8 +524,9 @@ def decide_in_buckets(
     """The step decided a bucket at a time, through two scatters on disk: by record partition (records earlier
     decisions dropped left out), then by `bucket_of`. Holds one bucket's keys at a time; with `beside` (the local
     executor's other workers idle while it decides), every other bucket is decided in a process of its own at the
-    same time, each holding half of what one bucket would (`decide`): at 3e6 bench records the decide took 10.7 s
-    instead of 13.0 and its process peaked at 520 MiB instead of 861 (bench/RESULTS.md)."""
+    same time, each holding half of what one bucket would (`decide`), and half of each scatter is done there too
+    (`scatter_into_buckets`): at 3e6 bench records the decide took 9.2 s (in a slower hour) instead of 13.0, and its
+    process peaked at 391-520 MiB instead of 861 (bench/RESULTS.md)."""
     scratch = ctx.layout.decide_scratch(position)
     newly: list[int] = []
     figures = []
