@@ -94,7 +94,9 @@ def _decide_task(shard_ids: list[int]) -> tuple[Decisions, dict[str, dict[str, A
 def _bucket_helper() -> Iterator[Callable[..., Future[Any]]]:
     """The process beside a decide in buckets (`distill.plan.decide.decide_in_buckets`): a pool of one worker set up
     as the run's are, started from a fork server of this worker's own (stopped with it, so it holds no memory
-    through the reduce). Gives what queues a bucket on it."""
+    through the reduce). Gives `submit(function, *args)`, which queues `function(ctx, *args)` on it (a scatter's
+    half, a bucket). A helper killed (out of memory) fails the decide's task, which the driver reports as a
+    worker killed."""
     ctx = _WORKER["ctx"]
     try:
         with process_pool(1, _start_worker, (ctx.config, ctx.layout, ctx.partitions, ctx.compress)) as pool:
