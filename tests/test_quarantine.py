@@ -67,7 +67,7 @@ def test_the_reduce_reads_records_of_both_kinds_here():
 @pytest.mark.parametrize("row", rows(), ids=lambda row: f"{type(row.record).__name__}-{row.record_id}")
 def test_a_row_whose_record_comes_encoded_is_the_line_the_general_path_writes(row):
     general = redact_row([], row.to_json())
-    assert quarantine_entry([], row) == (row.sort_key(), general["reason"], general.get("record_id"),
+    assert quarantine_entry([], row) == (row.sort_key(), (general["reason"], general.get("record_id")),
                                          jsonl_bytes(general))
 
 
@@ -85,10 +85,10 @@ def test_a_redacting_step_sees_the_record_as_data_and_its_redaction_is_written()
     record = rec("a", 1, text="mail jane.doe@example.com", tool_calls=[{"arguments": {"to": "jane.doe@example.com"}}])
     for row in (QuarantineRow.of("task", record, Drop(Reason.after_gap)),
                 QuarantineRow.of("task", stored(record), Drop(Reason.after_gap))):
-        line = quarantine_entry([*plain, scrub], row)[3]
+        line = quarantine_entry([*plain, scrub], row)[2]
         assert b"jane.doe@example.com" not in line and b"[REDACTED:email]" in line
         assert line == jsonl_bytes(redact_row([scrub], row.to_json()))
-        assert b"jane.doe@example.com" in quarantine_entry(plain, row)[3]
+        assert b"jane.doe@example.com" in quarantine_entry(plain, row)[2]
 
 
 def nested(levels: int) -> dict:
@@ -107,5 +107,5 @@ def nested(levels: int) -> dict:
 def test_a_raw_row_any_writer_would_refuse_still_becomes_a_line_with_or_without_a_redacting_step(raw, redacting):
     steps = [make_step("scrub_secrets", library="none")] if redacting else []
     row = QuarantineRow("parse", Reason.invalid_json, ("bad",), None, Origin(path="a", line=1), raw)
-    line = orjson.loads(quarantine_entry(steps, row)[3])
+    line = orjson.loads(quarantine_entry(steps, row)[2])
     assert line["reason"] == "invalid_json" and line["record"]["id"] == raw["id"]

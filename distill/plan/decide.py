@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -298,9 +297,7 @@ class DecisionSink:
         after this sink's own so far; removes them."""
         for partition, path in spills.items():
             self.flush(partition)
-            writer = self.writer(partition)
-            with path.open("rb") as spilled:
-                shutil.copyfileobj(spilled, writer.handle, COPY_BYTES)
+            self.writer(partition).append_frames(path)
             path.unlink()
 
     def close(self) -> None:
@@ -320,12 +317,20 @@ class DecisionSink:
 
 
 def scatter(frames: Any, writers: list[SpillWriter], where: Any) -> None:
-    """Each frame's (handles, partitions, micros, keys) rows to the writer `where` picks for each row."""
-    for handles, partitions, micros, keys in frames:
-        chosen = where(handles, partitions, micros, keys)
-        for target in np.unique(chosen).tolist():
-            index = np.flatnonzero(chosen == target)
-            writers[target].write([(handles[index], partitions[index], micros[index], take_keys(keys, index))])
+    """Each frame's (handles, partitions, micros, keys) rows to the writer `where` picks for each row; then every
+    writer's spill under its final name (every one abandoned if the scatter fails)."""
+    try:
+        for handles, partitions, micros, keys in frames:
+            chosen = where(handles, partitions, micros, keys)
+            for target in np.unique(chosen).tolist():
+                index = np.flatnonzero(chosen == target)
+                writers[target].write([(handles[index], partitions[index], micros[index], take_keys(keys, index))])
+    except BaseException:
+        for writer in writers:
+            writer.abandon()
+        raise
+    for writer in writers:
+        writer.close()
 
 
 def loaded(paths: Iterable[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None:
@@ -374,14 +379,7 @@ def by_partition(
         for alive in [np.flatnonzero(~np.isin(h, masked))]
         if len(alive)
     )
-    try:
-        scatter(alive_frames, writers, lambda h, p, m, k: p % buckets)
-    except BaseException:
-        for writer in writers:
-            writer.abandon()
-        raise
-    for writer in writers:
-        writer.close()
+    scatter(alive_frames, writers, lambda h, p, m, k: p % buckets)
     return paths
 
 
@@ -514,7 +512,6 @@ def decide_on_disk(
 BucketHelper = Callable[[], AbstractContextManager[Callable[..., Future[Any]]]]
 """What the executor hands the decide to share a decide in buckets with a process beside it (`decide_in_buckets`):
 a context manager giving `submit(function, *args)`, which queues `function(ctx, *args)` on that process."""
-COPY_BYTES = 1 << 20
 
 
 def decide_in_buckets(
@@ -543,7 +540,7 @@ def decide_in_buckets(
     shared = beside is not None and isinstance(step, ExactDedup)  # decontaminate's eval-set index is this process's
     # The process beside starts (its fork server imports distill, ~0.7 s) while this one scatters the keys.
     with beside() if shared else nullcontext() as submit:  # type: ignore[misc]
-        tags = scatter_into_buckets(ctx, position, step, shards, masked, buckets, submit)
+        tags = scatter_into_buckets(ctx, position, shards, masked, buckets, submit)
 
         def spills(bucket: int) -> list[Path]:
             return [scratch / f"bucket-{bucket}{tag}.spill" for tag in tags]
@@ -575,7 +572,7 @@ TAGS = ("", ".beside")
 
 
 def scatter_into_buckets(
-    ctx: PlanContext, position: int, step: GlobalStep, shards: Sequence[int], masked: np.ndarray, buckets: int,
+    ctx: PlanContext, position: int, shards: Sequence[int], masked: np.ndarray, buckets: int,
     submit: Callable[..., Future[Any]] | None = None,
 ) -> list[str]:
     """The step's keys (records earlier decisions dropped left out) into `decide_in_buckets`' bucket spills: first by
@@ -604,21 +601,18 @@ def into_buckets(
     step = ctx.settings.steps[position]
     assert isinstance(step, GlobalStep)
     scratch = ctx.layout.decide_scratch(position)
-    by_bucket = [SpillWriter(scratch / f"bucket-{b}{tag}.spill", compress=ctx.compress) for b in range(buckets)]
-    try:
+
+    def partition_buckets_keys() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, Any]]:
         for partition_bucket in partition_buckets:
             paths = [scratch / f"partition-{partition_bucket}{spilled}.spill" for spilled in TAGS]
             found = loaded(paths)
-            if found is not None:
-                scatter([found], by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
             for path in paths:
                 path.unlink(missing_ok=True)
-    except BaseException:
-        for writer in by_bucket:
-            writer.abandon()
-        raise
-    for writer in by_bucket:
-        writer.close()
+            if found is not None:
+                yield found
+
+    by_bucket = [SpillWriter(scratch / f"bucket-{b}{tag}.spill", compress=ctx.compress) for b in range(buckets)]
+    scatter(partition_buckets_keys(), by_bucket, lambda h, p, m, k: bucket_of(step, k, p, buckets))
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -61,31 +61,25 @@ def redacts_rows(steps: Any) -> bool:
     return any(type(step).redact_quarantine_row is not Step.redact_quarantine_row for step in steps)
 
 
-def quarantine_entry(
-    steps: Any, row: QuarantineRow, redacting: bool | None = None
-) -> tuple[Any, str, str | None, bytes]:
-    """A quarantine row as its spills hold it: (sort key, reason, record id, the redacted JSON line). The merge
-    counts and samples from the first three without decoding every line again. When no step redacts, the row's
-    record comes already encoded (`QuarantineRow.to_json`'s `encoded`), so its line encodes the record once.
-    `redacting`: `redacts_rows(steps)`, when a caller writing many rows has it already."""
+QuarantineEntry = tuple[Any, tuple[str, str | None], bytes]
+"""A quarantine row as a quarantine spill (`write_line_spill`) holds it: its place in the file, what the merge notes
+of it (its reason and record id: `QuarantineRows`) and its JSON line."""
+
+
+def quarantine_entry(steps: Any, row: QuarantineRow, redacting: bool | None = None) -> QuarantineEntry:
+    """A quarantine row as its spills hold it (`QuarantineEntry`): its sort key, (reason, record id) and its redacted
+    JSON line. The merge counts and samples from the first two without decoding every line again. When no step
+    redacts, the row's record comes already encoded (`QuarantineRow.to_json`'s `encoded`), so its line encodes the
+    record once. `redacting`: `redacts_rows(steps)`, when a caller writing many rows has it already."""
     if redacting is None:
         redacting = redacts_rows(steps)
     redacted = redact_row(steps, row.to_json()) if redacting else row.to_json(encoded=True)
     return spill_entry(row.sort_key(), redacted)
 
 
-def spill_entry(place: Any, row: dict[str, Any]) -> tuple[Any, str, str | None, bytes]:
-    """A quarantine row's JSON (`row_json`) as its spills hold it: (its place in the file, reason, record id, line)."""
-    return (place, row["reason"], row.get("record_id"), jsonl_bytes(row))
-
-
-def write_quarantine_spill(
-    path: Path, entries: Iterable[tuple[Any, str, str | None, bytes]], *, compress: bool
-) -> None:
-    """Quarantine rows (`spill_entry`s, in file order) as a quarantine spill for the merge: each row's line under its
-    place, its reason and record id what the merge notes of it (`QuarantineRows`)."""
-    lines = ((place, (reason, record_id), line) for place, reason, record_id, line in entries)
-    write_line_spill(path, lines, compress=compress)
+def spill_entry(place: Any, row: dict[str, Any]) -> QuarantineEntry:
+    """A quarantine row's JSON (`row_json`) as its spills hold it (`QuarantineEntry`)."""
+    return (place, (row["reason"], row.get("record_id")), jsonl_bytes(row))
 
 
 class PartitionSink(Protocol):
@@ -235,7 +229,7 @@ class ShardReader:
         self.ctx = ctx
         self.shard = shard
         self.result = result
-        self.quarantine: list[tuple[Any, str, str | None, bytes]] = []
+        self.quarantine: list[QuarantineEntry] = []
 
     def batches(self) -> Iterator[tuple[list[Record], list[int]]]:
         steps = self.ctx.settings.steps
@@ -274,7 +268,7 @@ class ShardReader:
     def finish(self) -> None:
         self.quarantine.sort(key=lambda entry: entry[0])
         spill = self.ctx.layout.map_quarantine(self.shard.index)
-        write_quarantine_spill(spill, self.quarantine, compress=self.ctx.compress)
+        write_line_spill(spill, self.quarantine, compress=self.ctx.compress)
         self.result.inputs = self.ctx.settings.source.shard_inputs(self.shard)
 
 

@@ -20,11 +20,9 @@ from distill.output.stats import StatsPart, stats_part
 from distill.output.writers import DatasetWriter, output_file_name
 from distill.plan.context import PlanContext
 from distill.plan.decide import REPEATED_ID
-from distill.plan.map import (
-    PARSE_STEP, quarantine_entry, read_part, redacts_rows, spill_entry, write_quarantine_spill,
-)
+from distill.plan.map import PARSE_STEP, QuarantineEntry, quarantine_entry, read_part, redacts_rows, spill_entry
 from distill.plan.prepare import MEMORY_PER_INPUT_BYTE
-from distill.plan.spill import BY_PLACE, plain_spill_bytes, read_values, write_marker
+from distill.plan.spill import BY_PLACE, plain_spill_bytes, read_values, write_line_spill, write_marker
 from distill.quarantine import Drop, QuarantineRow, RowSink, close_accounts, place_key, row_json
 from distill.reasons import Reason
 from distill.record import RECORD_CLASSES, Record, sort_in_order
@@ -225,7 +223,7 @@ class EncodedLedger:
     def __init__(self, steps: Any) -> None:
         self.steps = steps
         self.redacting = redacts_rows(steps)
-        self.entries: list[tuple[Any, str, str | None, bytes]] = []
+        self.entries: list[QuarantineEntry] = []
         self.record_ids: list[str] = []
 
     def quarantine(self, row: QuarantineRow) -> None:
@@ -247,7 +245,7 @@ class EncodedLedger:
         """`Ledger.close` over the rows encoded so far: the accounting rule, or an `AccountingError`."""
         return close_accounts(input_rows, self.record_ids, len(self.entries), exported_ids)
 
-    def sorted_entries(self) -> list[tuple[Any, str, str | None, bytes]]:
+    def sorted_entries(self) -> list[QuarantineEntry]:
         """The rows in the quarantine file's order, as its spill holds them."""
         return sorted(self.entries, key=BY_PLACE)
 
@@ -312,7 +310,7 @@ def reduce_partition(
     result.created_at = (dated[0], dated[1]) if dated else None
     if output is not None:
         result.written = output.close()
-    write_quarantine_spill(ctx.layout.reduce_quarantine(partition), ledger.sorted_entries(), compress=ctx.compress)
+    write_line_spill(ctx.layout.reduce_quarantine(partition), ledger.sorted_entries(), compress=ctx.compress)
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)
     # Only once the marker says this partition is done: a resumed run never needs these records again.

@@ -11,6 +11,7 @@ import ctypes
 import io
 import os
 import pickle
+import shutil
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
@@ -31,6 +32,8 @@ PROBE_ITEMS = 16
 BY_PLACE = itemgetter(0)
 """The sort key of a spill entry that is a tuple led by its place in a file (example lines, quarantine rows)."""
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+COPY_BYTES = 1 << 20
+"""The chunk `SpillWriter.append_frames` copies another spill in."""
 COMPRESSION_LEVEL = 1  # measured: level 1 keeps up with the map; higher levels cost more CPU than the disk they save
 
 
@@ -75,6 +78,12 @@ class SpillWriter:
     def write_bytes(self, data: bytes) -> None:
         """`data` as one frame, as it is (a reader of this spill knows its layout)."""
         self._frame(data)
+
+    def append_frames(self, path: Path) -> None:
+        """Every frame of the spill at `path`, as it is, after this spill's so far (frames carry their own length and
+        compression, so spills join end to end)."""
+        with path.open("rb") as spilled:
+            shutil.copyfileobj(spilled, self.handle, COPY_BYTES)
 
     def write_frame(self, items: list[Any]) -> None:
         """`items` as one frame, however many bytes they pickle to (the caller sized them)."""
@@ -161,64 +170,6 @@ Place = tuple[int, int]
 """Where a value lies in a spill: its frame's offset in the file and its index in that frame."""
 
 
-class SpillCursor:
-    """One spill's values in order from `place` on, each with its own place, for a merge that records where it stands
-    and may resume there. `release(place)` gives the file's bytes before that place's frame back to the filesystem
-    (`punch_hole`): what a merge has consumed need not hold disk and page cache until the run ends."""
-
-    def __init__(self, path: Path, place: Place = (0, 0)) -> None:
-        self.path = path
-        self.handle = path.open("r+b") if path.exists() else None  # writable: punching a hole needs it
-        self.offset, self.index = place
-        self.released = 0
-        # The spill is whole and its holes keep its size: its block and size, taken once, serve every release.
-        status = os.fstat(self.handle.fileno()) if self.handle is not None else None
-        self.block, self.size = (status.st_blksize, status.st_size) if status is not None else (1, 0)
-        self.values: list[Any] = []
-        self.decompressor = zstandard.ZstdDecompressor()
-        if self.handle is not None:
-            self.handle.seek(self.offset)
-            self._read_frame()
-
-    def _read_frame(self) -> bool:
-        """Reads the frame at the handle's position into `values`: False at the file's end."""
-        assert self.handle is not None
-        self.offset = self.handle.tell()
-        data = read_frame(self.handle, self.decompressor)
-        self.values = [] if data is None else pickle.loads(data)
-        return data is not None
-
-    def next(self) -> tuple[Any, Place] | None:
-        """The next value and its place, or None at the spill's end."""
-        while self.index >= len(self.values):
-            if self.handle is None or not self._read_frame():
-                return None
-            self.index = 0
-        self.index += 1
-        return self.values[self.index - 1], (self.offset, self.index - 1)
-
-    def end(self) -> Place:
-        """The place after the spill's last value (a resumed merge finds nothing left there)."""
-        return (self.handle.tell() if self.handle is not None else 0, 0)
-
-    def release(self, place: Place, at_least: int = 1) -> None:
-        """Gives back the bytes of every frame before `place`'s, in whole filesystem blocks: a block is freed only
-        when all of it lies in the hole, so the hole ends at the last block boundary before the frame (the file's
-        end: all of it). Nothing while less than `at_least` bytes would be freed: a caller that releases often
-        makes fewer, larger holes."""
-        if self.handle is None:
-            return
-        block, size = self.block, self.size
-        end = place[0] - place[0] % block if place[0] < size else size + (-size) % block
-        if end - self.released >= at_least:
-            punch_hole(self.handle.fileno(), self.released, end - self.released)
-            self.released = end
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-
 def write_line_spill(path: Path, entries: Iterable[tuple[Any, Any, bytes]], *, compress: bool) -> None:
     """A spill of a file's lines in the making (example lines, quarantine rows) for a merge (`LineCursor`): (key,
     note, line) entries, in the order given, in frames of about FRAME_BYTES of lines (at most FRAME_ITEMS). A frame
@@ -255,18 +206,32 @@ def write_line_spill(path: Path, entries: Iterable[tuple[Any, Any, bytes]], *, c
     writer.close()
 
 
-class LineCursor(SpillCursor):
-    """A spill `write_line_spill` wrote, line by line: `next()` gives (key, note, line) and the line's place (its
-    frame's offset and its index in the frame), the line a `memoryview` into the frame's bytes."""
+class LineCursor:
+    """A spill `write_line_spill` wrote, line by line from `place` on, for a merge that records where it stands and
+    may resume there: `next()` gives (key, note, line) and the line's place (its frame's offset and its index in the
+    frame), the line a `memoryview` into the frame's bytes. `release(place)` gives the file's bytes before that
+    place's frame back to the filesystem (`punch_hole`): what a merge has consumed need not hold disk and page cache
+    until the run ends."""
 
     def __init__(self, path: Path, place: Place = (0, 0)) -> None:
+        self.path = path
+        self.handle = path.open("r+b") if path.exists() else None  # writable: punching a hole needs it
+        self.offset, self.index = place
+        self.released = 0
+        # The spill is whole and its holes keep its size: its block and size, taken once, serve every release.
+        status = os.fstat(self.handle.fileno()) if self.handle is not None else None
+        self.block, self.size = (status.st_blksize, status.st_size) if status is not None else (1, 0)
         self.keys: list[Any] = []
         self.notes: list[Any] = []
         self.ends: list[int] = []
         self.data = memoryview(b"")
-        super().__init__(path, place)
+        self.decompressor = zstandard.ZstdDecompressor()
+        if self.handle is not None:
+            self.handle.seek(self.offset)
+            self._read_frame()
 
     def _read_frame(self) -> bool:
+        """Reads the frame at the handle's position: False at the file's end."""
         assert self.handle is not None
         self.offset = self.handle.tell()
         data = read_frame(self.handle, self.decompressor)
@@ -278,6 +243,7 @@ class LineCursor(SpillCursor):
         return True
 
     def next(self) -> tuple[Any, Place] | None:
+        """The next (key, note, line) and its place, or None at the spill's end."""
         while self.index >= len(self.keys):
             if self.handle is None or not self._read_frame():
                 return None
@@ -287,6 +253,27 @@ class LineCursor(SpillCursor):
         start = self.ends[index - 1] if index else 0
         line = self.data[start : self.ends[index]]
         return (self.keys[index], self.notes[index], line), (self.offset, index)
+
+    def end(self) -> Place:
+        """The place after the spill's last value (a resumed merge finds nothing left there)."""
+        return (self.handle.tell() if self.handle is not None else 0, 0)
+
+    def release(self, place: Place, at_least: int = 1) -> None:
+        """Gives back the bytes of every frame before `place`'s, in whole filesystem blocks: a block is freed only
+        when all of it lies in the hole, so the hole ends at the last block boundary before the frame (the file's
+        end: all of it). Nothing while less than `at_least` bytes would be freed: a caller that releases often
+        makes fewer, larger holes."""
+        if self.handle is None:
+            return
+        block, size = self.block, self.size
+        end = place[0] - place[0] % block if place[0] < size else size + (-size) % block
+        if end - self.released >= at_least:
+            punch_hole(self.handle.fileno(), self.released, end - self.released)
+            self.released = end
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
 
 
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
