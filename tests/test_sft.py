@@ -252,3 +252,84 @@ def test_example_ids_are_content_hashes(tmp_path):
     (second,), _, _ = export(tmp_path / "2", rows)
     (changed,), _, _ = export(tmp_path / "3", [rows[0], {**rows[1], "text": "b"}])
     assert first["id"] == second["id"] != changed["id"]
+
+
+def random_plain_conversation(rng, number):
+    """A conversation of plain turns (no tool calls, replies or alternatives) with every case the firewall and the
+    gap policies tell apart: blocked and unlabelled turns, a turn curation dropped, undated and tied turns."""
+    from datetime import datetime, timedelta, timezone
+
+    from distill.grouping import Group
+    from distill.record import Record
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    categories = ["accepted", "accepted", "accepted", "partially_accepted", "rejected", "needs_human_review", None]
+    turns = []
+    for i in range(rng.randint(1, 7)):
+        fields = {
+            "id": f"c{number}t{i}",
+            "session_id": f"s{number}",
+            "role": rng.choice(["user", "assistant", "assistant", "system"]),
+            "text": f"turn {i}",
+            "created_at": None if rng.random() < 0.1 else start + timedelta(seconds=rng.choice([i, i, 0])),
+            "category": rng.choice(categories),
+        }
+        if rng.random() < 0.3:
+            fields["reward"] = rng.choice([0.5, -0.25, 1.0, 0.0])
+        if rng.random() < 0.2:
+            fields["name"] = "bob"
+        if rng.random() < 0.2:
+            fields["reasoning"] = "because"
+        turns.append(Record(**fields))
+    turns.sort(key=Record.order_key)
+    dropped = sorted((t for t in turns if rng.random() < 0.15), key=Record.order_key)
+    kept = [t for t in turns if t not in dropped]
+    return Group(f"s{number}", kept, dropped)
+
+
+@pytest.mark.parametrize("on_gap", ["cut", "keep", "drop_group"])
+@pytest.mark.parametrize(("include_partial", "require_category", "include_reasoning"), [
+    (False, False, False), (True, True, True), (False, True, False),
+])
+def test_plain_conversations_built_in_one_pass_give_what_the_general_way_gives(
+    monkeypatch, on_gap, include_partial, require_category, include_reasoning
+):
+    import random
+
+    from distill.tasks import sft
+
+    task = sft.SftTask(sft.SftParams(
+        kind="sft", on_gap=on_gap, include_partial=include_partial, require_category=require_category,
+        include_reasoning=include_reasoning,
+    ))
+    rng = random.Random(f"{on_gap}{include_partial}{require_category}")
+    groups = [random_plain_conversation(rng, n) for n in range(400)]
+
+    def outcome(output):
+        return (
+            [(e.line, e.jsonl, [r.id for r in e.records], e.group_key) for e in output.examples],
+            [(step, record.id, drop) for step, record, drop in output.drops],
+        )
+
+    one_pass = []
+    build_plain = sft.SftTask._build_plain_conversation
+    monkeypatch.setattr(sft.SftTask, "_build_plain_conversation", lambda *a: (one_pass.append(1), build_plain(*a)))
+    fast = outcome(task.build(groups))
+    monkeypatch.setattr(sft, "plain_turns", lambda records: False)
+    general = outcome(task.build(groups))
+    assert len(one_pass) == len(groups)
+    assert fast == general
+    cases = {"unsafe_sft_category", "no_assistant_turn"} | ({"after_gap"} if on_gap != "keep" else set())
+    assert fast[0] and {drop.reason for _, _, drop in fast[1]} >= cases
+
+
+def test_a_conversation_with_tool_turns_or_alternatives_is_not_plain():
+    from distill.record import Record
+    from distill.tasks.conversation import plain_turns
+
+    user = Record(id="u", role="user", text="q")
+    assert plain_turns([user, Record(id="a", role="assistant", text="a")])
+    assert not plain_turns([user, Record(id="a", role="assistant", text="", tool_calls=[{"name": "f"}])])
+    assert not plain_turns([user, Record(id="t", role="tool", text="42")])
+    assert not plain_turns([user, Record(id="a", role="assistant", text="a", group_id="g")])
+    assert not plain_turns([user, Record(id="r", role="user", text="a", tool_call_id="call_1")])

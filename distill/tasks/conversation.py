@@ -30,6 +30,19 @@ class ToolChain:
     broken: dict[str, str]
 
 
+NO_TOOL_CHAIN = ToolChain({}, {}, {})
+"""The chain of a conversation without tool calls or replies: nothing to pair, nothing broken (never changed)."""
+
+
+def plain_turns(records: Iterable[Record]) -> bool:
+    """Whether a conversation's turns are all plain: no tool call, no tool turn or reply id, no alternatives
+    (group_id). Its example is built in one pass (`SftTask`); most logged conversations are plain."""
+    for record in records:
+        if record.tool_calls or record.role is Role.tool or record.tool_call_id is not None or record.group_id is not None:
+            return False
+    return True
+
+
 def derived_call_id(record: Record, index: int) -> str:
     """A deterministic id for a call the log gave none: the same record gives the same id on every machine."""
     return f"call_{sha256_hex(f'{record.id}#{index}')[:24]}"
@@ -41,7 +54,7 @@ def tool_chain(records: Sequence[Record]) -> ToolChain:
     next non-tool turn. A call left unanswered breaks its assistant turn and the replies it already had; a reply
     with no call to answer breaks itself."""
     if not any(record.tool_calls or record.role is Role.tool for record in records):
-        return ToolChain({}, {}, {})  # most conversations: no call, no reply, nothing to pair
+        return NO_TOOL_CHAIN  # most conversations: no call, no reply, nothing to pair
     call_ids: dict[str, tuple[str, ...]] = {}
     reply_ids: dict[str, str] = {}
     broken: dict[str, str] = {}

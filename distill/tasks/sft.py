@@ -9,16 +9,18 @@ from pydantic import PositiveInt, ValidationInfo, field_validator
 from distill.grouping import Group
 from distill.quarantine import Drop
 from distill.reasons import Reason
-from distill.record import Record
-from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Task, TaskOutput, TaskParams, make_example
+from distill.record import Record, Role
+from distill.tasks.base import FIREWALL_STEP, TASK_STEP, TASKS, Example, Task, TaskOutput, TaskParams, make_example
 from distill.tokens import TokenBudget
 from distill.tasks.conversation import (
+    NO_TOOL_CHAIN,
     GapPolicy,
     ToolChain,
     apply_gap_policy,
     holes,
     is_assistant,
     message,
+    plain_turns,
     select_alternatives,
     sft_firewall,
     tool_chain,
@@ -55,6 +57,9 @@ class SftParams(TaskParams):
         return value
 
 
+_ASSISTANT = Role.assistant
+
+
 @TASKS.register("sft")
 class SftTask(Task):
     """Chat SFT: one `{"messages": [...]}` line per conversation (a group's records in (created_at, id) order).
@@ -86,6 +91,9 @@ class SftTask(Task):
         return output
 
     def _build_conversation(self, group: Group, output: TaskOutput) -> None:
+        if self.params.max_tokens is None and plain_turns(group.records):
+            self._build_plain_conversation(group, output)
+            return
         passed, blocked = [], []
         for record in group.records:
             drop = self.firewall.check(record, completion=is_assistant(record))
@@ -120,11 +128,52 @@ class SftTask(Task):
                 return
             if len(budgeted) < len(exported):
                 exported, chain = budgeted, tool_chain(budgeted)
-        rewards = [r.reward for r in exported if r.reward is not None]
-        body = {"messages": self._messages(exported, chain)}
+        output.examples.append(self._example(exported, chain, group.key))
+
+    def _build_plain_conversation(self, group: Group, output: TaskOutput) -> None:
+        """`_build_conversation` in one pass, for a conversation of plain turns (`plain_turns`) and no token budget:
+        the same example and drops. With no group_id every turn that passes the firewall is kept, with no tool turn
+        there is no chain to pair, and of the holes only the first counts: it ends the turns `on_gap=cut` exports,
+        and the drops name it. Most logged conversations are plain; this pass takes ~1 µs a record less than the
+        general one's (bench/RESULTS.md)."""
+        firewall, allowed = self.firewall, self.firewall.allowed
+        kept: list[Record] = []
+        first_hole = group.dropped[0] if group.dropped else None  # `group_records` sorts the dropped turns
+        for record in group.records:
+            # An allowed category passes without the call: the verdict of most turns.
+            drop = None if record.category in allowed else firewall.check(record, completion=record.role is _ASSISTANT)
+            if drop is None:
+                kept.append(record)
+                continue
+            output.drops.append((FIREWALL_STEP, record, drop))
+            if first_hole is None or record.order_key() < first_hole.order_key():
+                first_hole = record
+        exported, lost = kept, []
+        if first_hole is not None and self.params.on_gap == "drop_group":
+            exported, lost = [], kept
+        elif first_hole is not None and self.params.on_gap == "cut":
+            # The turns before the hole, up to the last assistant turn among them (a plain turn calls no tool).
+            hole, end = first_hole.order_key(), 0
+            for i, record in enumerate(kept):
+                if record.order_key() >= hole:
+                    break
+                if record.role is _ASSISTANT:
+                    end = i + 1
+            exported, lost = kept[:end], kept[end:]
+        gaps = [first_hole] if first_hole is not None else []
+        if not any(record.role is _ASSISTANT for record in exported):
+            self._drop_unanswered(kept, gaps, output)
+            return
+        self._drop_after_gap(lost, gaps, output)
+        output.examples.append(self._example(exported, NO_TOOL_CHAIN, group.key))
+
+    def _example(self, turns: Sequence[Record], chain: ToolChain | None, group_key: str) -> Example:
+        """The line of the turns a conversation exports: their messages and, when any is scored, the best reward."""
+        rewards = [r.reward for r in turns if r.reward is not None]
+        body = {"messages": self._messages(turns, chain)}
         if rewards:
             body["reward"] = max(rewards)
-        output.examples.append(make_example("sft", body, exported, group.key))
+        return make_example("sft", body, turns, group_key)
 
     def _messages(self, turns: Sequence[Record], chain: ToolChain | None = None) -> list[dict]:
         """The turns as the line's messages: tool calls with their ids, replies with theirs, reasoning if asked.
