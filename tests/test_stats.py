@@ -114,3 +114,83 @@ def test_an_unloadable_tokenizer_is_a_one_line_error(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("distill: error: stats.tokenizer: cannot load")
     assert "Traceback" not in done.stderr
+
+
+def _numpy_summary(values):
+    """What stats.json gave when one process held every value in one sorted array (numpy's median, percentile,
+    min and max), with the mean from the exact sum."""
+    import math
+
+    import numpy as np
+
+    array = np.sort(np.asarray(values, dtype=np.float64))
+
+    def number(value):
+        value = float(value)
+        return int(value) if value.is_integer() and abs(value) <= 2**53 else round(value, 6)
+
+    return {
+        "count": len(array), "min": number(array.min()), "median": number(np.median(array)),
+        "p95": number(np.percentile(array, 95)), "max": number(array.max()),
+        "mean": number(math.fsum(array.tolist()) / len(array)),
+    }
+
+
+def test_quantiles_over_many_partitions_spilled_values_are_numpys_over_one_array(tmp_path):
+    import random
+
+    import numpy as np
+
+    from distill.output.stats import (
+        SpilledValues, StatsPart, histogram, linear_quantile, merged_histogram, order_statistic, summary,
+    )
+
+
+    rng = random.Random(7)
+    for case in range(150):
+        count = rng.choice([1, 2, 3, 4, 5, 19, 20, 21, 100, 101, rng.randint(1, 3000)])
+        kind = case % 3
+        if kind == 0:  # token counts: small integers, many ties
+            values = [float(rng.randint(0, 40)) for _ in range(count)]
+        elif kind == 1:  # rewards: signed decimals, zeros of both signs
+            values = [rng.choice([-0.0, 0.0, round(rng.uniform(-1, 1), 3)]) for _ in range(count)]
+        else:
+            values = [rng.uniform(-1e6, 1e6) for _ in range(count)]
+        cuts = sorted(rng.randint(0, count) for _ in range(rng.randint(0, 9)))
+        chunks = [np.array(values[a:b]) for a, b in zip([0, *cuts], [*cuts, count])]
+        rng.shuffle(chunks)
+        parts = []
+        for number, chunk in enumerate(chunks):
+            part = StatsPart(rewards=[chunk])
+            part.spill(tmp_path / f"{case}-{number}")
+            parts.extend(part.rewards)
+        assert all(isinstance(spilled, SpilledValues) for spilled in parts)
+        # Order statistics and the p95 equal to numpy's (float equality: exact, but for the sign of a zero, which numpy's
+        # unstable sort does not fix either).
+        array = np.sort(np.array(values))
+        mapped = [np.load(spilled.path, mmap_mode="r") for spilled in parts]
+        ranks = sorted({0, count - 1, count // 2, max(count // 2 - 1, 0), *(rng.randrange(count) for _ in range(5))})
+        assert [order_statistic(mapped, rank) for rank in ranks] == [array[rank] for rank in ranks]
+        p95 = linear_quantile(lambda rank: order_statistic(mapped, rank), count, 0.95)
+        assert p95 == np.percentile(array, 95), (case, values)
+        expected = _numpy_summary(values)
+        assert summary(parts) == expected, (case, values)
+        assert summary(chunks) == expected
+        edges = (-1, -0.5, 0, 0.5, 1)
+        assert merged_histogram(parts, edges) == histogram(values, edges)
+    assert summary([]) == {"count": 0, "min": None, "median": None, "p95": None, "max": None, "mean": None}
+
+
+def test_a_spilled_part_keeps_where_its_values_are_not_the_values(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from distill.output.stats import StatsPart, SpilledValues
+
+    part = StatsPart(tokens_per_record=[np.arange(100_000, dtype=np.float64), np.arange(5, dtype=np.float64)])
+    part.spill(tmp_path / "train-0")
+    (spilled,) = part.tokens_per_record
+    assert isinstance(spilled, SpilledValues) and spilled.count == 100_005 and part.rewards == []
+    assert list(np.load(spilled.path)[:7]) == [0, 0, 1, 1, 2, 2, 3]
+    assert len(pickle.dumps(part)) < 2_000  # what a reduce's marker and its result hold of it

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from distill.output.files import atomic_file
 from distill.tasks.base import Example
 from distill.tokens import TokenCounter, Tokenizer, token_length
 
@@ -26,24 +31,114 @@ HISTOGRAM_EDGES: dict[str, tuple[float, ...]] = {
 }
 
 
-def summary(values: Sequence[float]) -> dict[str, Any]:
-    """count, min, median, p95, max, mean (None when empty), as plain JSON numbers."""
-    if len(values) == 0:
+def summary(chunks: Sequence[Values]) -> dict[str, Any]:
+    """count, min, median, p95, max, mean (None when empty), as plain JSON numbers, of the values of `chunks` taken
+    together (arrays, or the sorted spills of a file's partitions). The same numbers numpy gives for all of them in
+    one array, without one array: the median and p95 from order statistics found by bisection over the sorted chunks
+    (`order_statistic`, interpolated as `np.percentile`'s default does), the mean from their exact sum (`math.fsum`,
+    so no order of summing can move it). A spill is read mapped, and only where the bisection looks."""
+    parts = [values for values in map(_sorted, chunks) if len(values)]
+    count = sum(len(values) for values in parts)
+    if count == 0:
         return {"count": 0, "min": None, "median": None, "p95": None, "max": None, "mean": None}
-    array = np.asarray(values, dtype=np.float64)
+
+    def at(rank: int) -> float:
+        return order_statistic(parts, rank)
 
     def number(value: float) -> float | int:
         value = float(value)
         return int(value) if value.is_integer() and abs(value) <= EXACT_INT_LIMIT else round(value, 6)
 
+    middle = count // 2
     return {
-        "count": int(array.size),
-        "min": number(array.min()),
-        "median": number(np.median(array)),
-        "p95": number(np.percentile(array, 95)),
-        "max": number(array.max()),
-        "mean": number(array.mean()),
+        "count": count,
+        "min": number(min(values[0] for values in parts)),
+        "median": number(at(middle) if count % 2 else (at(middle - 1) + at(middle)) / 2),
+        "p95": number(linear_quantile(at, count, 0.95)),
+        "max": number(max(values[-1] for values in parts)),
+        "mean": number(math.fsum(chain.from_iterable(values.tolist() for values in _each_loaded(chunks))) / count),
     }
+
+
+def order_statistic(chunks: Sequence[np.ndarray], rank: int) -> float:
+    """The value at `rank` (from 0) of the sorted, non-empty `chunks` taken together. A bisection over float64's own
+    order (`_ordered`), between the smallest and the largest value: each step counts the values at or below a
+    candidate in every chunk (`searchsorted`), so it takes at most 64 steps and reads a few pages of each chunk."""
+    low, high = _ordered(min(values[0] for values in chunks)), _ordered(max(values[-1] for values in chunks))
+    while low < high:
+        middle = (low + high) // 2
+        candidate = _unordered(middle)
+        if sum(int(np.searchsorted(values, candidate, side="right")) for values in chunks) > rank:
+            high = middle
+        else:
+            low = middle + 1
+    return _unordered(low)  # a zero may come back -0.0 for 0.0: equal values, and stats.json writes both as 0
+
+
+def linear_quantile(at: Callable[[int], float], count: int, quantile: float) -> float:
+    """The `quantile` of `count` sorted values, `at(rank)` giving each, as `np.percentile`'s default ("linear")
+    method computes it, step for step, so the value is the same to the last bit (tests/test_stats.py checks it)."""
+    virtual = (count - 1) * quantile
+    if virtual >= count - 1:
+        return at(count - 1)
+    below = math.floor(virtual)
+    low, high = at(below), at(below + 1)
+    gamma = virtual - below
+    step = high - low
+    return high - step * (1 - gamma) if gamma >= 0.5 else low + step * gamma
+
+
+_SIGN = 1 << 63
+_ALL = (1 << 64) - 1
+
+
+def _ordered(value: float) -> int:
+    """A float64 as an unsigned integer in the same order (-inf ... -0.0, 0.0 ... inf): its bits with the sign
+    flipped for a positive value, every bit flipped for a negative one."""
+    bits = struct.unpack("<Q", struct.pack("<d", value))[0]
+    return bits ^ _SIGN if not bits & _SIGN else bits ^ _ALL
+
+
+def _unordered(key: int) -> float:
+    bits = key ^ _SIGN if key & _SIGN else key ^ _ALL
+    return struct.unpack("<d", struct.pack("<Q", bits))[0]
+
+
+@dataclass(frozen=True)
+class SpilledValues:
+    """One partition's values of one series, sorted, in a `.npy` file (`StatsPart.spill`): where a file's stats
+    find them, so that neither a partition's result nor the merge holds them."""
+
+    path: str
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+Values = np.ndarray | SpilledValues
+"""A chunk of one series' values: an array a reduce is still adding to, or a partition's spill."""
+
+
+def _sorted(chunk: Values) -> np.ndarray:
+    """A chunk's values in order: a spill mapped (only the pages read are loaded), an array sorted."""
+    if isinstance(chunk, SpilledValues):
+        return np.load(chunk.path, mmap_mode="r", allow_pickle=False)
+    return np.sort(np.asarray(chunk, dtype=np.float64))
+
+
+def _each_loaded(chunks: Sequence[Values]) -> Iterator[np.ndarray]:
+    """Each chunk's values read whole, one chunk at a time (a mapped spill read whole would stay in the process's
+    resident memory until unmapped)."""
+    for chunk in chunks:
+        if isinstance(chunk, SpilledValues):
+            yield np.load(chunk.path, allow_pickle=False)
+        else:
+            yield np.asarray(chunk, dtype=np.float64)
+
+
+VALUE_SERIES = ("records_per_group", "tokens_per_example", "tokens_per_record", "turns_per_example", "rewards")
+"""The values stats.json gives exact quantiles of: one per group, per example or per record."""
 
 
 @dataclass
@@ -63,11 +158,11 @@ class StatsPart:
     """How records were counted (tokenizer, tokens_used, length_proxy)."""
     example_methods: set[str] = field(default_factory=set)
     """How lines were counted: as their records, or `chat_template` (a chat line rendered with the tokenizer's)."""
-    records_per_group: list[np.ndarray] = field(default_factory=list)
-    tokens_per_example: list[np.ndarray] = field(default_factory=list)
-    tokens_per_record: list[np.ndarray] = field(default_factory=list)
-    turns_per_example: list[np.ndarray] = field(default_factory=list)
-    rewards: list[np.ndarray] = field(default_factory=list)
+    records_per_group: list[Values] = field(default_factory=list)
+    tokens_per_example: list[Values] = field(default_factory=list)
+    tokens_per_record: list[Values] = field(default_factory=list)
+    turns_per_example: list[Values] = field(default_factory=list)
+    rewards: list[Values] = field(default_factory=list)
 
     def add(self, other: StatsPart) -> None:
         self.examples += other.examples
@@ -83,6 +178,18 @@ class StatsPart:
         self.turns_per_example += other.turns_per_example
         self.rewards += other.rewards
 
+    def spill(self, folder: Path) -> None:
+        """Writes each series' values, sorted, to `folder/<series>.npy` and keeps only where they are. A reduce
+        spills its partition's part before it returns it: the merge then holds one partition's values at a time,
+        where it held every partition's (at 1e7 bench records, ~400 MiB in the driver, bench/RESULTS.md)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for series in VALUE_SERIES:
+            values = np.sort(np.concatenate([*_each_loaded(getattr(self, series)), np.empty(0)]))
+            path = folder / f"{series}.npy"
+            with atomic_file(path) as handle:
+                np.save(handle, values, allow_pickle=False)
+            setattr(self, series, [SpilledValues(str(path), len(values))] if len(values) else [])
+
 
 def histogram(values: Sequence[float] | np.ndarray, edges: Sequence[float]) -> dict[str, Any]:
     """Counts of `values` in the fixed bins `edges` (see HISTOGRAM_EDGES)."""
@@ -95,6 +202,17 @@ def histogram(values: Sequence[float] | np.ndarray, edges: Sequence[float]) -> d
         "under": int((array < edges[0]).sum()),
         "over": int((array > edges[-1]).sum()),
     }
+
+
+def merged_histogram(chunks: Sequence[Values], edges: Sequence[float]) -> dict[str, Any]:
+    """`histogram` of the values of `chunks` taken together: each chunk's counts, added, a chunk read at a time."""
+    merged = histogram([], edges)
+    for values in _each_loaded(chunks):
+        counts = histogram(values, edges)
+        merged["counts"] = [a + b for a, b in zip(merged["counts"], counts["counts"])]
+        merged["under"] += counts["under"]
+        merged["over"] += counts["over"]
+    return merged
 
 
 _PROFILE = attrgetter("role", "source", "tenant", "category")
@@ -146,11 +264,6 @@ def stats_part(examples: Sequence[Example], tokenizer: TokenCounter | None = Non
     return part
 
 
-def _values(arrays: list[np.ndarray]) -> np.ndarray:
-    # Sorted, so the mean sums in one order whatever the partitioning.
-    return np.sort(np.concatenate(arrays)) if arrays else np.empty(0)
-
-
 def _method(methods: set[str]) -> str:
     return next(iter(methods)) if len(methods) == 1 else "mixed" if methods else "length_proxy"
 
@@ -170,14 +283,14 @@ def file_stats(
         "by_source": dict(sorted(part.by_source.items())),
         "by_tenant": dict(sorted(part.by_tenant.items())),
         "by_category": dict(sorted(part.by_category.items())),
-        "records_per_group": summary(_values(part.records_per_group)),
-        "tokens_per_example": {"method": _method(part.example_methods), **summary(_values(part.tokens_per_example))},
-        "tokens_per_record": {"method": _method(part.methods), **summary(_values(part.tokens_per_record))},
-        "rewards": {**summary(_values(part.rewards)), "by_source": dict(sorted(part.reward_sources.items()))},
+        "records_per_group": summary(part.records_per_group),
+        "tokens_per_example": {"method": _method(part.example_methods), **summary(part.tokens_per_example)},
+        "tokens_per_record": {"method": _method(part.methods), **summary(part.tokens_per_record)},
+        "rewards": {**summary(part.rewards), "by_source": dict(sorted(part.reward_sources.items()))},
         "excluded_by_step": excluded,
         "histograms": {
-            "tokens_per_example": histogram(_values(part.tokens_per_example), HISTOGRAM_EDGES["tokens_per_example"]),
-            "turns_per_example": histogram(_values(part.turns_per_example), HISTOGRAM_EDGES["turns_per_example"]),
-            "rewards": histogram(_values(part.rewards), HISTOGRAM_EDGES["rewards"]),
+            "tokens_per_example": merged_histogram(part.tokens_per_example, HISTOGRAM_EDGES["tokens_per_example"]),
+            "turns_per_example": merged_histogram(part.turns_per_example, HISTOGRAM_EDGES["turns_per_example"]),
+            "rewards": merged_histogram(part.rewards, HISTOGRAM_EDGES["rewards"]),
         },
     }

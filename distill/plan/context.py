@@ -73,6 +73,10 @@ class Layout:
     def reduce_done(self, partition: int) -> Path:
         return self.root / "reduce" / f"{partition}.done"
 
+    def stats_values(self, side: str, partition: int) -> Path:
+        """Where a partition's reduce spills one side's per-example and per-record values (`StatsPart.spill`)."""
+        return self.root / "stats" / f"{side}-{partition}"
+
     def examples(self, side: str, partition: int) -> Path:
         return self.root / "out" / f"{side}-{partition}.spill"
 

@@ -310,6 +310,8 @@ def reduce_partition(
     result.created_at = (dated[0], dated[1]) if dated else None
     if output is not None:
         result.written = output.close()
+    for side, side_result in result.sides.items():
+        side_result.stats.spill(ctx.layout.stats_values(side, partition))
     write_line_spill(ctx.layout.reduce_quarantine(partition), ledger.sorted_entries(), compress=ctx.compress)
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)
