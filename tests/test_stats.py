@@ -145,7 +145,6 @@ def test_quantiles_over_many_partitions_spilled_values_are_numpys_over_one_array
         SpilledValues, StatsPart, histogram, linear_quantile, merged_histogram, order_statistic, summary,
     )
 
-
     rng = random.Random(7)
     for case in range(150):
         count = rng.choice([1, 2, 3, 4, 5, 19, 20, 21, 100, 101, rng.randint(1, 3000)])
