@@ -74,7 +74,22 @@ def tree_stats(root: int) -> dict[int, list[str]]:
 
 def tree_rss(root: int) -> int:
     """Bytes resident in `root` and every descendant process, summed."""
-    return sum(int(fields[21]) * PAGE for fields in tree_stats(root).values())
+    return sum(tree_rss_by_process(root).values())
+
+
+def tree_rss_by_process(root: int) -> dict[int, int]:
+    """Bytes resident in `root` and in each of its descendant processes, by pid."""
+    return {pid: int(fields[21]) * PAGE for pid, fields in tree_stats(root).items()}
+
+
+def process_name(pid: int, root: int) -> str:
+    """"driver" for `root`; else the start of the process's command line (a fork server's workers show the server's)."""
+    if pid == root:
+        return "driver"
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+    except OSError:
+        return "(gone)"
 
 
 def tree_pss(root: int) -> int:
@@ -159,11 +174,21 @@ def run_distill(data: Path, extra: list[str], work: Path, settle: Any = lambda: 
     """One timed run; `settle()` first (the page cache emptied and the input read back, with --drop-caches)."""
     out = work / "run"
     command = [sys.executable, "-m", "distill", f"source.path={data}", f"hydra.run.dir={out}", *extra]
-    peaks = {"rss": 0, "disk": 0}
+    peaks: dict[str, Any] = {"rss": 0, "disk": 0, "rss_at_seconds": None, "rss_by_process": []}
     settle()
+    started = time.perf_counter()
 
     def sample(pid: int) -> None:
-        peaks["rss"] = max(peaks["rss"], tree_rss(pid))
+        by_process = tree_rss_by_process(pid)
+        if sum(by_process.values()) > peaks["rss"]:
+            # When the tree peaked and what each process held then: the phase log's times place it.
+            peaks["rss"] = sum(by_process.values())
+            peaks["rss_at_seconds"] = round(time.perf_counter() - started, 1)
+            peaks["rss_at_clock"] = time.strftime("%H:%M:%S")  # the phase log's clock
+            peaks["rss_by_process"] = [
+                [process_name(child, pid), round(size / 2**20)]
+                for child, size in sorted(by_process.items(), key=lambda item: -item[1])
+            ]
         peaks["disk"] = max(peaks["disk"], disk_use(out) if out.exists() else 0)
 
     memory = memory_state()
@@ -183,6 +208,9 @@ def run_distill(data: Path, extra: list[str], work: Path, settle: Any = lambda: 
         "memory_at_start": memory,
         "machine_cpu_seconds": cpu,
         "peak_tree_rss_mib": peaks["rss"] / 2**20,
+        "peak_tree_rss_at_seconds": peaks["rss_at_seconds"],
+        "peak_tree_rss_at_clock": peaks.get("rss_at_clock"),
+        "peak_tree_rss_by_process_mib": peaks["rss_by_process"],
         "peak_disk_mib": peaks["disk"] / 2**20,
         "counts": manifest["counts"],
         "decide_bytes_per_record": {step: float(size) for step, _, size in decide},
