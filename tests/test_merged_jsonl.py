@@ -153,14 +153,13 @@ def test_a_line_cursor_goes_on_from_a_place_after_the_bytes_before_it_were_given
     assert rest == pairs[999:]
 
 
-def test_a_spill_of_lines_holds_them_a_frame_at_a_time_after_their_keys_and_ends(tmp_path, monkeypatch):
-    """Lines go to a spill in frames of about FRAME_BYTES (or FRAME_ITEMS lines): each frame the pickled keys, notes
+def test_a_spill_of_lines_holds_them_a_frame_at_a_time_after_their_keys_and_ends(tmp_path):
+    """Lines go to a spill in frames of about `frame_bytes` (or FRAME_ITEMS lines): each frame the pickled keys, notes
     and ends of its lines, then the lines back to back; a cursor gives every line back, in order, with its key and
     note, as a slice of its frame."""
-    monkeypatch.setattr(spill_module, "FRAME_BYTES", 1000)
     entries = [(key, ("reason", f"r{key}"), b'{"n":%d}\n' % key + b"x" * (key % 300)) for key in range(500)]
     path = tmp_path / "lines.spill"
-    write_line_spill(path, entries, compress=False)
+    write_line_spill(path, entries, compress=False, frame_bytes=1000)
     with path.open("rb") as handle:
         frames = []
         while (data := spill_module.read_frame(handle, None)) is not None:
@@ -171,7 +170,7 @@ def test_a_spill_of_lines_holds_them_a_frame_at_a_time_after_their_keys_and_ends
         lines = [entry[2] for entry in entries if entry[0] in set(keys)]
         assert data.endswith(b"".join(lines)) and ends[-1] == len(b"".join(lines))
         assert notes == [("reason", f"r{key}") for key in keys]
-    for data in frames[:-1]:  # a frame closes with the line that takes it to FRAME_BYTES
+    for data in frames[:-1]:  # a frame closes with the line that takes it to frame_bytes
         _, _, ends = pickle.loads(data)
         assert ends[-1] >= 1000 > (ends[-2] if len(ends) > 1 else 0)
     cursor = LineCursor(path)

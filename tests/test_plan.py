@@ -662,6 +662,32 @@ def test_a_spill_of_large_items_is_written_in_bounded_frames_each_pickled_once(t
     assert sum(pickled) < 1.05 * sum(frame_bytes)  # each frame once, plus the first items' probe
 
 
+def test_with_many_partitions_the_spills_a_merge_reads_have_smaller_frames_and_give_the_same_files(
+    tmp_path, corpus, monkeypatch
+):
+    # A merge holds a frame of every partition's spill at once: past MERGE_HELD_BYTES / FRAME_BYTES partitions the
+    # frames shrink, so that it holds about MERGE_HELD_BYTES whatever the input. Here 7 partitions and a 56 KiB hold.
+    assert spill.merge_frame_bytes(166) == spill.FRAME_BYTES  # 1e7 bench records at the default budget
+    assert spill.merge_frame_bytes(2000) * 2000 <= spill.MERGE_HELD_BYTES
+    assert spill.merge_frame_bytes(10**6) == spill.MIN_FRAME_BYTES
+    written: list[int] = []
+    write_bytes = spill.SpillWriter.write_bytes  # only write_line_spill writes its frames as bytes
+
+    def recorded(writer, data):
+        written.append(len(data))
+        write_bytes(writer, data)
+
+    monkeypatch.setattr(spill.SpillWriter, "write_bytes", recorded)
+    overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.workers=1", "executor.partitions=7"]
+    as_before = run_dir(tmp_path / "as_before", overrides)
+    frames_before, written[:] = list(written), []
+    monkeypatch.setattr(spill, "MERGE_HELD_BYTES", 7 * (8 << 10))
+    assert run_dir(tmp_path / "small_frames", overrides) == as_before
+    assert max(frames_before) > 64 << 10
+    # A frame ends at the line that takes it past 8 KiB: the corpus's lines are a few KB.
+    assert written and max(written) < 24 << 10 and len(written) > 3 * len(frames_before)
+
+
 def frames_of(path):
     with path.open("rb") as handle:
         while header := handle.read(spill.FRAME_HEADER.size):

@@ -20,7 +20,7 @@ from distill.output.flavours.base import INLINE
 from distill.output.flavours.render import FlavourOutput, Rendered
 from distill.output.merged_jsonl import merge_into_jsonl
 from distill.plan.context import Layout
-from distill.plan.spill import BY_PLACE, frames, read_values, write_line_spill, write_spill
+from distill.plan.spill import BY_PLACE, FRAME_BYTES, frames, read_values, write_line_spill, write_spill
 from distill.split import ALL
 from distill.tasks.base import Example, Task
 from distill.validation import schema_errors
@@ -54,8 +54,9 @@ class DatasetWriter(ABC):
         self.flavour = flavour
 
     @abstractmethod
-    def open_partition(self, partition: int) -> PartitionOutput:
-        """Where one partition's examples go, a slice of its groups at a time."""
+    def open_partition(self, partition: int, *, frame_bytes: int = FRAME_BYTES) -> PartitionOutput:
+        """Where one partition's examples go, a slice of its groups at a time; spills a merge reads have frames of
+        about `frame_bytes` (`PlanContext.merge_frame_bytes`)."""
 
     @abstractmethod
     def finish(self, sides: Sequence[str], partitions: Sequence[Any]) -> Written:
@@ -87,8 +88,8 @@ class LineFiles(DatasetWriter):
     sort keys; `finish` merges the partitions' spills into each file in (first record's created_at, id) order,
     holding one batch per partition at a time."""
 
-    def open_partition(self, partition: int) -> LinePartition:
-        return LinePartition(self, partition)
+    def open_partition(self, partition: int, *, frame_bytes: int = FRAME_BYTES) -> LinePartition:
+        return LinePartition(self, partition, frame_bytes)
 
     @property
     def _spilled_lines_final(self) -> bool:
@@ -154,9 +155,10 @@ class LinePartition(PartitionOutput):
     """A partition's lines for `LineFiles`: each slice's lines are encoded as the slice is added (in the partition's
     worker, so the merge only copies bytes), and `close` spills each side's in file order."""
 
-    def __init__(self, files: LineFiles, partition: int) -> None:
+    def __init__(self, files: LineFiles, partition: int, frame_bytes: int = FRAME_BYTES) -> None:
         self.files = files
         self.partition = partition
+        self.frame_bytes = frame_bytes
         self.entries: dict[str, list[tuple[Any, Any, Any]]] = {}
 
     def add(self, examples_by_side: dict[str, list[Example]], rendered_by_side: dict[str, list[Rendered]]) -> None:
@@ -192,9 +194,12 @@ class LinePartition(PartitionOutput):
             entries.sort(key=BY_PLACE)  # each slice's are in file order; the partition's spill is, too
             path = self.files.layout.examples(side, self.partition)
             if self.files._spilled_lines_final:  # the file's own lines, for `merge_into_jsonl`
-                write_line_spill(path, ((key, None, line) for key, line, _ in entries), compress=self.files.compress)
+                write_line_spill(
+                    path, ((key, None, line) for key, line, _ in entries),
+                    compress=self.files.compress, frame_bytes=self.frame_bytes,
+                )
             else:
-                write_spill(path, frames(entries), compress=self.files.compress)
+                write_spill(path, frames(entries), compress=self.files.compress, frame_bytes=self.frame_bytes)
         self.entries = {}
 
 
@@ -228,8 +233,8 @@ class CoveragePackages(DatasetWriter):
     `coverage/<package>/`; `finish` writes `coverage/coverage_export_manifest.json` listing every package in
     directory order."""
 
-    def open_partition(self, partition: int) -> PackagePartition:
-        return PackagePartition(self)
+    def open_partition(self, partition: int, *, frame_bytes: int = FRAME_BYTES) -> PackagePartition:
+        return PackagePartition(self)  # packages are written as they come: nothing for a merge to read
 
     def write_packages(
         self, examples_by_side: dict[str, list[Example]], entries: list[dict[str, Any]], packages: list[dict[str, Any]]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill.hashing import hash64
+from distill.plan.spill import merge_frame_bytes
 
 if TYPE_CHECKING:
     from distill.config import Settings
@@ -106,6 +107,11 @@ class PlanContext:
             return [0 for _ in group_keys]
         partitions = self.partitions
         return [hash64(key) % partitions for key in group_keys]
+
+    @property
+    def merge_frame_bytes(self) -> int:
+        """The frame size of the spills the merge reads one of per partition (`merge_frame_bytes`)."""
+        return merge_frame_bytes(self.partitions)
 
     def setup(self) -> None:
         for step in self.settings.steps:

@@ -278,7 +278,7 @@ def reduce_partition(
     # Uncompressed part spills hold every text's UTF-8 bytes, at least one byte per character the check counts.
     bound = None if spilled is None else spilled * MEMORY_PER_INPUT_BYTE + RECORD_OVERHEAD_BYTES * result.records
     check_group_sizes(groups, settings.executor.memory_bytes // max(settings.executor.workers, 1), bound)
-    output = None if settings.dry_run else writer.open_partition(partition)
+    output = None if settings.dry_run else writer.open_partition(partition, frame_bytes=ctx.merge_frame_bytes)
     exported: set[str] = set()
     dated: list[Any] = []
     # Slices are taken off the list as they are reduced: a slice's records are freed with it, and the lines and rows
@@ -312,7 +312,10 @@ def reduce_partition(
         result.written = output.close()
     for side, side_result in result.sides.items():
         side_result.stats.spill(ctx.layout.stats_values(side, partition))
-    write_line_spill(ctx.layout.reduce_quarantine(partition), ledger.sorted_entries(), compress=ctx.compress)
+    write_line_spill(
+        ctx.layout.reduce_quarantine(partition), ledger.sorted_entries(),
+        compress=ctx.compress, frame_bytes=ctx.merge_frame_bytes,
+    )
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)
     # Only once the marker says this partition is done: a resumed run never needs these records again.

@@ -27,6 +27,15 @@ partition at once) holds a bounded amount whatever the batch's size."""
 FRAME_BYTES = 256 * 1024
 """...and of at most about this many bytes (pickled): the merge holds one frame of each of its streams at a time,
 so this bounds its memory per stream whatever the items' size."""
+MERGE_HELD_BYTES = 64 << 20
+"""What the frames a merge holds at once come to, whatever the partition count. A merge holds a frame of every
+partition's spill, and the partition count grows with the input over the budget, so the spills a merge reads have
+frames of FRAME_BYTES only up to 256 partitions, and smaller beyond (`merge_frame_bytes`). 1e7 bench records make 166
+partitions at the default budget; 1e6 in 2,000 partitions peaked at 1,403 MiB with frames of FRAME_BYTES, 532 MiB so
+(bench/RESULTS.md)."""
+MIN_FRAME_BYTES = 4 << 10
+"""Frames no smaller than this, however many partitions: below it a frame's pickled keys and header outweigh its
+lines (a merge of over 16,384 partitions holds more than MERGE_HELD_BYTES)."""
 PROBE_ITEMS = 16
 """How many of a spill's first items are pickled alone to size its frames."""
 BY_PLACE = itemgetter(0)
@@ -37,10 +46,17 @@ COPY_BYTES = 1 << 20
 COMPRESSION_LEVEL = 1  # measured: level 1 keeps up with the map; higher levels cost more CPU than the disk they save
 
 
-class SpillWriter:
-    """Appends batches to one spill file; `close()` makes it visible under its final name."""
+def merge_frame_bytes(partitions: int) -> int:
+    """The frame size of the spills a merge reads one of per partition (example lines, quarantine rows): FRAME_BYTES,
+    or less once `partitions` frames of it would hold more than MERGE_HELD_BYTES."""
+    return max(MIN_FRAME_BYTES, min(FRAME_BYTES, MERGE_HELD_BYTES // max(partitions, 1)))
 
-    def __init__(self, path: Path, *, compress: bool) -> None:
+
+class SpillWriter:
+    """Appends batches to one spill file, in frames of about `frame_bytes`; `close()` makes it visible under its
+    final name."""
+
+    def __init__(self, path: Path, *, compress: bool, frame_bytes: int = FRAME_BYTES) -> None:
         self.path = path
         self.temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self.handle = self.temporary.open("wb")
@@ -50,6 +66,7 @@ class SpillWriter:
         # bytes object by `realloc` for each one (~5% of a reduce partition, bench/RESULTS.md).
         self.pickled = io.BytesIO()
         self.items_per_frame = FRAME_ITEMS
+        self.frame_bytes = frame_bytes
         self.sized = False
 
     def write(self, batch: list[Any]) -> None:
@@ -62,15 +79,15 @@ class SpillWriter:
             # frame pickled twice per spill, ~0.6 GB of copying at 1e6 bench records.
             probe = batch[:PROBE_ITEMS]
             item_bytes = len(pickle.dumps(probe, protocol=pickle.HIGHEST_PROTOCOL)) / len(probe)
-            self.items_per_frame = max(1, min(FRAME_ITEMS, int(FRAME_BYTES / item_bytes)))
+            self.items_per_frame = max(1, min(FRAME_ITEMS, int(self.frame_bytes / item_bytes)))
             self.sized = True
         start = 0
         while start < len(batch):
             chunk = batch[start : start + self.items_per_frame]
             size = self._pickle(chunk)
             # Items that grew well beyond the first ones: fewer per frame from here on, this frame pickled again.
-            if size > FRAME_BYTES * 2 and len(chunk) > 1:
-                self.items_per_frame = max(1, len(chunk) * FRAME_BYTES // size)
+            if size > self.frame_bytes * 2 and len(chunk) > 1:
+                self.items_per_frame = max(1, len(chunk) * self.frame_bytes // size)
                 continue
             start += len(chunk)
             self._frame_pickled(size)
@@ -127,8 +144,8 @@ def frames(items: Iterable[Any]) -> Iterator[list[Any]]:
         yield frame
 
 
-def write_spill(path: Path, batches: Iterable[list[Any]], *, compress: bool) -> None:
-    writer = SpillWriter(path, compress=compress)
+def write_spill(path: Path, batches: Iterable[list[Any]], *, compress: bool, frame_bytes: int = FRAME_BYTES) -> None:
+    writer = SpillWriter(path, compress=compress, frame_bytes=frame_bytes)
     try:
         for batch in batches:
             writer.write(batch)
@@ -170,15 +187,17 @@ Place = tuple[int, int]
 """Where a value lies in a spill: its frame's offset in the file and its index in that frame."""
 
 
-def write_line_spill(path: Path, entries: Iterable[tuple[Any, Any, bytes]], *, compress: bool) -> None:
+def write_line_spill(
+    path: Path, entries: Iterable[tuple[Any, Any, bytes]], *, compress: bool, frame_bytes: int = FRAME_BYTES
+) -> None:
     """A spill of a file's lines in the making (example lines, quarantine rows) for a merge (`LineCursor`): (key,
-    note, line) entries, in the order given, in frames of about FRAME_BYTES of lines (at most FRAME_ITEMS). A frame
+    note, line) entries, in the order given, in frames of about `frame_bytes` of lines (at most FRAME_ITEMS). A frame
     is the pickled keys, notes (what the merge notes of each line: a quarantine row's reason and record id, None for
     a dataset line) and the lines' ends, followed by the lines back to back: the merge slices each line out of the
     frame it read (a `memoryview`), where a pickled bytes object per line cost an allocation and a copy each. A
     killed 1e6 run's train file merged in 2.12-2.27 CPU-seconds against 2.31-2.37, its quarantine in 1.75-1.85
     against 1.80-2.19 (bench/RESULTS.md, "Lines a frame at a time")."""
-    writer = SpillWriter(path, compress=compress)
+    writer = SpillWriter(path, compress=compress, frame_bytes=frame_bytes)
     keys: list[Any] = []
     notes: list[Any] = []
     ends: list[int] = []
@@ -195,7 +214,7 @@ def write_line_spill(path: Path, entries: Iterable[tuple[Any, Any, bytes]], *, c
             lines.append(line)
             size += len(line)
             ends.append(size)
-            if size >= FRAME_BYTES or len(keys) >= FRAME_ITEMS:
+            if size >= frame_bytes or len(keys) >= FRAME_ITEMS:
                 frame()
                 keys, notes, ends, lines, size = [], [], [], [], 0
         if keys:
