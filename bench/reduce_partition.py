@@ -67,7 +67,7 @@ def reduce_once(run: Path, scratch: Path) -> tuple[float, int]:
     plan = json.loads((scratch / ".distill-work" / "plan.json").read_text())
     settings = build_settings(config)
     layout = Layout.of(scratch)
-    ctx = PlanContext(settings, layout, plan["partitions"], settings.executor.compress_spills, config)
+    ctx = PlanContext(settings, layout, plan["partitions"], settings.executor.compress_spills, config, plan["shards"])
     ctx.setup()
     writer = dataset_writer(settings.task, scratch, layout, settings.output_format, ctx.compress, settings.flavour_output)
     with cyclic_gc_paused():

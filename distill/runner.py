@@ -68,7 +68,7 @@ def run(
         shards = settings.source.shards(settings.executor.shard_bytes, settings.executor.workers)
         partitions = prepare(layout, shards, config, settings.executor, settings.resume)
         check_open_files(partitions, len(shards), open_files)
-        ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config)
+        ctx = PlanContext(settings, layout, partitions, settings.executor.compress_spills, config, len(shards))
         log.info("plan: %d shards, %d partitions, %d workers", len(shards), partitions, settings.executor.workers)
         layout.make(partitions, list(range(len(settings.steps))))
         ctx.setup()

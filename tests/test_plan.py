@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import signal
@@ -29,7 +30,7 @@ from distill.grouping import Group
 from distill.hashing import hash64
 from distill.output.writers import LineFiles
 from distill.plan import prepare, reduce, spill
-from distill.plan.context import Layout
+from distill.plan.context import Layout, PlanContext
 from distill.plan.decide import in_order
 from distill.plan.map import LineLabels, labels_at, row_labels
 from distill.quarantine import QuarantineRow
@@ -663,29 +664,46 @@ def test_a_spill_of_large_items_is_written_in_bounded_frames_each_pickled_once(t
 
 
 def test_with_many_partitions_the_spills_a_merge_reads_have_smaller_frames_and_give_the_same_files(
-    tmp_path, corpus, monkeypatch
+    tmp_path, corpus, monkeypatch, caplog
 ):
-    # A merge holds a frame of every partition's spill at once: past MERGE_HELD_BYTES / FRAME_BYTES partitions the
-    # frames shrink, so that it holds about MERGE_HELD_BYTES whatever the input. Here 7 partitions and a 56 KiB hold.
+    # A merge holds a frame of every spill it reads at once (a dataset file's: one a partition; the quarantine's: one a
+    # shard and one a partition): past MERGE_HELD_BYTES / FRAME_BYTES spills the frames shrink, so that it holds about
+    # MERGE_HELD_BYTES whatever the input. Here 7 partitions, shards of 0.2 MB and a 56 KiB hold.
     assert spill.merge_frame_bytes(166) == spill.FRAME_BYTES  # 1e7 bench records at the default budget
     assert spill.merge_frame_bytes(2000) * 2000 <= spill.MERGE_HELD_BYTES
     assert spill.merge_frame_bytes(10**6) == spill.MIN_FRAME_BYTES
-    written: list[int] = []
+    many_shards = PlanContext(None, None, partitions=200, compress=False, shards=300)
+    assert many_shards.merge_frame_bytes == spill.FRAME_BYTES
+    assert many_shards.quarantine_frame_bytes == spill.merge_frame_bytes(500) < spill.FRAME_BYTES
+    written: list[tuple[str, bytes]] = []
     write_bytes = spill.SpillWriter.write_bytes  # only write_line_spill writes its frames as bytes
 
     def recorded(writer, data):
-        written.append(len(data))
+        written.append(("quarantine" if "quarantine" in writer.path.parts else "examples", bytes(data)))
         write_bytes(writer, data)
 
+    def lines_before_the_last(data: bytes) -> int:
+        _, _, ends = pickle.loads(data)  # a frame closes with the line that takes it to its size
+        return ends[-2] if len(ends) > 1 else 0
+
     monkeypatch.setattr(spill.SpillWriter, "write_bytes", recorded)
-    overrides = [f"source.path={corpus / 'logs.jsonl'}", "executor.workers=1", "executor.partitions=7"]
+    overrides = [
+        f"source.path={corpus / 'logs.jsonl'}", "executor.workers=1", "executor.partitions=7", "executor.shard_mb=0.2",
+    ]
     as_before = run_dir(tmp_path / "as_before", overrides)
     frames_before, written[:] = list(written), []
     monkeypatch.setattr(spill, "MERGE_HELD_BYTES", 7 * (8 << 10))
-    assert run_dir(tmp_path / "small_frames", overrides) == as_before
-    assert max(frames_before) > 64 << 10
-    # A frame ends at the line that takes it past 8 KiB: the corpus's lines are a few KB.
-    assert written and max(written) < 24 << 10 and len(written) > 3 * len(frames_before)
+    monkeypatch.setattr(spill, "MIN_FRAME_BYTES", 1 << 10)
+    with caplog.at_level(logging.INFO, logger="distill.runner"):
+        assert run_dir(tmp_path / "small_frames", overrides) == as_before
+    (shards,) = {int(n) for n in re.findall(r"plan: (\d+) shards", caplog.text)}
+    assert shards > 5
+    assert max(len(data) for _, data in frames_before) > 64 << 10
+    bounds = {"examples": 8 << 10, "quarantine": 7 * (8 << 10) // (7 + shards)}
+    for kind, bound in bounds.items():
+        frames = [data for each, data in written if each == kind]
+        assert frames and max(lines_before_the_last(data) for data in frames) < bound, kind
+    assert len(written) > 3 * len(frames_before)
 
 
 def frames_of(path):
@@ -808,7 +826,6 @@ def test_a_partition_spill_gives_back_its_entries_whether_their_records_were_pac
     """The map packs a write's records in one msgpack blob when every one of them fits (`packed_records`), and
     pickles them one by one when one does not; the reduce reads either as the same (handle, record, pending)
     entries, each record with the record's values (a StoredRecord, unless it had to be pickled the pydantic way)."""
-    from distill.plan.context import PlanContext
     from distill.plan.map import PackedEntries, PartitionSpills, read_part
     from distill.quarantine import Drop
     from distill.reasons import Reason

@@ -41,7 +41,7 @@ _WORKER: dict[str, Any] = {}
 """A process's view of the run: set in the driver for in-process tasks, and by `_start_worker` in each worker."""
 
 
-def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool) -> None:
+def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compress: bool, shards: int) -> None:
     _WORKER.update(pooled=True)
     try:
         if os.environ.get(KILL_HOOK) == "setup-worker":
@@ -49,7 +49,7 @@ def _start_worker(config: dict[str, Any], layout: Layout, partitions: int, compr
         from distill.config import build_settings
 
         settings = build_settings(config)
-        ctx = PlanContext(settings, layout, partitions, compress, config)
+        ctx = PlanContext(settings, layout, partitions, compress, config, shards)
         ctx.setup()
         writer = dataset_writer(
             settings.task, layout.root.parent, layout, settings.output_format, compress, settings.flavour_output
@@ -99,7 +99,7 @@ def _bucket_helper() -> Iterator[Callable[..., Future[Any]]]:
     worker killed."""
     ctx = _WORKER["ctx"]
     try:
-        with process_pool(1, _start_worker, (ctx.config, ctx.layout, ctx.partitions, ctx.compress)) as pool:
+        with process_pool(1, _start_worker, (ctx.config, ctx.layout, ctx.partitions, ctx.compress, ctx.shards)) as pool:
             pool.submit(_worker_ready, "decide")  # its process starts now, not with the first bucket
             yield lambda function, *args: pool.submit(_beside_task, function, *args)
     finally:
@@ -317,7 +317,7 @@ class LocalExecutor:
 
     def _pool_for(self, ctx: PlanContext) -> ProcessPoolExecutor:
         if self._pool is None:
-            arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress)
+            arguments = (ctx.config, ctx.layout, ctx.partitions, ctx.compress, ctx.shards)
             self._pool = self._pool_block.enter_context(process_pool(self.workers, _start_worker, arguments))
             log.info("local: %d worker processes, for every phase still to run", self.workers)
         return self._pool

@@ -99,6 +99,8 @@ class PlanContext:
     partitions: int
     compress: bool
     config: dict[str, Any] | None = None
+    shards: int = 0
+    """The input's shard count: the quarantine is merged from a spill per shard (its parse drops) and per partition."""
 
     def partitions_of(self, group_keys: Iterable[str]) -> list[int]:
         """Each group key's partition, by distill's own stable hash of the key: a group's records always meet in one
@@ -110,8 +112,14 @@ class PlanContext:
 
     @property
     def merge_frame_bytes(self) -> int:
-        """The frame size of the spills the merge reads one of per partition (`merge_frame_bytes`)."""
+        """The frame size of the example spills, which a dataset file's merge reads one of per partition."""
         return merge_frame_bytes(self.partitions)
+
+    @property
+    def quarantine_frame_bytes(self) -> int:
+        """The frame size of the quarantine spills, which the quarantine's merge reads one of per shard and per
+        partition."""
+        return merge_frame_bytes(self.shards + self.partitions)
 
     def setup(self) -> None:
         for step in self.settings.steps:

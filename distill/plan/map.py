@@ -268,7 +268,9 @@ class ShardReader:
     def finish(self) -> None:
         self.quarantine.sort(key=lambda entry: entry[0])
         spill = self.ctx.layout.map_quarantine(self.shard.index)
-        write_line_spill(spill, self.quarantine, compress=self.ctx.compress, frame_bytes=self.ctx.merge_frame_bytes)
+        write_line_spill(
+            spill, self.quarantine, compress=self.ctx.compress, frame_bytes=self.ctx.quarantine_frame_bytes
+        )
         self.result.inputs = self.ctx.settings.source.shard_inputs(self.shard)
 
 

@@ -314,7 +314,7 @@ def reduce_partition(
         side_result.stats.spill(ctx.layout.stats_values(side, partition))
     write_line_spill(
         ctx.layout.reduce_quarantine(partition), ledger.sorted_entries(),
-        compress=ctx.compress, frame_bytes=ctx.merge_frame_bytes,
+        compress=ctx.compress, frame_bytes=ctx.quarantine_frame_bytes,
     )
     result.seconds = time.perf_counter() - started
     write_marker(ctx.layout.reduce_done(partition), result)

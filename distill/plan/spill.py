@@ -28,14 +28,14 @@ FRAME_BYTES = 256 * 1024
 """...and of at most about this many bytes (pickled): the merge holds one frame of each of its streams at a time,
 so this bounds its memory per stream whatever the items' size."""
 MERGE_HELD_BYTES = 64 << 20
-"""What the frames a merge holds at once come to, whatever the partition count. A merge holds a frame of every
-partition's spill, and the partition count grows with the input over the budget, so the spills a merge reads have
-frames of FRAME_BYTES only up to 256 partitions, and smaller beyond (`merge_frame_bytes`). 1e7 bench records make 166
-partitions at the default budget; 1e6 in 2,000 partitions peaked at 1,403 MiB with frames of FRAME_BYTES, 532 MiB so
-(bench/RESULTS.md)."""
+"""What the frames a merge holds at once come to, whatever the input. A merge holds a frame of every partition's
+spill (the quarantine's: of every shard's too), and both counts grow with the input, so the spills a merge reads
+have frames of FRAME_BYTES only up to 256 streams, and smaller beyond (`merge_frame_bytes`). 1e7 bench records make
+166 partitions at the default budget; 1e6 in 2,000 partitions peaked at 1,403 MiB with frames of FRAME_BYTES, 532
+MiB so (bench/RESULTS.md)."""
 MIN_FRAME_BYTES = 4 << 10
-"""Frames no smaller than this, however many partitions: below it a frame's pickled keys and header outweigh its
-lines (a merge of over 16,384 partitions holds more than MERGE_HELD_BYTES)."""
+"""Frames no smaller than this, however many streams: below it a frame's pickled keys and header outweigh its lines
+(a merge of over 16,384 streams holds more than MERGE_HELD_BYTES)."""
 PROBE_ITEMS = 16
 """How many of a spill's first items are pickled alone to size its frames."""
 BY_PLACE = itemgetter(0)
@@ -46,10 +46,11 @@ COPY_BYTES = 1 << 20
 COMPRESSION_LEVEL = 1  # measured: level 1 keeps up with the map; higher levels cost more CPU than the disk they save
 
 
-def merge_frame_bytes(partitions: int) -> int:
-    """The frame size of the spills a merge reads one of per partition (example lines, quarantine rows): FRAME_BYTES,
-    or less once `partitions` frames of it would hold more than MERGE_HELD_BYTES."""
-    return max(MIN_FRAME_BYTES, min(FRAME_BYTES, MERGE_HELD_BYTES // max(partitions, 1)))
+def merge_frame_bytes(streams: int) -> int:
+    """The frame size of spills a merge reads `streams` of at once (a dataset file's: one a partition; the
+    quarantine's: one a shard and one a partition): FRAME_BYTES, or less once `streams` frames of it would hold more
+    than MERGE_HELD_BYTES."""
+    return max(MIN_FRAME_BYTES, min(FRAME_BYTES, MERGE_HELD_BYTES // max(streams, 1)))
 
 
 class SpillWriter:
