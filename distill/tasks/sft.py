@@ -148,19 +148,8 @@ class SftTask(Task):
             output.drops.append((FIREWALL_STEP, record, drop))
             if first_hole is None or record.order_key() < first_hole.order_key():
                 first_hole = record
-        exported, lost = kept, []
-        if first_hole is not None and self.params.on_gap == "drop_group":
-            exported, lost = [], kept
-        elif first_hole is not None and self.params.on_gap == "cut":
-            # The turns before the hole, up to the last assistant turn among them (a plain turn calls no tool).
-            hole, end = first_hole.order_key(), 0
-            for i, record in enumerate(kept):
-                if record.order_key() >= hole:
-                    break
-                if record.role is _ASSISTANT:
-                    end = i + 1
-            exported, lost = kept[:end], kept[end:]
         gaps = [first_hole] if first_hole is not None else []
+        exported, lost = apply_gap_policy(kept, gaps, self.params.on_gap)
         if not any(record.role is _ASSISTANT for record in exported):
             self._drop_unanswered(kept, gaps, output)
             return
