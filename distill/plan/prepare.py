@@ -83,8 +83,8 @@ sha256; 5: a packed record's embedding is its own msgpack bytes; 6: `file_conten
 halves, and a line's spilled sort key holds microseconds, not a datetime; 7: a packed embedding may be the JSON array
 the fast lane kept from its line; 8: it is msgpack again; 9: exact_dedup's text keys are seeded by the role instead
 of prefixed with it; 10: the spills a merge reads hold their lines a frame at a time, `write_line_spill`), so a run
-interrupted under one distill is never resumed by another that would put a group in
-another partition or misread a spill."""
+interrupted under one distill is never resumed by another that would put a group in another partition or misread a
+spill."""
 
 
 def plan_key(config: dict[str, Any], shards: list[Shard]) -> str:
